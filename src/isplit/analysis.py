@@ -1,0 +1,393 @@
+"""The I-SPLIT analysis: model + data -> CUI curves -> candidates and best split.
+
+``analyze`` streams the data through ``GradCAM`` once, accumulating per-image CUI curves, and
+returns an ``Analysis`` that saves to (and loads from) a run folder: ``curves.json``,
+``per_image.npz`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from isplit.curves import CurveAccumulator, best_point, local_maxima
+from isplit.data import limit_dataset, make_loader
+from isplit.errors import IsplitError
+from isplit.graph import ModelGraph, SplitPoint
+from isplit.importance import REDUCTIONS, TARGETS, GradCAM
+from isplit.io import atomic_write_json, atomic_write_npz, read_json
+from isplit.protocols import PROTOCOLS, official_points
+
+log = logging.getLogger("isplit")
+
+CHECKPOINT = "checkpoint.npz"
+
+
+@dataclass
+class Analysis:
+    """The result of an I-SPLIT analysis (see DESIGN.md for the definitions)."""
+
+    model: str
+    dataset: dict  # name, split, images, classes
+    settings: dict  # target, reduction, protocol, batch_size, granularity, input_shape, ...
+    points: list[SplitPoint]
+    cui: np.ndarray  # [K] global curve
+    per_class: dict[str, np.ndarray]  # class name -> [K] (NaN where the class has no images)
+    per_image: np.ndarray  # [N, K]
+    labels: np.ndarray  # [N]
+    predictions: np.ndarray  # [N]
+    candidates: list[str]
+    best: str | None
+    skipped_images: list[str] = field(default_factory=list)
+
+    @property
+    def point_names(self) -> list[str]:
+        return [p.name for p in self.points]
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.labels == self.predictions).mean()) if len(self.labels) else float("nan")
+
+    def to_json(self) -> dict:
+        points = []
+        for p, c in zip(self.points, self.cui):
+            d = p.to_json()
+            d["cui"] = _num(c)
+            d["log10_cui"] = _num(np.log10(c)) if c > 0 else None
+            d["candidate"] = p.name in self.candidates
+            points.append(d)
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "settings": self.settings,
+            "accuracy": _num(self.accuracy),
+            "skipped_images": len(self.skipped_images),
+            "skipped_files": self.skipped_images,
+            "points": points,
+            "candidates": self.candidates,
+            "best": self.best,
+            "per_class": {k: [_num(v) for v in vals] for k, vals in self.per_class.items()},
+        }
+
+    def save(self, out: str | os.PathLike, plot: bool = True) -> Path:
+        """Write ``curves.json``, ``per_image.npz`` and (``plot``) ``curves.png`` into ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_npz(out / "per_image.npz", cui=self.per_image, labels=self.labels,
+                         predictions=self.predictions,
+                         points=np.array(self.point_names, dtype=str))
+        atomic_write_json(out / "curves.json", self.to_json())
+        if plot:
+            from isplit.plot import plot_curves
+
+            plot_curves(self, out / "curves.png")
+        return out
+
+    @classmethod
+    def load(cls, run: str | os.PathLike) -> Analysis:
+        run = Path(run)
+        doc = read_json(run / "curves.json", what="analysis run")
+        npz_path = run / "per_image.npz"
+        if not npz_path.exists():
+            raise IsplitError(f"{npz_path} is missing: the run folder has no per-image curves")
+        with np.load(npz_path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        points = [SplitPoint.from_json(p) for p in doc["points"]]
+        return cls(
+            model=doc["model"],
+            dataset=doc["dataset"],
+            settings=doc["settings"],
+            points=points,
+            cui=np.array([np.nan if p["cui"] is None else p["cui"] for p in doc["points"]]),
+            per_class={k: np.array([np.nan if v is None else v for v in vals])
+                       for k, vals in doc["per_class"].items()},
+            per_image=arrays["cui"],
+            labels=arrays["labels"],
+            predictions=arrays["predictions"],
+            candidates=list(doc["candidates"]),
+            best=doc["best"],
+            skipped_images=list(doc.get("skipped_files", [])),
+        )
+
+    def table(self) -> str:
+        """A short text table of the points and the recommendation."""
+        rows = [f"{'point':<28}{'shape':>18}{'bytes':>12}{'MFLOPs':>10}{'log10 CUI':>11}  "]
+        for p, c in zip(self.points, self.cui):
+            mark = "best" if p.name == self.best else ("cand" if p.name in self.candidates
+                                                       else ("" if p.admissible else "-"))
+            lc = f"{np.log10(c):.3f}" if c > 0 else "-inf"
+            rows.append(f"{p.name:<28}{'x'.join(map(str, p.shape)):>18}{p.bytes:>12}"
+                        f"{p.head_flops / 1e6:>10.1f}{lc:>11}  {mark}")
+        return "\n".join(rows)
+
+    def recommendation(self) -> str:
+        if self.best is None:
+            return "no admissible split point: relax --max-bytes / --max-head-flops / --points"
+        p = self.points[self.point_names.index(self.best)]
+        return (f"best split: {p.name} ({'x'.join(map(str, p.shape))}, {p.bytes} bytes at "
+                f"batch 1, head {p.head_flops / 1e6:.1f} MFLOPs); candidates: "
+                f"{', '.join(self.candidates) or 'none'}")
+
+
+def _num(v) -> float | None:
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise IsplitError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(device)
+
+
+def _class_names(data, classes: Sequence[str] | None) -> list[str] | None:
+    if classes is not None:
+        return list(classes)
+    for obj in (data, getattr(data, "dataset", None)):
+        names = getattr(obj, "classes", None)
+        if names is not None:
+            return [str(c) for c in names]
+    return None
+
+
+def _dataset_info(data, classes: list[str]) -> dict:
+    ds = data.dataset if isinstance(data, DataLoader) else data
+    if hasattr(ds, "describe"):
+        info = dict(ds.describe())
+    else:
+        info = {"name": type(ds).__name__, "split": None}
+    info["classes"] = classes
+    return info
+
+
+def select_points(graph: ModelGraph, points: Sequence[str] | None, protocol: str,
+                  model_name: str) -> list[SplitPoint]:
+    """The points to analyse, in network order."""
+    if points is None and protocol == "official":
+        points = official_points(graph, model_name)
+    if points is None:
+        return list(graph.points)
+    order = {graph.names[n]: i for i, n in enumerate(graph.nodes)}
+    chosen = [graph.point(p) for p in points]  # raises for unknown / invalid names
+    if len({p.name for p in chosen}) != len(chosen):
+        raise IsplitError("a split point is listed twice in --points")
+    return sorted(chosen, key=lambda p: order[p.name])
+
+
+def restrict(points: list[SplitPoint], *, max_bytes: int | None = None,
+             max_head_flops: float | None = None, first: str | None = None,
+             last: str | None = None) -> None:
+    """Narrow the admissible points in place (spatial points between ``first`` and ``last``
+    within the byte and FLOP budgets)."""
+    names = [p.name for p in points]
+    for bound in (first, last):
+        if bound is not None and bound not in names:
+            raise IsplitError(f"--first/--last '{bound}' is not one of the analysed points")
+    lo = names.index(first) if first else 0
+    hi = names.index(last) if last else len(points) - 1
+    for i, p in enumerate(points):
+        p.admissible = (p.spatial and lo <= i <= hi
+                        and (max_bytes is None or p.bytes <= max_bytes)
+                        and (max_head_flops is None or p.head_flops <= max_head_flops))
+
+
+def analyze(
+    model: nn.Module,
+    data: Dataset | DataLoader,
+    *,
+    points: Sequence[str] | None = None,
+    target: str = "label",
+    reduction: str = "mean",
+    protocol: str = "default",
+    granularity: str = "layer",
+    batch_size: int = 64,
+    limit: int | None = None,
+    device: str | torch.device = "cpu",
+    classes: Sequence[str] | None = None,
+    max_bytes: int | None = None,
+    max_head_flops: float | None = None,
+    first: str | None = None,
+    last: str | None = None,
+    model_name: str | None = None,
+    workers: int | None = None,
+    skip_bad_images: bool = False,
+    progress: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_seconds: float = 60.0,
+) -> Analysis:
+    """Run the I-SPLIT analysis of ``model`` on ``data`` (a Dataset of (image, label) or a
+    DataLoader). See the README for the options; the result is an ``Analysis``."""
+    if protocol not in PROTOCOLS:
+        raise IsplitError(f"--protocol must be one of {PROTOCOLS}, not {protocol!r}")
+    if protocol == "official":
+        target = "predicted"
+    if target not in TARGETS:
+        raise IsplitError(f"--target must be one of {TARGETS}, not {target!r}")
+    if reduction not in REDUCTIONS:
+        raise IsplitError(f"--reduction must be one of {REDUCTIONS}, not {reduction!r}")
+    if batch_size < 1:
+        raise IsplitError("--batch-size must be at least 1")
+    model_name = model_name or type(model).__name__
+    device = _resolve_device(device)
+    class_names = _class_names(data, classes)
+
+    if isinstance(data, DataLoader):
+        source, n_total = data, len(data.dataset) if limit is None else limit
+    else:
+        data = limit_dataset(data, limit)
+        source, n_total = data, len(data)
+    if n_total == 0:
+        raise IsplitError("the data set is empty: no images to analyse")
+
+    model.eval()
+    frozen = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in frozen:
+        p.requires_grad_(False)
+    try:
+        return _run(**locals())
+    finally:
+        for p, flag in frozen:
+            p.requires_grad_(flag)
+
+
+def _run(*, model, data, source, n_total, points, target, reduction, protocol, granularity,
+         batch_size, limit, device, class_names, max_bytes, max_head_flops, first, last,
+         model_name, workers, skip_bad_images, progress, checkpoint, checkpoint_seconds,
+         **_) -> Analysis:
+    settings = {
+        "target": target, "reduction": reduction, "protocol": protocol,
+        "granularity": granularity, "batch_size": batch_size, "limit": limit,
+        "device": device.type,
+    }
+    acc: CurveAccumulator | None = None
+    start = 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    fingerprint = hashlib.sha256(json.dumps(
+        [model_name, list(points or []), settings, n_total, class_names], default=str,
+    ).encode()).hexdigest()[:16]
+    skipped: list[str] = []
+    if ckpt is not None and ckpt.exists():
+        acc, start, skipped = _load_checkpoint(ckpt, fingerprint)
+        log.warning("resuming the analysis from %s: %d of %d images done", ckpt, start, n_total)
+
+    if isinstance(source, DataLoader):
+        loader = make_loader(source, batch_size, skip_bad_images=skip_bad_images)
+        per_batch = source.batch_size or 1
+        skip_batches = start // per_batch
+    else:
+        rest = source if start == 0 else torch.utils.data.Subset(source, range(start, n_total))
+        loader = make_loader(rest, batch_size, workers=workers, skip_bad_images=skip_bad_images)
+        skip_batches, per_batch = 0, batch_size
+
+    graph = cam = chosen = None
+    seen = start
+    last_save = time.monotonic()
+    bar = _progress(total=n_total, initial=start, enabled=progress)
+    try:
+        for b, (x, y) in enumerate(loader):
+            if b < skip_batches:
+                continue
+            if limit is not None and seen >= n_total:
+                break
+            if limit is not None and isinstance(source, DataLoader):
+                x, y = x[: n_total - seen], y[: n_total - seen]
+            if graph is None:
+                graph = ModelGraph(model, tuple(x.shape[1:]), granularity)
+                chosen = select_points(graph, points, protocol, model_name)
+                cam = GradCAM(graph, [p.name for p in chosen], reduction).to(device)
+                settings["input_shape"] = list(x.shape[1:])
+            if acc is None:
+                n_classes = len(class_names) if class_names else None
+                acc = _new_accumulator(len(chosen), n_classes, cam, x, device)
+            res = cam(x.to(device), y.to(device), target=target)
+            labels = y.numpy()
+            if labels.size and labels.max() >= len(acc.counts):
+                raise IsplitError(f"label {labels.max()} is outside the {len(acc.counts)} "
+                                  "classes of the data set")
+            acc.add(res.cui.cpu().numpy(), labels, res.logits.argmax(1).cpu().numpy(),
+                    np.arange(seen, seen + len(labels)))
+            seen += len(labels)
+            bar.update(len(labels))
+            skipped = skipped + [s for s in getattr(loader, "skipped", []) if s not in skipped]
+            if ckpt is not None and time.monotonic() - last_save > checkpoint_seconds:
+                position = (b + 1) * per_batch + (0 if skip_batches else start)
+                _save_checkpoint(ckpt, acc, min(position, n_total), skipped, fingerprint)
+                last_save = time.monotonic()
+    finally:
+        bar.close()
+    if acc is None or acc.images == 0:
+        raise IsplitError("no images were analysed (all skipped, or the data set is empty)")
+    if graph is None:  # everything came from the checkpoint
+        raise IsplitError(f"{ckpt} already holds a finished analysis; delete it to rerun")
+    if class_names is None:
+        class_names = [str(i) for i in range(len(acc.counts))]
+    restrict(chosen, max_bytes=max_bytes, max_head_flops=max_head_flops, first=first, last=last)
+    settings.update({"max_bytes": max_bytes, "max_head_flops": max_head_flops,
+                     "first": first, "last": last})
+    curve = acc.global_curve()
+    mask = [p.admissible for p in chosen]
+    best = best_point(curve, mask)
+    arrays = acc.arrays()
+    class_curves = acc.class_curves()
+    result = Analysis(
+        model=model_name,
+        dataset={**_dataset_info(data, class_names), "images": acc.images},
+        settings=settings,
+        points=chosen,
+        cui=curve,
+        per_class={c: class_curves[i] for i, c in enumerate(class_names)},
+        per_image=arrays["cui"],
+        labels=arrays["labels"],
+        predictions=arrays["predictions"],
+        candidates=[chosen[i].name for i in local_maxima(curve, mask)],
+        best=None if best is None else chosen[best].name,
+        skipped_images=skipped,
+    )
+    if ckpt is not None and ckpt.exists():
+        ckpt.unlink()
+    return result
+
+
+def _new_accumulator(k: int, n_classes: int | None, cam: GradCAM, x: torch.Tensor,
+                     device: torch.device) -> CurveAccumulator:
+    if n_classes is None:  # unknown: as many as the model has outputs
+        with torch.no_grad():
+            n_classes = int(cam.module(x[:1].to(device))[0].shape[1])
+    return CurveAccumulator(k, n_classes)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="img", desc="analysing",
+                disable=not enabled or not sys.stderr.isatty(), leave=False)
+
+
+def _save_checkpoint(path: Path, acc: CurveAccumulator, position: int, skipped: list[str],
+                     fingerprint: str) -> None:
+    meta = json.dumps({"position": position, "skipped": skipped, "fingerprint": fingerprint})
+    atomic_write_npz(path, meta=np.array(meta), **acc.state())
+
+
+def _load_checkpoint(path: Path, fingerprint: str) -> tuple[CurveAccumulator, int, list[str]]:
+    with np.load(path, allow_pickle=False) as npz:
+        state = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(state.pop("meta")))
+    if meta["fingerprint"] != fingerprint:
+        raise IsplitError(f"{path} holds a checkpoint of a different analysis (other model, "
+                          "data or settings); delete it or use another --out")
+    return CurveAccumulator.from_state(state), int(meta["position"]), list(meta["skipped"])

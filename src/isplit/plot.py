@@ -1,0 +1,66 @@
+"""Figures: the CUI curve (log10) with candidates and best split, and the CDE curve under it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from isplit.io import atomic_write_bytes  # noqa: E402
+
+
+def _log10(values) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(v > 0, np.log10(v), np.nan)
+
+
+def plot_curves(analysis, path: str | Path) -> None:
+    """Write ``curves.png`` for an ``Analysis``."""
+    import io
+
+    names = analysis.point_names
+    x = np.arange(len(names))
+    admissible = np.array([p.admissible for p in analysis.points])
+    y = _log10(analysis.cui)
+    width = max(8.0, 0.32 * len(names) + 2)
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(width, 7.5), sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 2]})
+    ax.plot(x, y, "-", color="tab:blue", lw=1.5, label="CUI (mean over images)")
+    ax.plot(x[admissible], y[admissible], "o", color="tab:blue", ms=4,
+            label="admissible point")
+    ax.plot(x[~admissible], y[~admissible], "o", mfc="white", color="tab:gray", ms=4,
+            label="not admissible")
+    cand = [names.index(c) for c in analysis.candidates]
+    if cand:
+        ax.plot(x[cand], y[cand], "*", color="tab:orange", ms=14, label="candidate (local max)")
+    if analysis.best is not None:
+        b = names.index(analysis.best)
+        ax.axvline(b, color="tab:red", ls="--", lw=1)
+        ax.plot([b], [y[b]], "*", color="tab:red", ms=18, label=f"best split: {analysis.best}")
+    s = analysis.settings
+    ax.set_ylabel("log10 CUI")
+    ax.set_title(f"I-SPLIT: {analysis.model} on {analysis.dataset.get('name')} "
+                 f"({analysis.dataset.get('images')} images; target={s.get('target')}, "
+                 f"reduction={s.get('reduction')}, protocol={s.get('protocol')})", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+
+    size = np.array([p.bytes for p in analysis.points], dtype=float)
+    ax2.plot(x, size / 1024, "s-", color="tab:green", ms=3, label="output size (CDE)")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("tensor crossing the link\n(KiB at batch 1, log scale)")
+    ax2.grid(alpha=0.3, which="both")
+    ax2.legend(fontsize=8, loc="best")
+    ax2.set_xticks(x)
+    ax2.set_xticklabels(names, rotation=70, ha="right", fontsize=7)
+    ax2.set_xlabel("split point (network order)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
