@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
 
 from isplit.errors import IsplitError
 
@@ -65,11 +67,121 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace):
+    from isplit.models import load_model
+
+    return load_model(args.model, args.weights, image_size=args.image_size, mean=args.mean,
+                      std=args.std)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from isplit.analysis import analyze
+    from isplit.data import load_dataset
+
+    loaded = _load(args)
+    data = load_dataset(args.data or "fashion-mnist", args.split, loaded.preprocess,
+                        root=args.data_root, download=args.download)
+    if loaded.classes and len(loaded.classes) == len(data.classes) and \
+            list(loaded.classes) != list(data.classes):
+        print(f"isplit: note: the model's class names differ from the data set's; "
+              f"using the data set's ({', '.join(data.classes[:3])}, ...)", file=sys.stderr)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = analyze(
+        loaded.model, data,
+        points=args.points.split(",") if args.points else None,
+        target=args.target, reduction=args.reduction, protocol=args.protocol,
+        granularity=args.granularity, batch_size=args.batch_size, limit=args.limit,
+        device=args.device, max_bytes=args.max_bytes, max_head_flops=args.max_head_flops,
+        first=args.first, last=args.last, model_name=loaded.name, workers=args.workers,
+        skip_bad_images=args.skip_bad_images, progress=not args.quiet,
+        checkpoint=out / "checkpoint.npz",
+    )
+    result.settings["weights"] = loaded.weights
+    result.settings["preprocess"] = loaded.preprocess.to_json()
+    result.save(out)
+    if not args.quiet:
+        print(result.table())
+    if result.skipped_images:
+        print(f"isplit: skipped {len(result.skipped_images)} unreadable image(s)",
+              file=sys.stderr)
+    print(f"model accuracy on the analysed images: {result.accuracy:.4f}")
+    print(result.recommendation())
+    print(f"wrote {out / 'curves.json'}, {out / 'per_image.npz'}, {out / 'curves.png'}")
+    return 0
+
+
+def _cmd_points(args: argparse.Namespace) -> int:
+    from isplit.analysis import restrict
+    from isplit.graph import ModelGraph
+
+    loaded = _load(args)
+    pp = loaded.preprocess
+    graph = ModelGraph(loaded.model, (pp.channels, pp.size, pp.size), args.granularity)
+    points = graph.points
+    restrict(points, max_bytes=args.max_bytes, max_head_flops=args.max_head_flops)
+    if args.json:
+        print(json.dumps({"model": loaded.name, "input_shape": [pp.channels, pp.size, pp.size],
+                          "total_flops": graph.total_flops,
+                          "points": [p.to_json() for p in points]}, indent=2))
+        return 0
+    print(f"{loaded.name}: {len(points)} split points for input "
+          f"{pp.channels}x{pp.size}x{pp.size} (model: {graph.total_flops / 1e6:.1f} MFLOPs)")
+    print(f"{'point':<32}{'op':<20}{'shape':>16}{'bytes':>12}{'head MFLOPs':>13}"
+          f"{'head params':>13}  admissible")
+    for p in points:
+        print(f"{p.name:<32}{p.op:<20}{'x'.join(map(str, p.shape)):>16}{p.bytes:>12}"
+              f"{p.head_flops / 1e6:>13.2f}{p.head_params:>13}  {'yes' if p.admissible else 'no'}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from isplit.models import list_model_names
+
+    print("\n".join(list_model_names()))
+    return 0
+
+
+def _add_budget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--granularity", default="layer", choices=["layer", "all"],
+                   help="layer: cut after the activation that follows a layer (default); "
+                   "all: every valid cut")
+    p.add_argument("--max-bytes", type=int, default=None,
+                   help="admissible points send at most this many bytes (batch 1)")
+    p.add_argument("--max-head-flops", type=float, default=None,
+                   help="admissible points have at most this many head FLOPs (batch 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="isplit", description="Where to cut a CNN for split computing (I-SPLIT).")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("analyze", help="CUI curves, candidate split points and the best split")
+    _add_model_args(p)
+    _add_data_args(p, split="test")
+    _add_budget_args(p)
+    p.add_argument("--out", default="runs/analysis", help="output folder (default: runs/analysis)")
+    p.add_argument("--target", default="label", choices=["label", "predicted"],
+                   help="class whose score is differentiated (default: the true label)")
+    p.add_argument("--reduction", default="mean", choices=["mean", "sum"],
+                   help="channel reduction of the Grad-CAM map (mean: the authors' code)")
+    p.add_argument("--protocol", default="default", choices=["default", "official"],
+                   help="official: the authors' published choices (predicted class, their layers)")
+    p.add_argument("--points", default=None, help="comma-separated split point names")
+    p.add_argument("--first", default=None, help="first admissible point (name)")
+    p.add_argument("--last", default=None, help="last admissible point (name)")
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("points", help="list the valid split points of a model")
+    _add_model_args(p)
+    _add_budget_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_points)
+
+    p = sub.add_parser("models", help="list the model names isplit knows")
+    p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("train", help="train or fine-tune a classifier on a data set")
     _add_model_args(p)

@@ -103,9 +103,12 @@ def _op_name(gm: fx.GraphModule, node: fx.Node) -> str:
 def _remove_inplace(gm: fx.GraphModule) -> None:
     """Rewrite in-place ops out of place, so captured activations are never overwritten.
 
-    Leaf modules of the GraphModule are shared with the user's model, so modules with
-    ``inplace=True`` are replaced by shallow copies rather than changed.
+    Later uses of the tensor an op mutated are redirected to the op's result, which keeps the
+    model's semantics. Leaf modules of the GraphModule are shared with the user's model, so
+    modules with ``inplace=True`` are replaced by shallow copies rather than changed.
     """
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    mutating: list[fx.Node] = []
     for node in gm.graph.nodes:
         if node.op == "call_module":
             mod = gm.get_submodule(node.target)
@@ -114,27 +117,39 @@ def _remove_inplace(gm: fx.GraphModule) -> None:
                 clone.inplace = False
                 parent, _, attr = node.target.rpartition(".")
                 setattr(gm.get_submodule(parent) if parent else gm, attr, clone)
+                mutating.append(node)
         elif node.op == "call_function":
+            name = getattr(node.target, "__name__", "")
             if node.kwargs.get("inplace") is True:
                 node.kwargs = {**node.kwargs, "inplace": False}
-            name = getattr(node.target, "__name__", "")
-            if name.endswith("_") and not name.startswith("_") and node.target in (
-                getattr(torch, name, None), getattr(torch.nn.functional, name, None)
-            ):
-                out_of_place = getattr(torch, name[:-1], None) or getattr(
-                    torch.nn.functional, name[:-1], None)
-                if out_of_place is not None:
-                    node.target = out_of_place
-            elif node.target in (operator.iadd, operator.isub, operator.imul, operator.itruediv):
-                node.target = {operator.iadd: operator.add, operator.isub: operator.sub,
-                               operator.imul: operator.mul,
-                               operator.itruediv: operator.truediv}[node.target]
+                mutating.append(node)
+            elif node.target in _INPLACE_OPERATORS:
+                node.target = _INPLACE_OPERATORS[node.target]
+                mutating.append(node)
+            elif name.endswith("_") and not name.startswith("_"):
+                for ns in (torch, torch.nn.functional):
+                    if getattr(ns, name, None) is node.target and hasattr(ns, name[:-1]):
+                        node.target = getattr(ns, name[:-1])
+                        mutating.append(node)
+                        break
         elif node.op == "call_method":
             name = node.target
             if (name.endswith("_") and not name.startswith("_")
                     and hasattr(torch.Tensor, name[:-1])):
                 node.target = name[:-1]
+                mutating.append(node)
+    for node in mutating:
+        mutated = node.args[0] if node.args else None
+        if isinstance(mutated, fx.Node):
+            mutated.replace_all_uses_with(
+                node, delete_user_cb=lambda user, n=node: order[user] > order[n])
     gm.recompile()
+
+
+_INPLACE_OPERATORS = {
+    operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+}
 
 
 class _Recorder(fx.Interpreter):

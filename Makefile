@@ -1,0 +1,46 @@
+# The one place where isplit is set up. `make demo` and `make test` set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.isplit-setup
+FMNIST := /usr/share/datasets/fashion-mnist
+DEMO_EPOCHS ?= 15
+
+.PHONY: setup demo test lint bench demo-weights
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[test]'
+	@# Fashion-MNIST from Debian where apt-get is available (elsewhere torchvision downloads it).
+	@if [ ! -d $(FMNIST) ] && command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist \
+	  || echo "warning: could not install dataset-fashion-mnist; isplit will look elsewhere"; \
+	fi
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job on the built-in demo: the demo VGG16-style network on the Fashion-MNIST test set.
+demo: setup
+	$(BIN)/isplit analyze --out runs/demo
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/throughput.py
+
+# Reproduces the packaged demo weights (CPU; see README for the time it takes).
+demo-weights: setup
+	$(BIN)/isplit train --model demo-vgg16 --weights none --data fashion-mnist \
+	  --epochs $(DEMO_EPOCHS) --batch-size 128 --augment shift+flip --seed 0 \
+	  --out src/isplit/weights/demo-vgg16.safetensors
+	$(BIN)/isplit train --model demo-resnet50 --weights none --data fashion-mnist \
+	  --epochs $(DEMO_EPOCHS) --batch-size 128 --augment shift+flip --seed 0 \
+	  --out src/isplit/weights/demo-resnet50.safetensors

@@ -1,0 +1,45 @@
+"""The naive I-SPLIT algorithm, as the authors' code ran it: one image at a time, and for every
+split point the network prefix is re-run up to that point. Slow by design: it is the independent
+reference for the tests and the baseline of ``benchmarks/throughput.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from isplit.graph import ModelGraph
+
+
+def naive_cui(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    points: Sequence[str],
+    target: str = "label",
+    reduction: str = "mean",
+    graph: ModelGraph | None = None,
+) -> torch.Tensor:
+    """CUI [N, K] computed image by image and point by point (head re-run for every point)."""
+    graph = graph or ModelGraph(model, tuple(x.shape[1:]), granularity="all")
+    splits = [graph.split(p) for p in points]
+    out = torch.zeros(len(x), len(points), dtype=torch.float64)
+    for i in range(len(x)):
+        xi = x[i : i + 1]
+        for k, (head, tail) in enumerate(splits):
+            with torch.no_grad():
+                payload = head(xi)
+            a = payload[0] if isinstance(payload, tuple) else payload
+            a = a.detach().requires_grad_(True)
+            logits = tail((a, *payload[1:]) if isinstance(payload, tuple) else a)
+            c = int(labels[i]) if target == "label" else int(logits.argmax(1))
+            (grad,) = torch.autograd.grad(logits[0, c], a)
+            spatial = tuple(range(2, a.dim()))
+            alpha = grad.mean(dim=spatial, keepdim=True) if spatial else grad
+            weighted = (alpha * a.detach()).sum(1)
+            if reduction == "mean":
+                weighted = weighted / a.shape[1]
+            out[i, k] = torch.relu(weighted).mean().item()
+    return out
