@@ -33,7 +33,7 @@ def test_maps_equal_captum_layer_gradcam_divided_by_channels(arch, size, points)
     x = torch.randn(4, 3, size, size)
     y = torch.tensor([0, 3, 6, 2])
     ours = cam(x, y, keep_maps=True).maps
-    for k, (point, module) in enumerate(points.items()):
+    for k, module in enumerate(points.values()):
         ref = LayerGradCam(model, model.get_submodule(module)).attribute(
             x.clone(), target=y, relu_attributions=True)
         channels = cam.module(x[:1])[1][k].shape[1]

@@ -28,6 +28,7 @@ from isplit.errors import IsplitError
 from isplit.graph import ModelGraph, SplitPoint
 from isplit.importance import REDUCTIONS, TARGETS, GradCAM
 from isplit.io import atomic_write_json, atomic_write_npz, read_json
+from isplit.models import resolve_device
 from isplit.protocols import PROTOCOLS, official_points
 
 log = logging.getLogger("isplit")
@@ -146,14 +147,6 @@ def _num(v) -> float | None:
     return v if np.isfinite(v) else None
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise IsplitError("--device cuda asked for, but no CUDA device is available")
-    return torch.device(device)
-
-
 def _class_names(data, classes: Sequence[str] | None) -> list[str] | None:
     if classes is not None:
         return list(classes)
@@ -242,7 +235,7 @@ def analyze(
     if batch_size < 1:
         raise IsplitError("--batch-size must be at least 1")
     model_name = model_name or type(model).__name__
-    device = _resolve_device(device)
+    device = resolve_device(device)
     class_names = _class_names(data, classes)
 
     if isinstance(data, DataLoader):
