@@ -14,6 +14,7 @@ stops there (nothing before the first point is differentiated; parameters are fr
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -80,6 +81,7 @@ class GradCAM:
             raise IsplitError("the model must return one logits tensor [N, classes]")
         new.output((output, tuple(taps)))
         gm = fx.GraphModule(graph.gm, new, class_name="GradCAMTaps")
+        _reuse_buffers(gm, graph, env, set(taps))
         gm.graph.eliminate_dead_code()
         gm.recompile()
         return gm.eval()
@@ -112,20 +114,34 @@ class GradCAM:
             else:
                 idx = logits.detach().argmax(1)
             score = logits.gather(1, idx[:, None]).sum()
-            grads = torch.autograd.grad(score, acts, allow_unused=True)
+            # Each point's map is made as soon as its gradient exists (a hook), so gradients
+            # are freed during the backward pass instead of all being held until its end.
+            maps: list[torch.Tensor | None] = [None] * len(acts)
+            handles = [a.register_hook(self._hook(maps, k, a.detach()))
+                       for k, a in enumerate(acts) if k > 0 and a.requires_grad]
+            try:
+                (g0,) = torch.autograd.grad(score, acts[0], allow_unused=True)
+            finally:
+                for h in handles:
+                    h.remove()
         with torch.no_grad():
-            cui, maps = [], []
-            for a, g in zip(acts, grads):
-                m = self.cam(a.detach(), torch.zeros_like(a) if g is None else g)
-                cui.append(m.reshape(m.shape[0], -1).mean(1))
-                if keep_maps:
-                    maps.append(m)
+            maps[0] = self.cam(acts[0].detach(), torch.zeros_like(acts[0]) if g0 is None else g0)
+            for k, a in enumerate(acts):
+                if maps[k] is None:  # the score does not depend on this point
+                    maps[k] = self.cam(a.detach(), torch.zeros_like(a))
+            cui = torch.stack([m.reshape(m.shape[0], -1).mean(1) for m in maps], 1)
         return BatchImportance(
             logits=logits.detach(),
             targets=idx,
-            cui=torch.stack(cui, 1),
+            cui=cui,
             maps=maps if keep_maps else None,
         )
+
+    def _hook(self, maps: list, k: int, a: torch.Tensor):
+        def hook(grad: torch.Tensor) -> None:
+            maps[k] = self.cam(a, grad)
+
+        return hook
 
     def cam(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Grad-CAM map [N, *spatial] from activation and gradient [N, C, *spatial]."""
@@ -138,3 +154,55 @@ class GradCAM:
         if self.reduction == "mean":
             m = m / c
         return torch.relu(m)
+
+
+_RELUS = (torch.relu, torch.nn.functional.relu)
+# Producers whose backward does not need their own output, so it may be overwritten.
+_OVERWRITABLE_MODULES = (torch.nn.modules.conv._ConvNd, torch.nn.modules.batchnorm._BatchNorm,
+                         torch.nn.Linear)
+
+
+def _overwritable(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(node.target), _OVERWRITABLE_MODULES)
+    return node.op == "call_function" and node.target in (operator.add, torch.Tensor.add_)
+
+
+def _reuse_buffers(gm: fx.GraphModule, graph: ModelGraph, env: dict, taps: set) -> None:
+    """Run ReLUs and residual adds in place where that is safe, as the original model does.
+
+    ``graph`` rewrote every in-place op out of place so that nothing captured is overwritten;
+    here, where the taps are known, an op may again overwrite its first input when that input is
+    used by nothing else, is not a tap or the leaf, and has the result's shape. Fresh buffers
+    for every ReLU and add cost memory bandwidth. (Were it ever unsafe, autograd's version check
+    would raise at backward rather than give wrong values.)
+    """
+    meta = {env[n]: graph.values[n] for n in env if n in graph.values}
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and isinstance(
+                gm.get_submodule(node.target), torch.nn.ReLU):
+            inplace = torch.relu_
+        elif node.op == "call_function" and node.target in _RELUS and not node.kwargs:
+            inplace = torch.relu_
+        elif node.op == "call_function" and node.target is operator.add:
+            inplace = torch.Tensor.add_
+        else:
+            continue
+        src = node.args[0] if node.args else None
+        if not isinstance(src, fx.Node) or src in taps or len(src.users) != 1:
+            continue
+        if not _overwritable(gm, src):
+            continue
+        a, out = meta.get(src), meta.get(node)
+        if not isinstance(a, torch.Tensor) or not isinstance(out, torch.Tensor):
+            continue
+        if a.shape != out.shape or a.dtype != out.dtype:
+            continue
+        if inplace is torch.Tensor.add_ and not isinstance(meta.get(node.args[1]), torch.Tensor):
+            continue
+        with gm.graph.inserting_after(node):
+            repl = gm.graph.call_function(inplace, tuple(node.args[:2] if inplace is
+                                                         torch.Tensor.add_ else node.args[:1]))
+        node.replace_all_uses_with(repl)
+        meta[repl] = out
+        gm.graph.erase_node(node)

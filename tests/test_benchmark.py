@@ -1,0 +1,59 @@
+"""benchmarks/throughput.py: a tiny real run by default, the full configuration when slow."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+METHODS = {"bare", "isplit", "isplit_pipeline", "naive"}
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_run_reports_every_method_and_beats_naive(throughput, capsys):
+    report = throughput.main(
+        [
+            "--models",
+            "resnet18",
+            "--size",
+            "32",
+            "--batch-size",
+            "4",
+            "--images",
+            "8",
+            "--naive-images",
+            "2",
+            "--repeats",
+            "1",
+        ]
+    )
+    assert json.loads(capsys.readouterr().out) == report  # one JSON object on stdout
+    r = report["models"]["resnet18"]
+    assert set(r["images_per_s"]) == METHODS
+    assert all(v > 0 for v in r["images_per_s"].values())
+    for key in ("ratio_to_bare", "pipeline_ratio_to_bare", "speedup_over_naive"):
+        assert r[key] > 0
+    assert r["points"] > 1 and r["images"] == 8 and r["naive_images"] == 2
+    assert r["cui_rel_diff_vs_naive"] < 1e-3  # both compute the same thing
+    assert r["speedup_over_naive"] > 1
+    assert (
+        set(r["targets_met"]) == set(report["targets"]) == {"ratio_to_bare", "speedup_over_naive"}
+    )
+    assert report["batch_size"] == 4 and report["image_size"] == 32
+    assert report["device"] == "cpu" and report["threads"] >= 1 and report["torch"]
+
+
+@pytest.mark.slow
+def test_full_configuration_meets_the_targets(throughput):
+    report = throughput.main([])
+    for name, r in report["models"].items():
+        assert r["ratio_to_bare"] >= report["targets"]["ratio_to_bare"], name
+        assert r["speedup_over_naive"] >= report["targets"]["speedup_over_naive"], name
