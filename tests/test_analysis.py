@@ -124,11 +124,18 @@ class Interrupting(torch.utils.data.Dataset):
 def test_interrupted_run_resumes_from_its_checkpoint(model, data, run, tmp_path):
     ckpt = tmp_path / "checkpoint.npz"
     with pytest.raises(KeyboardInterrupt):
-        analyze(model, Interrupting(data, 20), batch_size=8, classes=list("abcd"),
-                checkpoint=ckpt, checkpoint_seconds=0)
+        analyze(
+            model,
+            Interrupting(data, 20),
+            batch_size=8,
+            classes=list("abcd"),
+            checkpoint=ckpt,
+            checkpoint_seconds=0,
+        )
     assert ckpt.exists()
-    resumed = analyze(model, Interrupting(data, 3), batch_size=8, classes=list("abcd"),
-                      checkpoint=ckpt)  # would raise if it re-read an image before 16
+    resumed = analyze(
+        model, Interrupting(data, 3), batch_size=8, classes=list("abcd"), checkpoint=ckpt
+    )  # would raise if it re-read an image before 16
     np.testing.assert_allclose(resumed.per_image, run.per_image, rtol=1e-5, atol=1e-12)
     assert not ckpt.exists()
 

@@ -32,8 +32,9 @@ def assert_user_error(code, err, *words):
 
 
 def test_analyze_demo_end_to_end(capsys, tmp_path):
-    code, out, _ = run(capsys, "analyze", "--limit", "64", "--batch-size", "32", "--out",
-                       str(tmp_path), "--quiet")
+    code, out, _ = run(
+        capsys, "analyze", "--limit", "64", "--batch-size", "32", "--out", str(tmp_path), "--quiet"
+    )
     assert code == 0
     doc = json.loads((tmp_path / "curves.json").read_text())
     assert doc["model"] == "demo-vgg16"
@@ -64,8 +65,9 @@ def test_points_table_and_json(capsys):
 
 
 def test_console_script_error_has_no_traceback():
-    proc = subprocess.run([ISPLIT, "analyze", "--model", "resnet5O"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [ISPLIT, "analyze", "--model", "resnet5O"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("isplit: error:") and "resnet50" in proc.stderr
@@ -106,23 +108,27 @@ def _folder(root: Path, bad: bool = False) -> Path:
 
 
 def test_missing_and_empty_data_folders(capsys, tmp_path):
-    code, _, err = run(capsys, "analyze", "--data", str(tmp_path / "nope"), "--out",
-                       str(tmp_path / "o"))
+    code, _, err = run(
+        capsys, "analyze", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")
+    )
     assert_user_error(code, err, "nope")
     (tmp_path / "empty").mkdir()
-    code, _, err = run(capsys, "analyze", "--data", str(tmp_path / "empty"), "--out",
-                       str(tmp_path / "o"))
+    code, _, err = run(
+        capsys, "analyze", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")
+    )
     assert_user_error(code, err, "empty")
 
 
 def test_corrupt_image_is_named_and_can_be_skipped(capsys, tmp_path):
     data = _folder(tmp_path / "imgs", bad=True)
     out = tmp_path / "run"
-    code, _, err = run(capsys, "analyze", "--data", str(data), "--out", str(out),
-                       "--workers", "0", "--quiet")
+    code, _, err = run(
+        capsys, "analyze", "--data", str(data), "--out", str(out), "--workers", "0", "--quiet"
+    )
     assert_user_error(code, err, "broken.png", "--skip-bad-images")
-    code, _, err = run(capsys, "analyze", "--data", str(data), "--out", str(out),
-                       "--skip-bad-images", "--quiet")
+    code, _, err = run(
+        capsys, "analyze", "--data", str(data), "--out", str(out), "--skip-bad-images", "--quiet"
+    )
     assert code == 0
     doc = json.loads((out / "curves.json").read_text())
     assert doc["skipped_images"] == 1 and doc["dataset"]["images"] == 10
@@ -147,11 +153,22 @@ def test_untraceable_model(capsys, tmp_path, monkeypatch):
 
 
 def test_unknown_and_invalid_points(capsys, tmp_path):
-    code, _, err = run(capsys, "analyze", "--points", "features.99", "--limit", "8", "--out",
-                       str(tmp_path))
+    code, _, err = run(
+        capsys, "analyze", "--points", "features.99", "--limit", "8", "--out", str(tmp_path)
+    )
     assert_user_error(code, err, "features.99")
-    code, _, err = run(capsys, "analyze", "--model", "demo-resnet50", "--points",
-                       "layer1.0.conv2", "--limit", "8", "--out", str(tmp_path))
+    code, _, err = run(
+        capsys,
+        "analyze",
+        "--model",
+        "demo-resnet50",
+        "--points",
+        "layer1.0.conv2",
+        "--limit",
+        "8",
+        "--out",
+        str(tmp_path),
+    )
     assert_user_error(code, err, "not a valid cut")
 
 

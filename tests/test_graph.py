@@ -22,9 +22,7 @@ def _check_all_cuts(model, shape):
     return graph
 
 
-@pytest.mark.parametrize(
-    "name,size", [("resnet50", 64), ("vgg16", 32), ("densenet121", 64)]
-)
+@pytest.mark.parametrize("name,size", [("resnet50", 64), ("vgg16", 32), ("densenet121", 64)])
 def test_head_tail_reproduce_logits_at_every_valid_cut(name, size):
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None)

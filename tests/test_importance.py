@@ -20,10 +20,26 @@ def _frozen(model):
 @pytest.mark.parametrize(
     "arch,size,points",
     [
-        ("resnet18", 64, {"maxpool": "maxpool", "layer1.1.relu_1": "layer1",
-                          "layer2.1.relu_1": "layer2", "layer4.1.relu_1": "layer4"}),
-        ("vgg11", 32, {"features.2": "features.2", "features.5": "features.5",
-                       "features.10": "features.10", "features.20": "features.20"}),
+        (
+            "resnet18",
+            64,
+            {
+                "maxpool": "maxpool",
+                "layer1.1.relu_1": "layer1",
+                "layer2.1.relu_1": "layer2",
+                "layer4.1.relu_1": "layer4",
+            },
+        ),
+        (
+            "vgg11",
+            32,
+            {
+                "features.2": "features.2",
+                "features.5": "features.5",
+                "features.10": "features.10",
+                "features.20": "features.20",
+            },
+        ),
     ],
 )
 def test_maps_equal_captum_layer_gradcam_divided_by_channels(arch, size, points):
@@ -35,7 +51,8 @@ def test_maps_equal_captum_layer_gradcam_divided_by_channels(arch, size, points)
     ours = cam(x, y, keep_maps=True).maps
     for k, module in enumerate(points.values()):
         ref = LayerGradCam(model, model.get_submodule(module)).attribute(
-            x.clone(), target=y, relu_attributions=True)
+            x.clone(), target=y, relu_attributions=True
+        )
         channels = cam.module(x[:1])[1][k].shape[1]
         assert ref.shape == (4, 1, *ours[k].shape[1:])
         assert ours[k].abs().max() > 0

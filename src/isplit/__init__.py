@@ -1,8 +1,8 @@
 """isplit: where to cut a deep network for split computing (I-SPLIT, ICPR 2022).
 
-    import isplit
-    result = isplit.analyze(model, dataset)          # CUI curves, candidates, best split
-    head, tail = isplit.split_model(model, result.best, (3, 224, 224))
+import isplit
+result = isplit.analyze(model, dataset)          # CUI curves, candidates, best split
+head, tail = isplit.split_model(model, result.best, (3, 224, 224))
 """
 
 from isplit.analysis import Analysis, analyze

@@ -86,9 +86,13 @@ class Analysis:
         """Write ``curves.json``, ``per_image.npz`` and (``plot``) ``curves.png`` into ``out``."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_npz(out / "per_image.npz", cui=self.per_image, labels=self.labels,
-                         predictions=self.predictions,
-                         points=np.array(self.point_names, dtype=str))
+        atomic_write_npz(
+            out / "per_image.npz",
+            cui=self.per_image,
+            labels=self.labels,
+            predictions=self.predictions,
+            points=np.array(self.point_names, dtype=str),
+        )
         atomic_write_json(out / "curves.json", self.to_json())
         if plot:
             from isplit.plot import plot_curves
@@ -112,8 +116,10 @@ class Analysis:
             settings=doc["settings"],
             points=points,
             cui=np.array([np.nan if p["cui"] is None else p["cui"] for p in doc["points"]]),
-            per_class={k: np.array([np.nan if v is None else v for v in vals])
-                       for k, vals in doc["per_class"].items()},
+            per_class={
+                k: np.array([np.nan if v is None else v for v in vals])
+                for k, vals in doc["per_class"].items()
+            },
             per_image=arrays["cui"],
             labels=arrays["labels"],
             predictions=arrays["predictions"],
@@ -126,20 +132,27 @@ class Analysis:
         """A short text table of the points and the recommendation."""
         rows = [f"{'point':<28}{'shape':>18}{'bytes':>12}{'MFLOPs':>10}{'log10 CUI':>11}  "]
         for p, c in zip(self.points, self.cui):
-            mark = "best" if p.name == self.best else ("cand" if p.name in self.candidates
-                                                       else ("" if p.admissible else "-"))
+            mark = (
+                "best"
+                if p.name == self.best
+                else ("cand" if p.name in self.candidates else ("" if p.admissible else "-"))
+            )
             lc = f"{np.log10(c):.3f}" if c > 0 else "-inf"
-            rows.append(f"{p.name:<28}{'x'.join(map(str, p.shape)):>18}{p.bytes:>12}"
-                        f"{p.head_flops / 1e6:>10.1f}{lc:>11}  {mark}")
+            rows.append(
+                f"{p.name:<28}{'x'.join(map(str, p.shape)):>18}{p.bytes:>12}"
+                f"{p.head_flops / 1e6:>10.1f}{lc:>11}  {mark}"
+            )
         return "\n".join(rows)
 
     def recommendation(self) -> str:
         if self.best is None:
             return "no admissible split point: relax --max-bytes / --max-head-flops / --points"
         p = self.points[self.point_names.index(self.best)]
-        return (f"best split: {p.name} ({'x'.join(map(str, p.shape))}, {p.bytes} bytes at "
-                f"batch 1, head {p.head_flops / 1e6:.1f} MFLOPs); candidates: "
-                f"{', '.join(self.candidates) or 'none'}")
+        return (
+            f"best split: {p.name} ({'x'.join(map(str, p.shape))}, {p.bytes} bytes at "
+            f"batch 1, head {p.head_flops / 1e6:.1f} MFLOPs); candidates: "
+            f"{', '.join(self.candidates) or 'none'}"
+        )
 
 
 def _num(v) -> float | None:
@@ -167,8 +180,9 @@ def _dataset_info(data, classes: list[str]) -> dict:
     return info
 
 
-def select_points(graph: ModelGraph, points: Sequence[str] | None, protocol: str,
-                  model_name: str) -> list[SplitPoint]:
+def select_points(
+    graph: ModelGraph, points: Sequence[str] | None, protocol: str, model_name: str
+) -> list[SplitPoint]:
     """The points to analyse, in network order."""
     if points is None and protocol == "official":
         points = official_points(graph, model_name)
@@ -181,9 +195,14 @@ def select_points(graph: ModelGraph, points: Sequence[str] | None, protocol: str
     return sorted(chosen, key=lambda p: order[p.name])
 
 
-def restrict(points: list[SplitPoint], *, max_bytes: int | None = None,
-             max_head_flops: float | None = None, first: str | None = None,
-             last: str | None = None) -> None:
+def restrict(
+    points: list[SplitPoint],
+    *,
+    max_bytes: int | None = None,
+    max_head_flops: float | None = None,
+    first: str | None = None,
+    last: str | None = None,
+) -> None:
     """Narrow the admissible points in place (spatial points between ``first`` and ``last``
     within the byte and FLOP budgets)."""
     names = [p.name for p in points]
@@ -193,9 +212,12 @@ def restrict(points: list[SplitPoint], *, max_bytes: int | None = None,
     lo = names.index(first) if first else 0
     hi = names.index(last) if last else len(points) - 1
     for i, p in enumerate(points):
-        p.admissible = (p.spatial and lo <= i <= hi
-                        and (max_bytes is None or p.bytes <= max_bytes)
-                        and (max_head_flops is None or p.head_flops <= max_head_flops))
+        p.admissible = (
+            p.spatial
+            and lo <= i <= hi
+            and (max_bytes is None or p.bytes <= max_bytes)
+            and (max_head_flops is None or p.head_flops <= max_head_flops)
+        )
 
 
 def analyze(
@@ -257,21 +279,51 @@ def analyze(
             p.requires_grad_(flag)
 
 
-def _run(*, model, data, source, n_total, points, target, reduction, protocol, granularity,
-         batch_size, limit, device, class_names, max_bytes, max_head_flops, first, last,
-         model_name, workers, skip_bad_images, progress, checkpoint, checkpoint_seconds,
-         **_) -> Analysis:
+def _run(
+    *,
+    model,
+    data,
+    source,
+    n_total,
+    points,
+    target,
+    reduction,
+    protocol,
+    granularity,
+    batch_size,
+    limit,
+    device,
+    class_names,
+    max_bytes,
+    max_head_flops,
+    first,
+    last,
+    model_name,
+    workers,
+    skip_bad_images,
+    progress,
+    checkpoint,
+    checkpoint_seconds,
+    **_,
+) -> Analysis:
     settings = {
-        "target": target, "reduction": reduction, "protocol": protocol,
-        "granularity": granularity, "batch_size": batch_size, "limit": limit,
+        "target": target,
+        "reduction": reduction,
+        "protocol": protocol,
+        "granularity": granularity,
+        "batch_size": batch_size,
+        "limit": limit,
         "device": device.type,
     }
     acc: CurveAccumulator | None = None
     start = 0
     ckpt = Path(checkpoint) if checkpoint else None
-    fingerprint = hashlib.sha256(json.dumps(
-        [model_name, list(points or []), settings, n_total, class_names], default=str,
-    ).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [model_name, list(points or []), settings, n_total, class_names],
+            default=str,
+        ).encode()
+    ).hexdigest()[:16]
     skipped: list[str] = []
     if ckpt is not None and ckpt.exists():
         acc, start, skipped = _load_checkpoint(ckpt, fingerprint)
@@ -309,10 +361,15 @@ def _run(*, model, data, source, n_total, points, target, reduction, protocol, g
             res = cam(x.to(device), y.to(device), target=target)
             labels = y.numpy()
             if labels.size and labels.max() >= len(acc.counts):
-                raise IsplitError(f"label {labels.max()} is outside the {len(acc.counts)} "
-                                  "classes of the data set")
-            acc.add(res.cui.cpu().numpy(), labels, res.logits.argmax(1).cpu().numpy(),
-                    np.arange(seen, seen + len(labels)))
+                raise IsplitError(
+                    f"label {labels.max()} is outside the {len(acc.counts)} classes of the data set"
+                )
+            acc.add(
+                res.cui.cpu().numpy(),
+                labels,
+                res.logits.argmax(1).cpu().numpy(),
+                np.arange(seen, seen + len(labels)),
+            )
             seen += len(labels)
             bar.update(len(labels))
             skipped = skipped + [s for s in getattr(loader, "skipped", []) if s not in skipped]
@@ -329,8 +386,9 @@ def _run(*, model, data, source, n_total, points, target, reduction, protocol, g
     if class_names is None:
         class_names = [str(i) for i in range(len(acc.counts))]
     restrict(chosen, max_bytes=max_bytes, max_head_flops=max_head_flops, first=first, last=last)
-    settings.update({"max_bytes": max_bytes, "max_head_flops": max_head_flops,
-                     "first": first, "last": last})
+    settings.update(
+        {"max_bytes": max_bytes, "max_head_flops": max_head_flops, "first": first, "last": last}
+    )
     curve = acc.global_curve()
     mask = [p.admissible for p in chosen]
     best = best_point(curve, mask)
@@ -355,8 +413,9 @@ def _run(*, model, data, source, n_total, points, target, reduction, protocol, g
     return result
 
 
-def _new_accumulator(k: int, n_classes: int | None, cam: GradCAM, x: torch.Tensor,
-                     device: torch.device) -> CurveAccumulator:
+def _new_accumulator(
+    k: int, n_classes: int | None, cam: GradCAM, x: torch.Tensor, device: torch.device
+) -> CurveAccumulator:
     if n_classes is None:  # unknown: as many as the model has outputs
         with torch.no_grad():
             n_classes = int(cam.module(x[:1].to(device))[0].shape[1])
@@ -366,12 +425,19 @@ def _new_accumulator(k: int, n_classes: int | None, cam: GradCAM, x: torch.Tenso
 def _progress(total: int, initial: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="img", desc="analysing",
-                disable=not enabled or not sys.stderr.isatty(), leave=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="img",
+        desc="analysing",
+        disable=not enabled or not sys.stderr.isatty(),
+        leave=False,
+    )
 
 
-def _save_checkpoint(path: Path, acc: CurveAccumulator, position: int, skipped: list[str],
-                     fingerprint: str) -> None:
+def _save_checkpoint(
+    path: Path, acc: CurveAccumulator, position: int, skipped: list[str], fingerprint: str
+) -> None:
     meta = json.dumps({"position": position, "skipped": skipped, "fingerprint": fingerprint})
     atomic_write_npz(path, meta=np.array(meta), **acc.state())
 
@@ -381,6 +447,8 @@ def _load_checkpoint(path: Path, fingerprint: str) -> tuple[CurveAccumulator, in
         state = {k: npz[k] for k in npz.files}
     meta = json.loads(str(state.pop("meta")))
     if meta["fingerprint"] != fingerprint:
-        raise IsplitError(f"{path} holds a checkpoint of a different analysis (other model, "
-                          "data or settings); delete it or use another --out")
+        raise IsplitError(
+            f"{path} holds a checkpoint of a different analysis (other model, "
+            "data or settings); delete it or use another --out"
+        )
     return CurveAccumulator.from_state(state), int(meta["position"]), list(meta["skipped"])

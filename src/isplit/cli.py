@@ -12,10 +12,18 @@ from isplit.errors import IsplitError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="torchvision name, demo-vgg16, demo-resnet50, "
-                   "or package.module:factory (default: demo-vgg16)")
-    p.add_argument("--weights", default=None, help="torchvision weights name (IMAGENET1K_V1, "
-                   "DEFAULT), a .pth/.safetensors state dict, or 'none' for random init")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="torchvision name, demo-vgg16, demo-resnet50, "
+        "or package.module:factory (default: demo-vgg16)",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="torchvision weights name (IMAGENET1K_V1, "
+        "DEFAULT), a .pth/.safetensors state dict, or 'none' for random init",
+    )
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     p.add_argument("--image-size", type=int, default=None, help="input side in pixels")
     p.add_argument("--mean", type=float, nargs="+", default=None, help="normalisation mean")
@@ -23,14 +31,21 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
-    p.add_argument("--data", default=None, help="fashion-mnist, digits, an image folder "
-                   "(one sub-folder per class; Tiny-ImageNet layout too), or torchvision:NAME "
-                   "(default: fashion-mnist)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="fashion-mnist, digits, an image folder "
+        "(one sub-folder per class; Tiny-ImageNet layout too), or torchvision:NAME "
+        "(default: fashion-mnist)",
+    )
     p.add_argument("--split", default=split, help=f"data split (default: {split})")
     p.add_argument("--data-root", default=None, help="where the data set files are")
     p.add_argument("--download", action="store_true", help="allow downloading the data set")
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="skip unreadable image files with a warning instead of stopping")
+    p.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="skip unreadable image files with a warning instead of stopping",
+    )
     p.add_argument("--workers", type=int, default=None, help="data loader worker processes")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--limit", type=int, default=None, help="use at most this many images")
@@ -70,8 +85,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace):
     from isplit.models import load_model
 
-    return load_model(args.model, args.weights, image_size=args.image_size, mean=args.mean,
-                      std=args.std)
+    return load_model(
+        args.model, args.weights, image_size=args.image_size, mean=args.mean, std=args.std
+    )
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -79,22 +95,44 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from isplit.data import load_dataset
 
     loaded = _load(args)
-    data = load_dataset(args.data or "fashion-mnist", args.split, loaded.preprocess,
-                        root=args.data_root, download=args.download)
-    if loaded.classes and len(loaded.classes) == len(data.classes) and \
-            list(loaded.classes) != list(data.classes):
-        print(f"isplit: note: the model's class names differ from the data set's; "
-              f"using the data set's ({', '.join(data.classes[:3])}, ...)", file=sys.stderr)
+    data = load_dataset(
+        args.data or "fashion-mnist",
+        args.split,
+        loaded.preprocess,
+        root=args.data_root,
+        download=args.download,
+    )
+    if (
+        loaded.classes
+        and len(loaded.classes) == len(data.classes)
+        and list(loaded.classes) != list(data.classes)
+    ):
+        print(
+            f"isplit: note: the model's class names differ from the data set's; "
+            f"using the data set's ({', '.join(data.classes[:3])}, ...)",
+            file=sys.stderr,
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = analyze(
-        loaded.model, data,
+        loaded.model,
+        data,
         points=args.points.split(",") if args.points else None,
-        target=args.target, reduction=args.reduction, protocol=args.protocol,
-        granularity=args.granularity, batch_size=args.batch_size, limit=args.limit,
-        device=args.device, max_bytes=args.max_bytes, max_head_flops=args.max_head_flops,
-        first=args.first, last=args.last, model_name=loaded.name, workers=args.workers,
-        skip_bad_images=args.skip_bad_images, progress=not args.quiet,
+        target=args.target,
+        reduction=args.reduction,
+        protocol=args.protocol,
+        granularity=args.granularity,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        device=args.device,
+        max_bytes=args.max_bytes,
+        max_head_flops=args.max_head_flops,
+        first=args.first,
+        last=args.last,
+        model_name=loaded.name,
+        workers=args.workers,
+        skip_bad_images=args.skip_bad_images,
+        progress=not args.quiet,
         checkpoint=out / "checkpoint.npz",
     )
     result.settings["weights"] = loaded.weights
@@ -103,8 +141,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(result.table())
     if result.skipped_images:
-        print(f"isplit: skipped {len(result.skipped_images)} unreadable image(s)",
-              file=sys.stderr)
+        print(f"isplit: skipped {len(result.skipped_images)} unreadable image(s)", file=sys.stderr)
     print(f"model accuracy on the analysed images: {result.accuracy:.4f}")
     print(result.recommendation())
     print(f"wrote {out / 'curves.json'}, {out / 'per_image.npz'}, {out / 'curves.png'}")
@@ -121,17 +158,31 @@ def _cmd_points(args: argparse.Namespace) -> int:
     points = graph.points
     restrict(points, max_bytes=args.max_bytes, max_head_flops=args.max_head_flops)
     if args.json:
-        print(json.dumps({"model": loaded.name, "input_shape": [pp.channels, pp.size, pp.size],
-                          "total_flops": graph.total_flops,
-                          "points": [p.to_json() for p in points]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "model": loaded.name,
+                    "input_shape": [pp.channels, pp.size, pp.size],
+                    "total_flops": graph.total_flops,
+                    "points": [p.to_json() for p in points],
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"{loaded.name}: {len(points)} split points for input "
-          f"{pp.channels}x{pp.size}x{pp.size} (model: {graph.total_flops / 1e6:.1f} MFLOPs)")
-    print(f"{'point':<32}{'op':<20}{'shape':>16}{'bytes':>12}{'head MFLOPs':>13}"
-          f"{'head params':>13}  admissible")
+    print(
+        f"{loaded.name}: {len(points)} split points for input "
+        f"{pp.channels}x{pp.size}x{pp.size} (model: {graph.total_flops / 1e6:.1f} MFLOPs)"
+    )
+    print(
+        f"{'point':<32}{'op':<20}{'shape':>16}{'bytes':>12}{'head MFLOPs':>13}"
+        f"{'head params':>13}  admissible"
+    )
     for p in points:
-        print(f"{p.name:<32}{p.op:<20}{'x'.join(map(str, p.shape)):>16}{p.bytes:>12}"
-              f"{p.head_flops / 1e6:>13.2f}{p.head_params:>13}  {'yes' if p.admissible else 'no'}")
+        print(
+            f"{p.name:<32}{p.op:<20}{'x'.join(map(str, p.shape)):>16}{p.bytes:>12}"
+            f"{p.head_flops / 1e6:>13.2f}{p.head_params:>13}  {'yes' if p.admissible else 'no'}"
+        )
     return 0
 
 
@@ -143,18 +194,30 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _add_budget_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--granularity", default="layer", choices=["layer", "all"],
-                   help="layer: cut after the activation that follows a layer (default); "
-                   "all: every valid cut")
-    p.add_argument("--max-bytes", type=int, default=None,
-                   help="admissible points send at most this many bytes (batch 1)")
-    p.add_argument("--max-head-flops", type=float, default=None,
-                   help="admissible points have at most this many head FLOPs (batch 1)")
+    p.add_argument(
+        "--granularity",
+        default="layer",
+        choices=["layer", "all"],
+        help="layer: cut after the activation that follows a layer (default); all: every valid cut",
+    )
+    p.add_argument(
+        "--max-bytes",
+        type=int,
+        default=None,
+        help="admissible points send at most this many bytes (batch 1)",
+    )
+    p.add_argument(
+        "--max-head-flops",
+        type=float,
+        default=None,
+        help="admissible points have at most this many head FLOPs (batch 1)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="isplit", description="Where to cut a CNN for split computing (I-SPLIT).")
+        prog="isplit", description="Where to cut a CNN for split computing (I-SPLIT)."
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -163,12 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, split="test")
     _add_budget_args(p)
     p.add_argument("--out", default="runs/analysis", help="output folder (default: runs/analysis)")
-    p.add_argument("--target", default="label", choices=["label", "predicted"],
-                   help="class whose score is differentiated (default: the true label)")
-    p.add_argument("--reduction", default="mean", choices=["mean", "sum"],
-                   help="channel reduction of the Grad-CAM map (mean: the authors' code)")
-    p.add_argument("--protocol", default="default", choices=["default", "official"],
-                   help="official: the authors' published choices (predicted class, their layers)")
+    p.add_argument(
+        "--target",
+        default="label",
+        choices=["label", "predicted"],
+        help="class whose score is differentiated (default: the true label)",
+    )
+    p.add_argument(
+        "--reduction",
+        default="mean",
+        choices=["mean", "sum"],
+        help="channel reduction of the Grad-CAM map (mean: the authors' code)",
+    )
+    p.add_argument(
+        "--protocol",
+        default="default",
+        choices=["default", "official"],
+        help="official: the authors' published choices (predicted class, their layers)",
+    )
     p.add_argument("--points", default=None, help="comma-separated split point names")
     p.add_argument("--first", default=None, help="first admissible point (name)")
     p.add_argument("--last", default=None, help="last admissible point (name)")
@@ -191,8 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", default="shift", choices=["none", "shift", "shift+flip"])
-    p.add_argument("--test-split", default="test", help="split to report accuracy on "
-                   "('none' to skip)")
+    p.add_argument(
+        "--test-split", default="test", help="split to report accuracy on ('none' to skip)"
+    )
     p.set_defaults(func=_cmd_train)
     return parser
 
@@ -200,8 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="isplit: %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="isplit: %(levelname)s: %(message)s",
+    )
     try:
         return args.func(args)
     except IsplitError as e:

@@ -27,8 +27,13 @@ class CurveAccumulator:
     def images(self) -> int:
         return int(self.counts.sum())
 
-    def add(self, cui: np.ndarray, labels: np.ndarray, preds: np.ndarray,
-            index: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        cui: np.ndarray,
+        labels: np.ndarray,
+        preds: np.ndarray,
+        index: np.ndarray | None = None,
+    ) -> None:
         """Add per-image curves ``cui`` [N, K] of images with ``labels`` and predictions.
 
         ``index`` gives each image's position in the data set (default: in arrival order).
@@ -51,8 +56,12 @@ class CurveAccumulator:
             raise ValueError("accumulators of different shapes cannot merge")
         self.sums += other.sums
         self.counts += other.counts
-        for mine, theirs in ((self._rows, other._rows), (self._labels, other._labels),
-                             (self._preds, other._preds), (self._index, other._index)):
+        for mine, theirs in (
+            (self._rows, other._rows),
+            (self._labels, other._labels),
+            (self._preds, other._preds),
+            (self._index, other._index),
+        ):
             mine.extend(theirs)
         return self
 
@@ -60,8 +69,12 @@ class CurveAccumulator:
         """Per-image arrays, sorted by data set index: cui [N, K], labels, predictions, index."""
         k = self.sums.shape[1]
         if not self._rows:
-            return {"cui": np.zeros((0, k), np.float32), "labels": np.zeros(0, np.int64),
-                    "predictions": np.zeros(0, np.int64), "index": np.zeros(0, np.int64)}
+            return {
+                "cui": np.zeros((0, k), np.float32),
+                "labels": np.zeros(0, np.int64),
+                "predictions": np.zeros(0, np.int64),
+                "index": np.zeros(0, np.int64),
+            }
         index = np.concatenate(self._index)
         order = np.argsort(index, kind="stable")
         return {

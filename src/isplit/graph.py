@@ -35,15 +35,43 @@ _CONTINUATION_MODULES: tuple[type[nn.Module], ...] = (
     nn.GroupNorm,
     nn.LayerNorm,
     nn.LocalResponseNorm,
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-    nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Softplus,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Softplus,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.Identity,
 )
 _CONTINUATION_FUNCTIONS = {
-    torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6, torch.nn.functional.gelu,
-    torch.nn.functional.silu, torch.nn.functional.hardswish, torch.nn.functional.leaky_relu,
-    torch.sigmoid, torch.tanh, torch.nn.functional.dropout, torch.nn.functional.batch_norm,
-    torch.nn.functional.layer_norm, torch.nn.functional.group_norm,
+    torch.relu,
+    torch.nn.functional.relu,
+    torch.nn.functional.relu6,
+    torch.nn.functional.gelu,
+    torch.nn.functional.silu,
+    torch.nn.functional.hardswish,
+    torch.nn.functional.leaky_relu,
+    torch.sigmoid,
+    torch.tanh,
+    torch.nn.functional.dropout,
+    torch.nn.functional.batch_norm,
+    torch.nn.functional.layer_norm,
+    torch.nn.functional.group_norm,
 }
 _CONTINUATION_METHODS = {"relu", "sigmoid", "tanh"}
 
@@ -76,7 +104,8 @@ class SplitPoint:
 def _tracer_kwargs() -> dict:
     """torchvision's defaults: torchvision.ops modules are leaves, math is auto-wrapped."""
     leaves = [
-        obj for obj in vars(torchvision.ops).values()
+        obj
+        for obj in vars(torchvision.ops).values()
         if isinstance(obj, type) and issubclass(obj, nn.Module)
     ]
     return {"autowrap_modules": (math, torchvision.ops), "leaf_modules": leaves}
@@ -134,20 +163,22 @@ def _remove_inplace(gm: fx.GraphModule) -> None:
                         break
         elif node.op == "call_method":
             name = node.target
-            if (name.endswith("_") and not name.startswith("_")
-                    and hasattr(torch.Tensor, name[:-1])):
+            if name.endswith("_") and not name.startswith("_") and hasattr(torch.Tensor, name[:-1]):
                 node.target = name[:-1]
                 mutating.append(node)
     for node in mutating:
         mutated = node.args[0] if node.args else None
         if isinstance(mutated, fx.Node):
             mutated.replace_all_uses_with(
-                node, delete_user_cb=lambda user, n=node: order[user] > order[n])
+                node, delete_user_cb=lambda user, n=node: order[user] > order[n]
+            )
     gm.recompile()
 
 
 _INPLACE_OPERATORS = {
-    operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
     operator.itruediv: operator.truediv,
 }
 
@@ -249,8 +280,9 @@ class ModelGraph:
                 cuts.append((n, extras))
         self.all_cuts = {self.names[n]: (n, extras) for n, extras in cuts}
         keep = self._layer_level(cuts) if self.granularity == "layer" else [c[0] for c in cuts]
-        self.points = [self._describe(n) for n in keep
-                       if n.op != "placeholder" and n is not self.logits_node]
+        self.points = [
+            self._describe(n) for n in keep if n.op != "placeholder" and n is not self.logits_node
+        ]
 
     def _continues(self, n: fx.Node) -> bool:
         if n.op == "call_module":
@@ -309,13 +341,15 @@ class ModelGraph:
                 raise IsplitError(
                     f"'{name}' is not a valid cut: more than one tensor crosses the network "
                     "there (for example inside a residual block); run `isplit points` to list "
-                    "the valid ones")
+                    "the valid ones"
+                )
             import difflib
 
             close = difflib.get_close_matches(name, sorted(self.all_cuts), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise IsplitError(
-                f"unknown split point '{name}'{hint}; run `isplit points` to list them")
+                f"unknown split point '{name}'{hint}; run `isplit points` to list them"
+            )
         return self.all_cuts[name][0]
 
     def point(self, name: str) -> SplitPoint:
@@ -357,7 +391,7 @@ class ModelGraph:
                 tenv[a] = tail_graph.node_copy(a, materialize)
             return tenv[a]
 
-        for n in self.nodes[i + 1:]:
+        for n in self.nodes[i + 1 :]:
             tenv[n] = tail_graph.node_copy(n, materialize)
         return _module(self.gm, head_graph, "Head"), _module(self.gm, tail_graph, "Tail")
 

@@ -43,9 +43,7 @@ class BatchImportance:
 class GradCAM:
     """Grad-CAM maps / CUI values at ``points`` of a traced model, all in one pass per batch."""
 
-    def __init__(
-        self, graph: ModelGraph, points: Sequence[str], reduction: str = "mean"
-    ) -> None:
+    def __init__(self, graph: ModelGraph, points: Sequence[str], reduction: str = "mean") -> None:
         if reduction not in REDUCTIONS:
             raise IsplitError(f"--reduction must be one of {REDUCTIONS}, not {reduction!r}")
         if not points:
@@ -110,15 +108,19 @@ class GradCAM:
                 if int(idx.max()) >= logits.shape[1] or int(idx.min()) < 0:
                     raise IsplitError(
                         f"a label ({int(idx.max())}) is outside the model's {logits.shape[1]} "
-                        "classes: does the model fit this data set?")
+                        "classes: does the model fit this data set?"
+                    )
             else:
                 idx = logits.detach().argmax(1)
             score = logits.gather(1, idx[:, None]).sum()
             # Each point's map is made as soon as its gradient exists (a hook), so gradients
             # are freed during the backward pass instead of all being held until its end.
             maps: list[torch.Tensor | None] = [None] * len(acts)
-            handles = [a.register_hook(self._hook(maps, k, a.detach()))
-                       for k, a in enumerate(acts) if k > 0 and a.requires_grad]
+            handles = [
+                a.register_hook(self._hook(maps, k, a.detach()))
+                for k, a in enumerate(acts)
+                if k > 0 and a.requires_grad
+            ]
             try:
                 (g0,) = torch.autograd.grad(score, acts[0], allow_unused=True)
             finally:
@@ -158,8 +160,11 @@ class GradCAM:
 
 _RELUS = (torch.relu, torch.nn.functional.relu)
 # Producers whose backward does not need their own output, so it may be overwritten.
-_OVERWRITABLE_MODULES = (torch.nn.modules.conv._ConvNd, torch.nn.modules.batchnorm._BatchNorm,
-                         torch.nn.Linear)
+_OVERWRITABLE_MODULES = (
+    torch.nn.modules.conv._ConvNd,
+    torch.nn.modules.batchnorm._BatchNorm,
+    torch.nn.Linear,
+)
 
 
 def _overwritable(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -179,8 +184,7 @@ def _reuse_buffers(gm: fx.GraphModule, graph: ModelGraph, env: dict, taps: set) 
     """
     meta = {env[n]: graph.values[n] for n in env if n in graph.values}
     for node in list(gm.graph.nodes):
-        if node.op == "call_module" and isinstance(
-                gm.get_submodule(node.target), torch.nn.ReLU):
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), torch.nn.ReLU):
             inplace = torch.relu_
         elif node.op == "call_function" and node.target in _RELUS and not node.kwargs:
             inplace = torch.relu_
@@ -201,8 +205,9 @@ def _reuse_buffers(gm: fx.GraphModule, graph: ModelGraph, env: dict, taps: set) 
         if inplace is torch.Tensor.add_ and not isinstance(meta.get(node.args[1]), torch.Tensor):
             continue
         with gm.graph.inserting_after(node):
-            repl = gm.graph.call_function(inplace, tuple(node.args[:2] if inplace is
-                                                         torch.Tensor.add_ else node.args[:1]))
+            repl = gm.graph.call_function(
+                inplace, tuple(node.args[:2] if inplace is torch.Tensor.add_ else node.args[:1])
+            )
         node.replace_all_uses_with(repl)
         meta[repl] = out
         gm.graph.erase_node(node)

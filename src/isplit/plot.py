@@ -28,13 +28,20 @@ def plot_curves(analysis, path: str | Path) -> None:
     admissible = np.array([p.admissible for p in analysis.points])
     y = _log10(analysis.cui)
     width = max(8.0, 0.32 * len(names) + 2)
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(width, 7.5), sharex=True,
-                                  gridspec_kw={"height_ratios": [3, 2]})
+    fig, (ax, ax2) = plt.subplots(
+        2, 1, figsize=(width, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+    )
     ax.plot(x, y, "-", color="tab:blue", lw=1.5, label="CUI (mean over images)")
-    ax.plot(x[admissible], y[admissible], "o", color="tab:blue", ms=4,
-            label="admissible point")
-    ax.plot(x[~admissible], y[~admissible], "o", mfc="white", color="tab:gray", ms=4,
-            label="not admissible")
+    ax.plot(x[admissible], y[admissible], "o", color="tab:blue", ms=4, label="admissible point")
+    ax.plot(
+        x[~admissible],
+        y[~admissible],
+        "o",
+        mfc="white",
+        color="tab:gray",
+        ms=4,
+        label="not admissible",
+    )
     cand = [names.index(c) for c in analysis.candidates]
     if cand:
         ax.plot(x[cand], y[cand], "*", color="tab:orange", ms=14, label="candidate (local max)")
@@ -44,9 +51,12 @@ def plot_curves(analysis, path: str | Path) -> None:
         ax.plot([b], [y[b]], "*", color="tab:red", ms=18, label=f"best split: {analysis.best}")
     s = analysis.settings
     ax.set_ylabel("log10 CUI")
-    ax.set_title(f"I-SPLIT: {analysis.model} on {analysis.dataset.get('name')} "
-                 f"({analysis.dataset.get('images')} images; target={s.get('target')}, "
-                 f"reduction={s.get('reduction')}, protocol={s.get('protocol')})", fontsize=10)
+    ax.set_title(
+        f"I-SPLIT: {analysis.model} on {analysis.dataset.get('name')} "
+        f"({analysis.dataset.get('images')} images; target={s.get('target')}, "
+        f"reduction={s.get('reduction')}, protocol={s.get('protocol')})",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
 

@@ -23,8 +23,9 @@ def official_points(graph, model_name: str) -> list[str]:
     """The authors' split points for a VGG- or ResNet-style model, as node names."""
     gm = graph.gm
     names = [graph.names[n] for n in graph.nodes]
-    modules = {graph.names[n]: gm.get_submodule(n.target)
-               for n in graph.nodes if n.op == "call_module"}
+    modules = {
+        graph.names[n]: gm.get_submodule(n.target) for n in graph.nodes if n.op == "call_module"
+    }
     if all(hasattr(gm, f"layer{i}") for i in range(1, 5)):
         points = [n for n in ("conv1", "bn1", "relu", "maxpool") if n in names]
         for i in range(1, 5):
@@ -34,13 +35,17 @@ def official_points(graph, model_name: str) -> list[str]:
                 if inside:
                     points.append(inside[-1])
     elif isinstance(getattr(gm, "features", None), nn.Module):
-        points = [n for n, m in modules.items()
-                  if n.startswith("features.") and isinstance(m, (nn.Conv2d, nn.MaxPool2d))]
+        points = [
+            n
+            for n, m in modules.items()
+            if n.startswith("features.") and isinstance(m, (nn.Conv2d, nn.MaxPool2d))
+        ]
     else:
         raise IsplitError(
             f"--protocol official knows the authors' layers of VGG-style (a `features` "
             f"Sequential) and ResNet-style (`layer1`..`layer4`) models, not {model_name}; "
-            "use --protocol default or list the points with --points")
+            "use --protocol default or list the points with --points"
+        )
     for p in points:
         graph.node(p)  # each must be a valid cut
     return points
