@@ -7,6 +7,7 @@ returns an ``Analysis`` that saves to (and loads from) a run folder: ``curves.js
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -261,7 +262,10 @@ def analyze(
     class_names = _class_names(data, classes)
 
     if isinstance(data, DataLoader):
-        source, n_total = data, len(data.dataset) if limit is None else limit
+        source, n_total = (
+            data,
+            len(data.dataset) if limit is None else min(limit, len(data.dataset)),
+        )
     else:
         data = limit_dataset(data, limit)
         source, n_total = data, len(data)
@@ -269,13 +273,44 @@ def analyze(
         raise IsplitError("the data set is empty: no images to analyse")
 
     model.eval()
-    frozen = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in frozen:
+    with _frozen(model):
+        return _run(
+            model=model,
+            data=data,
+            source=source,
+            n_total=n_total,
+            points=points,
+            target=target,
+            reduction=reduction,
+            protocol=protocol,
+            granularity=granularity,
+            batch_size=batch_size,
+            limit=limit,
+            device=device,
+            class_names=class_names,
+            max_bytes=max_bytes,
+            max_head_flops=max_head_flops,
+            first=first,
+            last=last,
+            model_name=model_name,
+            workers=workers,
+            skip_bad_images=skip_bad_images,
+            progress=progress,
+            checkpoint=checkpoint,
+            checkpoint_seconds=checkpoint_seconds,
+        )
+
+
+@contextlib.contextmanager
+def _frozen(model: nn.Module):
+    """No parameter gradients while analysing; the user's flags are restored afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
         p.requires_grad_(False)
     try:
-        return _run(**locals())
+        yield
     finally:
-        for p, flag in frozen:
+        for p, flag in flags:
             p.requires_grad_(flag)
 
 
@@ -304,7 +339,6 @@ def _run(
     progress,
     checkpoint,
     checkpoint_seconds,
-    **_,
 ) -> Analysis:
     settings = {
         "target": target,
