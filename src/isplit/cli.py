@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -148,6 +149,98 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from isplit.analysis import Analysis, analyze
+    from isplit.data import load_dataset
+    from isplit.validate import Settings, validate
+
+    loaded = _load(args)
+    data = args.data or "fashion-mnist"
+    kw = {"root": args.data_root, "download": args.download}
+    test = load_dataset(data, args.split, loaded.preprocess, **kw)
+    train = load_dataset(data, args.train_split, loaded.preprocess, **kw)
+    if args.analysis:
+        analysis = Analysis.load(args.analysis)
+        out = Path(args.out or args.analysis)
+    else:
+        out = Path(args.out or "runs/validation")
+        out.mkdir(parents=True, exist_ok=True)
+        analysis = analyze(
+            loaded.model,
+            test,
+            batch_size=args.batch_size,
+            device=args.device,
+            model_name=loaded.name,
+            progress=not args.quiet,
+            checkpoint=out / "checkpoint.npz",
+        )
+        analysis.settings["weights"] = loaded.weights
+        analysis.save(out)
+        print(analysis.recommendation())
+    points = args.points if args.points in ("auto", "all") else args.points.split(",")
+    settings = Settings(
+        ratio=args.ratio,
+        halve=args.halve,
+        epochs=args.epochs,
+        lr=args.lr,
+        finetune=args.finetune,
+        distill=args.distill,
+        recon=args.recon,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        seed=args.seed,
+        k=args.k,
+        n_boot=args.bootstrap,
+        flop_shares=tuple(args.flop_shares),
+        byte_budgets=tuple(args.byte_budgets) if args.byte_budgets else None,
+    )
+    report = validate(
+        loaded.model,
+        analysis,
+        train,
+        test,
+        out,
+        points=points,
+        settings=settings,
+        device=args.device,
+        model_name=loaded.name,
+        progress=not args.quiet,
+    )
+    print(f"unsplit accuracy: {report['unsplit_accuracy']:.4f}")
+    print(
+        f"{'point':<24}{'log10 CUI':>10}{'bytes':>9}{'encoded':>9}{'accuracy':>10}"
+        f"{'drop':>8}{'probe':>8}"
+    )
+    for p in report["points"]:
+        print(
+            f"{p['name']:<24}{math.log10(p['cui']) if p['cui'] > 0 else float('-inf'):>10.3f}"
+            f"{p['bytes']:>9}{p['encoded_bytes']:>9}{p['accuracy']:>10.4f}"
+            f"{p['accuracy_drop']:>8.4f}{p['probe_accuracy']:>8.4f}"
+        )
+    for name, c in report["correlation"].items():
+        print(
+            f"{name:>6}: Spearman {_fmt(c['spearman'])} {_ci(c['spearman_ci'])}, Kendall "
+            f"{_fmt(c['kendall'])} {_ci(c['kendall_ci'])}, prediction MAE "
+            f"{_fmt(report['prediction']['mae'][name])}"
+        )
+    for r in report["regret"]:
+        print(
+            f"regret, {r['budget']}: isplit picks {r['pick']}: {_fmt(r['regret'])} "
+            f"(smallest bytes {_fmt(r['regret_smallest_bytes'])}, deepest "
+            f"{_fmt(r['regret_deepest'])}, probe {_fmt(r['regret_best_probe'])})"
+        )
+    print(f"wrote {out / 'validation.json'}, {out / 'validation.png'}")
+    return 0
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _ci(ci) -> str:
+    return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
+
+
 def _cmd_points(args: argparse.Namespace) -> int:
     from isplit.analysis import restrict
     from isplit.graph import ModelGraph
@@ -248,6 +341,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first", default=None, help="first admissible point (name)")
     p.add_argument("--last", default=None, help="last admissible point (name)")
     p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser(
+        "validate",
+        help="train a bottleneck at split points, measure accuracy, "
+        "and report how well CUI predicted it",
+    )
+    _add_model_args(p)
+    _add_data_args(p, split="test")
+    p.add_argument("--train-split", default="train", help="split to train bottlenecks on")
+    p.add_argument(
+        "--analysis",
+        default=None,
+        help="an analysis run folder to reuse (default: run the analysis first)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: the --analysis folder, else runs/validation)",
+    )
+    p.add_argument(
+        "--points",
+        default="auto",
+        help="auto (candidates, best, smallest CDE, "
+        "budget picks, evenly spaced up to 8), all, or comma-separated names",
+    )
+    p.add_argument("--ratio", type=int, default=8, help="channel reduction of the bottleneck")
+    p.add_argument("--halve", action="store_true", help="the bottleneck also halves H and W")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--finetune", default="none", choices=["none", "tail"])
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        help="weight of distillation from the unsplit model's logits",
+    )
+    p.add_argument("--recon", type=float, default=1.0, help="weight of the reconstruction loss")
+    p.add_argument("--train-limit", type=int, default=10000)
+    p.add_argument("--test-limit", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=int, default=3, help="retrained points the prediction is fit on")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument(
+        "--flop-shares",
+        type=float,
+        nargs="+",
+        default=[0.25, 0.5],
+        help="head FLOP budgets for the regret, as shares of the model's FLOPs",
+    )
+    p.add_argument(
+        "--byte-budgets",
+        type=int,
+        nargs="+",
+        default=None,
+        help="link byte budgets for the regret (default: median admissible bytes)",
+    )
+    p.set_defaults(func=_cmd_validate, limit=None)
 
     p = sub.add_parser("points", help="list the valid split points of a model")
     _add_model_args(p)

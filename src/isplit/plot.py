@@ -74,3 +74,55 @@ def plot_curves(analysis, path: str | Path) -> None:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def plot_validation(analysis, report: dict, path: str | Path) -> None:
+    """Write ``validation.png``: log10 CUI and measured accuracy over the points, CDE under it."""
+    import io
+
+    names = analysis.point_names
+    x = np.arange(len(names))
+    width = max(8.0, 0.32 * len(names) + 2)
+    fig, (ax, ax2) = plt.subplots(
+        2, 1, figsize=(width, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+    )
+    ax.plot(x, _log10(analysis.cui), "o-", color="tab:blue", ms=3, label="log10 CUI")
+    ax.set_ylabel("log10 CUI", color="tab:blue")
+    acc_ax = ax.twinx()
+    vx = [names.index(p["name"]) for p in report["points"]]
+    acc = [100 * p["accuracy"] for p in report["points"]]
+    acc_ax.plot(vx, acc, "D-", color="tab:red", ms=6, label="accuracy with bottleneck")
+    probe = [100 * p["probe_accuracy"] for p in report["points"]]
+    acc_ax.plot(vx, probe, "x:", color="tab:purple", ms=6, label="linear probe accuracy")
+    acc_ax.axhline(
+        100 * report["unsplit_accuracy"], color="tab:red", ls="--", lw=1, label="unsplit model"
+    )
+    acc_ax.set_ylabel("test accuracy (%)", color="tab:red")
+    lines = ax.get_legend_handles_labels()
+    more = acc_ax.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="lower right")
+    s = report["settings"]
+    rho = report["correlation"]["cui"]["spearman"]
+    ax.set_title(
+        f"Validation: {report['model']}, bottleneck ratio {s['ratio']}"
+        f"{' + halved' if s['halve'] else ''}, {s['epochs']} epochs on {s['train_images']} "
+        f"images; Spearman(CUI, accuracy) = {'n/a' if rho is None else f'{rho:.2f}'}",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    size = np.array([p.bytes for p in analysis.points], dtype=float)
+    ax2.plot(x, size / 1024, "s-", color="tab:green", ms=3, label="output size (CDE)")
+    enc = [p["encoded_bytes"] / 1024 for p in report["points"]]
+    ax2.plot(vx, enc, "v", color="tab:olive", ms=6, label="encoded (float32)")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("KiB on the link\n(batch 1, log scale)")
+    ax2.grid(alpha=0.3, which="both")
+    ax2.legend(fontsize=8, loc="best")
+    ax2.set_xticks(x)
+    ax2.set_xticklabels(names, rotation=70, ha="right", fontsize=7)
+    ax2.set_xlabel("split point (network order)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())

@@ -1,0 +1,516 @@
+"""Validation: cut the network for real at a set of points, train a bottleneck there, measure test
+accuracy, and say how well CUI (and cheaper or simpler signals) predicted it.
+
+For every point: head (frozen) -> encoder -> decoder -> tail (frozen, or trained with
+``finetune="tail"``). The head's outputs for the training and test images are computed once per
+point and reused for every epoch. Each finished point is written to
+``validation_points/<name>.json`` in the output folder, so an interrupted sweep resumes at the
+first unfinished point.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from isplit.analysis import Analysis
+from isplit.bottleneck import Bottleneck
+from isplit.curves import best_point
+from isplit.data import limit_dataset, make_loader
+from isplit.errors import IsplitError
+from isplit.graph import ModelGraph
+from isplit.io import atomic_write_json, read_json
+from isplit.stats import prediction_mae, rank_correlations, regret
+
+log = logging.getLogger("isplit")
+
+MEMMAP_BYTES = 2 * 1024**3  # cached head outputs larger than this go to disk
+PREDICTORS = ("cui", "bytes", "depth", "probe")
+
+
+@dataclass
+class Settings:
+    ratio: int = 8
+    halve: bool = False
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 2e-3
+    finetune: str = "none"  # or "tail"
+    distill: float = 0.0  # weight of the distillation loss (KL to the unsplit model's logits)
+    recon: float = 1.0  # weight of the reconstruction loss (MSE / mean square of the activation)
+    train_limit: int | None = 10000
+    test_limit: int | None = 5000
+    seed: int = 0
+    k: int = 3
+    n_boot: int = 1000
+    flop_shares: tuple[float, ...] = (0.25, 0.5)
+    byte_budgets: tuple[int, ...] | None = None  # default: the median bytes of admissible points
+
+    def fingerprint(self) -> str:
+        keys = (
+            "ratio",
+            "halve",
+            "epochs",
+            "batch_size",
+            "lr",
+            "finetune",
+            "distill",
+            "recon",
+            "train_limit",
+            "test_limit",
+            "seed",
+        )
+        return hashlib.sha256(json.dumps({k: getattr(self, k) for k in keys}).encode()).hexdigest()[
+            :16
+        ]
+
+
+def default_points(analysis: Analysis, budget_picks: Sequence[str], at_least: int = 8) -> list[str]:
+    """Candidates, the best split, the smallest-CDE point, the budget picks, and evenly spaced
+    admissible points until there are at least ``at_least``; in network order."""
+    adm = [p for p in analysis.points if p.admissible]
+    if not adm:
+        raise IsplitError("the analysis has no admissible (spatial) points to validate")
+    chosen = set(analysis.candidates) | set(budget_picks)
+    if analysis.best:
+        chosen.add(analysis.best)
+    chosen.add(min(adm, key=lambda p: (p.bytes, -analysis.point_names.index(p.name))).name)
+    chosen &= {p.name for p in adm}
+    n = min(at_least, len(adm))
+    steps = 1
+    while len(chosen) < n:
+        for i in np.linspace(0, len(adm) - 1, n + steps).round().astype(int):
+            chosen.add(adm[i].name)
+            if len(chosen) >= n:
+                break
+        steps += 1
+    return [p for p in analysis.point_names if p in chosen]
+
+
+def budgets(analysis: Analysis, settings: Settings, total_flops: int) -> list[dict]:
+    """The budgets of the regret report, each with isplit's pick (CUI maximum within it)."""
+    adm = np.array([p.admissible for p in analysis.points])
+    byte_budgets = settings.byte_budgets
+    if byte_budgets is None:
+        byte_budgets = (int(np.median([p.bytes for p in analysis.points if p.admissible])),)
+    out = []
+    for share in settings.flop_shares:
+        within = np.array([p.head_flops <= share * total_flops for p in analysis.points])
+        out.append(
+            {
+                "budget": f"head FLOPs <= {share:.0%} of the model",
+                "kind": "flops",
+                "limit": share * total_flops,
+                "within": within,
+            }
+        )
+    for b in byte_budgets:
+        within = np.array([p.bytes <= b for p in analysis.points])
+        out.append(
+            {"budget": f"bytes on the link <= {b}", "kind": "bytes", "limit": b, "within": within}
+        )
+    for b in out:
+        pick = best_point(analysis.cui, adm & b["within"])
+        b["pick"] = None if pick is None else analysis.points[pick].name
+    return out
+
+
+def _check_analysis(analysis: Analysis, graph: ModelGraph, model_name: str) -> None:
+    if analysis.model != model_name:
+        raise IsplitError(
+            f"the analysis folder was made for {analysis.model}, not {model_name}; analyse "
+            "this model first or pass the matching --analysis folder"
+        )
+    names = set(graph.all_cuts)
+    for p in analysis.points:
+        if p.name not in names or tuple(graph.point(p.name).shape) != tuple(p.shape):
+            raise IsplitError(
+                f"the analysis folder was made for {analysis.model}, not {model_name} (its "
+                f"point {p.name} {list(p.shape)} does not exist in this model); analyse this "
+                "model first or pass the matching --analysis folder"
+            )
+
+
+def _tensors(ds, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for x, y in make_loader(ds, batch_size):
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        raise IsplitError("the training or test set for validation is empty")
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _apply(module: nn.Module, x: torch.Tensor, device, batch_size: int, out=None) -> torch.Tensor:
+    """``module`` over ``x`` in batches, without gradients; into ``out`` when given."""
+    chunks = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            r = module(x[i : i + batch_size].to(device))
+            if isinstance(r, tuple):
+                raise IsplitError(
+                    "this cut carries small values beside the tensor (e.g. a batch size read "
+                    "at the top of forward); validating such cuts is not supported yet"
+                )
+            if out is None:
+                chunks.append(r.cpu())
+            else:
+                out[i : i + len(r)] = r.cpu().numpy()
+    return torch.cat(chunks) if out is None else torch.from_numpy(out)
+
+
+def _cache(head, x, device, batch_size, shape, folder: Path, tag: str) -> torch.Tensor:
+    if 4 * len(x) * math.prod(shape) <= MEMMAP_BYTES:
+        return _apply(head, x, device, batch_size)
+    folder.mkdir(parents=True, exist_ok=True)
+    mm = np.lib.format.open_memmap(
+        folder / f"{tag}.npy", mode="w+", dtype=np.float32, shape=(len(x), *shape)
+    )
+    return _apply(head, x, device, batch_size, out=mm)
+
+
+def linear_probe(z_train, y_train, z_test, y_test, seed: int = 0) -> float:
+    """Accuracy of a logistic-regression probe on globally average-pooled activations."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    def pool(z):
+        return z.flatten(2).mean(2).numpy() if z.dim() > 2 else z.numpy()
+
+    scaler = StandardScaler().fit(pool(z_train))
+    clf = LogisticRegression(max_iter=300, random_state=seed)
+    clf.fit(scaler.transform(pool(z_train)), y_train.numpy())
+    return float(clf.score(scaler.transform(pool(z_test)), y_test.numpy()))
+
+
+def train_bottleneck(
+    tail: nn.Module,
+    bottleneck: Bottleneck,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    settings: Settings,
+    device,
+    teacher: torch.Tensor | None = None,
+    progress: bool = False,
+    desc: str = "",
+) -> list[float]:
+    """Train the bottleneck (and the tail with finetune="tail") on cached head outputs ``z``.
+    Returns the mean loss of each epoch."""
+    params = list(bottleneck.parameters())
+    if settings.finetune == "tail":
+        for p in tail.parameters():
+            p.requires_grad_(True)
+        params += [p for p in tail.parameters()]
+        tail.train()
+    else:
+        tail.eval()
+    opt = torch.optim.Adam(params, lr=settings.lr)
+    steps = settings.epochs * math.ceil(len(z) / settings.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.lr, total_steps=max(steps, 1))
+    gen = torch.Generator().manual_seed(settings.seed)
+    scale = float(z[: 4 * settings.batch_size].float().pow(2).mean()) or 1.0
+    losses = []
+    bar = tqdm(total=steps, desc=desc, leave=False, disable=not progress or not sys.stderr.isatty())
+    bottleneck.train()
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(z), generator=gen)
+        total, count = 0.0, 0
+        for i in range(0, len(z), settings.batch_size):
+            idx = order[i : i + settings.batch_size]
+            if len(idx) < 2:  # batch norm needs two
+                continue
+            zb = z[idx].to(device)
+            decoded = bottleneck(zb)
+            logits = tail(decoded)
+            loss = F.cross_entropy(logits, y[idx].to(device))
+            if settings.recon > 0:
+                loss = loss + settings.recon * F.mse_loss(decoded, zb) / scale
+            if teacher is not None and settings.distill > 0:
+                soft = F.log_softmax(teacher[idx].to(device), 1)
+                loss = loss + settings.distill * F.kl_div(
+                    F.log_softmax(logits, 1), soft, log_target=True, reduction="batchmean"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+            bar.update(1)
+        losses.append(total / max(count, 1))
+    bar.close()
+    bottleneck.eval()
+    tail.eval()
+    return losses
+
+
+def _point_file(out: Path, name: str) -> Path:
+    return out / "validation_points" / f"{name.replace('/', '_')}.json"
+
+
+def validate(
+    model: nn.Module,
+    analysis: Analysis,
+    train_data,
+    test_data,
+    out: str | Path,
+    *,
+    points: str | Sequence[str] = "auto",
+    settings: Settings | None = None,
+    device: str | torch.device = "cpu",
+    model_name: str | None = None,
+    progress: bool = False,
+) -> dict:
+    """Run the bottleneck sweep and the prediction report; writes ``validation.json`` and
+    ``validation.png`` into ``out`` and returns the report."""
+    from isplit.models import resolve_device
+
+    settings = settings or Settings()
+    if settings.finetune not in ("none", "tail"):
+        raise IsplitError(f"--finetune must be none or tail, not {settings.finetune!r}")
+    if settings.epochs < 1:
+        raise IsplitError("--epochs must be at least 1")
+    device = resolve_device(device)
+    model_name = model_name or analysis.model
+    out = Path(out)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    input_shape = tuple(analysis.settings.get("input_shape") or [])
+    if not input_shape:
+        raise IsplitError("the analysis folder does not record its input shape; rerun analyze")
+    graph = ModelGraph(model, input_shape, granularity="all")
+    _check_analysis(analysis, graph, model_name)
+    total_flops = graph.total_flops
+    plan = budgets(analysis, settings, total_flops)
+    if points == "auto":
+        names = default_points(analysis, [b["pick"] for b in plan if b["pick"]])
+    elif points == "all":
+        names = [p.name for p in analysis.points if p.admissible]
+    else:
+        names = list(points)
+        unknown = [n for n in names if n not in analysis.point_names]
+        if unknown:
+            for n in unknown:
+                graph.node(n)  # a clear error for a name that is not a valid cut at all
+            raise IsplitError(
+                f"{', '.join(unknown)} not in the analysis; analyse it with "
+                "--points or --granularity all first"
+            )
+        names = [n for n in analysis.point_names if n in names]
+    for n in names:
+        if not analysis.points[analysis.point_names.index(n)].spatial:
+            raise IsplitError(f"{n} is not spatial (C x H x W): a bottleneck cannot go there")
+
+    train = limit_dataset(train_data, settings.train_limit, settings.seed)
+    test = limit_dataset(test_data, settings.test_limit, settings.seed)
+    if len(train) == 0 or len(test) == 0:
+        raise IsplitError("the training set or the test set for validation is empty")
+    x_train, y_train = _tensors(train, settings.batch_size)
+    x_test, y_test = _tensors(test, settings.batch_size)
+    model.to(device)
+    full_train = _apply(model, x_train, device, settings.batch_size)
+    unsplit_correct = _apply(model, x_test, device, settings.batch_size).argmax(1) == y_test
+    unsplit = float(unsplit_correct.float().mean())
+    teacher = full_train if settings.distill > 0 else None
+    fingerprint = settings.fingerprint() + ":" + model_name
+
+    results = []
+    for name in names:
+        file = _point_file(out, name)
+        if file.exists():
+            done = read_json(file)
+            if done.get("fingerprint") == fingerprint:
+                results.append(done)
+                log.info("validation of %s already done (%s)", name, file)
+                continue
+            raise IsplitError(
+                f"{file} was made with other validation settings or another "
+                "model; use another output folder or delete validation_points/"
+            )
+        results.append(
+            _validate_point(
+                graph,
+                analysis,
+                name,
+                x_train,
+                y_train,
+                x_test,
+                y_test,
+                teacher,
+                settings,
+                device,
+                out,
+                fingerprint,
+                progress,
+            )
+        )
+        atomic_write_json(file, results[-1])
+    report = _report(
+        analysis,
+        results,
+        unsplit,
+        unsplit_correct,
+        plan,
+        settings,
+        model_name,
+        total_flops,
+        len(x_train),
+    )
+    atomic_write_json(out / "validation.json", report)
+    from isplit.plot import plot_validation
+
+    plot_validation(analysis, report, out / "validation.png")
+    return report
+
+
+def _validate_point(
+    graph,
+    analysis,
+    name,
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    teacher,
+    settings,
+    device,
+    out,
+    fingerprint,
+    progress,
+) -> dict:
+    point = analysis.points[analysis.point_names.index(name)]
+    head, tail = graph.split(name)
+    head.to(device)
+    if settings.finetune == "tail":
+        tail = copy.deepcopy(tail)
+    tail.to(device)
+    started = time.monotonic()
+    z_train = _cache(
+        head, x_train, device, settings.batch_size, point.shape[1:], out / "cache", f"{name}-train"
+    )
+    z_test = _cache(
+        head, x_test, device, settings.batch_size, point.shape[1:], out / "cache", f"{name}-test"
+    )
+    probe = linear_probe(z_train, y_train, z_test, y_test, settings.seed)
+    torch.manual_seed(settings.seed)
+    bottleneck = Bottleneck(point.shape, settings.ratio, settings.halve).to(device)
+    losses = train_bottleneck(
+        tail, bottleneck, z_train, y_train, settings, device, teacher, progress, desc=name
+    )
+    with torch.no_grad():
+        pred = torch.cat(
+            [
+                tail(bottleneck(z_test[i : i + settings.batch_size].to(device))).argmax(1).cpu()
+                for i in range(0, len(z_test), settings.batch_size)
+            ]
+        )
+    correct = (pred == y_test).numpy()
+    return {
+        "name": name,
+        "fingerprint": fingerprint,
+        "accuracy": float(correct.mean()),
+        "correct": "".join("1" if c else "0" for c in correct),
+        "probe_accuracy": probe,
+        "encoded_shape": list(bottleneck.code_shape),
+        "encoded_bytes": bottleneck.encoded_bytes,
+        "encoded_bytes_int8": bottleneck.encoded_bytes_int8,
+        "losses": losses,
+        "train_seconds": time.monotonic() - started,
+    }
+
+
+def _report(
+    analysis, results, unsplit, unsplit_correct, plan, settings, model_name, total_flops, n_train
+) -> dict:
+    order = analysis.point_names
+    idx = [order.index(r["name"]) for r in results]
+    acc = np.array([r["accuracy"] for r in results])
+    correct = np.array([[c == "1" for c in r["correct"]] for r in results])
+    cui = analysis.cui[idx]
+    predictors = {
+        "cui": cui,
+        "bytes": -np.array([analysis.points[i].bytes for i in idx], dtype=float),
+        "depth": np.array(idx, dtype=float),
+        "probe": np.array([r["probe_accuracy"] for r in results]),
+    }
+    points = []
+    for r, i in zip(results, idx):
+        p = analysis.points[i]
+        points.append(
+            {
+                "name": r["name"],
+                "cui": float(analysis.cui[i]),
+                "bytes": p.bytes,
+                "head_flops": p.head_flops,
+                "encoded_shape": r["encoded_shape"],
+                "encoded_bytes": r["encoded_bytes"],
+                "encoded_bytes_int8": r["encoded_bytes_int8"],
+                "accuracy": r["accuracy"],
+                "accuracy_drop": unsplit - r["accuracy"],
+                "probe_accuracy": r["probe_accuracy"],
+                "train_seconds": r["train_seconds"],
+                "final_loss": r["losses"][-1] if r["losses"] else None,
+            }
+        )
+    correlation = {
+        k: rank_correlations(v, correct, settings.n_boot, seed=settings.seed)
+        for k, v in predictors.items()
+    }
+    prediction = {
+        k: prediction_mae(v, acc, settings.k, seed=settings.seed) for k, v in predictors.items()
+    }
+    validated = {r["name"] for r in results}
+    regrets = []
+    for b in plan:
+        within = np.array([b["within"][i] for i in idx])
+        pick = b["pick"]
+        choice = [r["name"] for r in results].index(pick) if pick in validated else None
+        entry = {
+            "budget": b["budget"],
+            "kind": b["kind"],
+            "limit": b["limit"],
+            "pick": pick,
+            "validated_within": int(within.sum()),
+            **regret(acc, within, choice),
+        }
+        # the simple baselines' picks under the same budget, for comparison
+        for label, key in (
+            ("smallest_bytes", "bytes"),
+            ("deepest", "depth"),
+            ("best_probe", "probe"),
+        ):
+            score = np.where(within, predictors[key], -np.inf)
+            entry[f"regret_{label}"] = (
+                regret(acc, within, int(np.argmax(score)))["regret"] if within.any() else None
+            )
+        regrets.append(entry)
+    return {
+        "model": model_name,
+        "analysis": {"dataset": analysis.dataset.get("name"), "settings": analysis.settings},
+        "settings": {
+            **{k: getattr(settings, k) for k in settings.__dataclass_fields__},
+            "train_images": n_train,
+            "test_images": int(len(unsplit_correct)),
+        },
+        "unsplit_accuracy": unsplit,
+        "total_flops": total_flops,
+        "points": points,
+        "correlation": correlation,
+        "prediction": {"k": settings.k, "mae": prediction},
+        "regret": regrets,
+    }
