@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="link byte budgets for the regret (default: median admissible bytes)",
     )
-    p.set_defaults(func=_cmd_validate, limit=None)
+    p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("points", help="list the valid split points of a model")
     _add_model_args(p)

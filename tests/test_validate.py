@@ -1,0 +1,208 @@
+"""Validation: bottleneck shapes, training, statistics, the resumable sweep, CLI and errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as sps
+from torch.utils.data import TensorDataset
+
+from isplit import IsplitError
+from isplit.analysis import analyze
+from isplit.bottleneck import Bottleneck
+from isplit.cli import main
+from isplit.graph import ModelGraph
+from isplit.models import load_model
+from isplit.stats import prediction_mae, rank_correlations, regret
+from isplit.validate import Settings, train_bottleneck, validate
+
+
+@pytest.mark.parametrize(
+    "name,shape",
+    [("demo-vgg16", (1, 32, 32)), ("demo-resnet50", (1, 32, 32)), ("resnet18", (3, 64, 64))],
+)
+def test_bottleneck_shapes_match_at_every_valid_cut(name, shape):
+    model = load_model(name, "none").model
+    graph = ModelGraph(model, shape, granularity="all")
+    spatial = [graph.point(n) for n in graph.all_cuts if len(graph.point(n).shape) == 4]
+    assert len(spatial) >= 10
+    for p in spatial:
+        z = torch.randn(2, *p.shape[1:])
+        for halve in (False, True):
+            b = Bottleneck(p.shape, ratio=min(8, p.shape[1]), halve=halve).eval()
+            assert b(z).shape == z.shape, (p.name, halve)
+            code = b.encoder(z)
+            assert code.shape[1:] == b.code_shape
+            assert b.encoded_bytes == 4 * code[0].numel()
+            assert b.encoded_bytes_int8 == code[0].numel() + 8
+
+
+def test_ratio_larger_than_channels_is_an_error():
+    with pytest.raises(IsplitError, match="larger than the 16 channels"):
+        Bottleneck((16, 8, 8), ratio=32)
+
+
+def test_training_lowers_the_loss():
+    torch.manual_seed(0)
+    loaded = load_model("demo-vgg16")
+    graph = ModelGraph(loaded.model, (1, 32, 32))
+    head, tail = graph.split("features.13")
+    x = torch.randn(256, 1, 32, 32)
+    with torch.no_grad():
+        z = head(x)
+        y = loaded.model(x).argmax(1)  # labels the network can fit
+    b = Bottleneck(z.shape, ratio=8)
+    losses = train_bottleneck(tail, b, z, y, Settings(epochs=4, batch_size=64), "cpu")
+    assert len(losses) == 4 and losses[-1] < 0.8 * losses[0]
+    assert not any(p.requires_grad for p in tail.parameters())  # the tail stayed frozen
+
+
+def test_rank_correlations_match_scipy():
+    rng = np.random.default_rng(0)
+    correct = rng.random((6, 400)) < np.linspace(0.5, 0.9, 6)[:, None]
+    predictor = np.array([0.1, 0.3, 0.2, 0.5, 0.4, 0.9])
+    acc = correct.mean(1)
+    res = rank_correlations(predictor, correct, n_boot=300)
+    assert res["spearman"] == pytest.approx(sps.spearmanr(predictor, acc).statistic)
+    assert res["kendall"] == pytest.approx(sps.kendalltau(predictor, acc).statistic)
+    lo, hi = res["spearman_ci"]
+    assert -1 <= lo <= hi <= 1
+    assert rank_correlations(predictor, correct, n_boot=300) == res  # seeded
+
+
+def test_prediction_mae_on_known_values():
+    # leave-one-out isotonic fits of a line: the ends are clipped (error 0.1), the middle exact
+    assert prediction_mae([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4], k=3) == pytest.approx(0.05)
+    assert prediction_mae([1, 2], [0.1, 0.2], k=3) is None
+
+
+def test_regret():
+    acc = np.array([0.5, 0.9, 0.7, 0.95])
+    within = np.array([True, True, True, False])
+    assert regret(acc, within, 2) == {
+        "best_accuracy": 0.9,
+        "chosen_accuracy": 0.7,
+        "regret": pytest.approx(0.2),
+    }
+    assert regret(acc, ~np.ones(4, bool), 0)["regret"] is None
+
+
+@pytest.fixture(scope="module")
+def small():
+    loaded = load_model("demo-vgg16")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(160, 1, 32, 32, generator=g)
+    with torch.no_grad():
+        y = loaded.model(x).argmax(1)
+    data = TensorDataset(x, y)
+    analysis = analyze(loaded.model, data, model_name="demo-vgg16", batch_size=80)
+    return loaded, data, analysis
+
+
+def test_sweep_resumes_without_redoing_finished_points(small, tmp_path, monkeypatch):
+    import isplit.validate as v
+
+    loaded, data, analysis = small
+    settings = Settings(epochs=1, train_limit=120, test_limit=40, n_boot=20, batch_size=40)
+    points = ["features.6", "features.23"]
+    real = v._validate_point
+    calls = []
+
+    def failing(graph, analysis, name, *args):
+        calls.append(name)
+        if name == "features.23":
+            raise KeyboardInterrupt
+        return real(graph, analysis, name, *args)
+
+    monkeypatch.setattr(v, "_validate_point", failing)
+    with pytest.raises(KeyboardInterrupt):
+        validate(loaded.model, analysis, data, data, tmp_path, points=points, settings=settings)
+    assert (tmp_path / "validation_points" / "features.6.json").exists()
+    monkeypatch.setattr(
+        v,
+        "_validate_point",
+        lambda g, a, name, *args: (calls.append(name), real(g, a, name, *args))[1],
+    )
+    report = validate(
+        loaded.model, analysis, data, data, tmp_path, points=points, settings=settings
+    )
+    assert calls == ["features.6", "features.23", "features.23"]
+    assert [p["name"] for p in report["points"]] == points
+    assert (tmp_path / "validation.png").stat().st_size > 10_000
+
+
+def test_validation_errors(small, tmp_path):
+    loaded, data, analysis = small
+    empty = TensorDataset(torch.zeros(0, 1, 32, 32), torch.zeros(0).long())
+    with pytest.raises(IsplitError, match="empty"):
+        validate(loaded.model, analysis, empty, data, tmp_path, points=["features.6"])
+    other = load_model("demo-resnet50")
+    with pytest.raises(IsplitError, match="made for demo-vgg16"):
+        validate(other.model, analysis, data, data, tmp_path, model_name="demo-resnet50")
+    with pytest.raises(IsplitError, match="not in the analysis"):
+        validate(loaded.model, analysis, data, data, tmp_path, points=["features.3"])
+    few = TensorDataset(*data[:40])
+    r50 = analyze(other.model, few, model_name="demo-resnet50")
+    with pytest.raises(IsplitError, match="not a valid cut"):
+        validate(other.model, r50, few, few, tmp_path, points=["layer1.0.conv2"])
+
+
+def test_validate_cli_end_to_end_and_errors(capsys, tmp_path):
+    out = tmp_path / "run"
+    args = [
+        "validate",
+        "--limit",
+        "300",
+        "--train-limit",
+        "400",
+        "--test-limit",
+        "300",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--bootstrap",
+        "50",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert main(args + ["--points", "features.2,features.13,features.23,features.42"]) == 0
+    doc = json.loads((out / "validation.json").read_text())
+    assert [p["name"] for p in doc["points"]] == [
+        "features.2",
+        "features.13",
+        "features.23",
+        "features.42",
+    ]
+    for p in doc["points"]:
+        assert {
+            "name",
+            "cui",
+            "bytes",
+            "encoded_bytes",
+            "encoded_bytes_int8",
+            "accuracy",
+            "accuracy_drop",
+            "train_seconds",
+        } <= p.keys()
+        assert 0 <= p["accuracy"] <= 1
+    assert doc["points"][-1]["accuracy"] > 0.5  # next to the logits two epochs are enough
+    for k in ("cui", "bytes", "depth", "probe"):
+        assert {"spearman", "kendall", "spearman_ci", "kendall_ci"} <= doc["correlation"][k].keys()
+        assert k in doc["prediction"]["mae"]
+    assert len(doc["regret"]) == 3 and 0 < doc["unsplit_accuracy"] <= 1
+    capsys.readouterr()
+
+    def error(*extra):
+        code = main(args + ["--analysis", str(out), *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("isplit: error:")
+        return err[0]
+
+    assert "larger than" in error(
+        "--points", "features.42", "--ratio", "512", "--out", str(tmp_path / "r")
+    )
+    assert "unknown split point" in error("--points", "features.99")
+    assert "made for demo-vgg16" in error("--model", "demo-resnet50")
