@@ -9,6 +9,8 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from isplit.errors import IsplitError
 
 
@@ -241,6 +243,99 @@ def _ci(ci) -> str:
     return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
 
 
+def _cmd_classes(args: argparse.Namespace) -> int:
+    from isplit.analysis import Analysis
+    from isplit.classes import classes_report, plot_classes
+    from isplit.io import atomic_write_json
+
+    analysis = Analysis.load(args.run)
+    subset = None if args.classes is None else [c.strip() for c in args.classes.split(",")]
+    if subset is not None:
+        subset = [c for c in subset if c]
+    budget = {"max_bytes": args.max_bytes, "max_head_flops": args.max_head_flops}
+    report = classes_report(analysis, subset, **budget)
+    out = Path(args.out or args.run)
+    if args.validate:
+        report["validation"] = _validate_subset(args, analysis, report, out)
+    atomic_write_json(out / "classes.json", report)
+    plot_classes(analysis, report, out / "classes.png")
+    print(f"{'class':<24}{'images':>7}  {'best split':<22}{'shift':>6}  candidates")
+    for c, v in report["per_class"].items():
+        print(
+            f"{c:<24}{v['images']:>7}  {str(v['best']):<22}{_signed(v['shift']):>6}  "
+            f"{', '.join(v['candidates'])}"
+        )
+    print(f"classes pulling the split furthest: {', '.join(report['ranking'][:3])}")
+    if report["most_different"]:
+        a, b = report["most_different"]["classes"]
+        print(f"most different curves: {a} and {b}")
+    print("groups of alike curves: " + "; ".join(", ".join(g) for g in report["groups"]))
+    label = "all classes" if subset is None else ", ".join(report["subset"])
+    print(
+        f"subset ({label}; {report['images']} images): best split {report['best']}, "
+        f"global best {report['global_best']} (shift {_signed(report['shift'])} points); "
+        f"candidates: {', '.join(report['candidates'])}"
+    )
+    if "validation" in report:
+        v = report["validation"]
+        print(
+            f"on the subset's images: accuracy at the subset's best {v['subset_best']}: "
+            f"{v['subset_best_accuracy']:.4f}, at the global best {v['global_best']}: "
+            f"{v['global_best_accuracy']:.4f}"
+        )
+    print(f"wrote {out / 'classes.json'}, {out / 'classes.png'}")
+    return 0
+
+
+def _signed(v) -> str:
+    return "n/a" if v is None else f"{v:+d}"
+
+
+def _validate_subset(args, analysis, report, out: Path) -> dict:
+    """Retrain the bottleneck at the subset's best and at the global best on the subset only."""
+    from isplit.data import Preprocess, SubsetDataset, load_dataset
+    from isplit.models import load_model
+    from isplit.validate import Settings, validate
+
+    loaded = load_model(analysis.model, analysis.settings.get("weights"))
+    pp = Preprocess.from_json(analysis.settings["preprocess"])
+    names = report["subset"]
+
+    def only_subset(split: str):
+        ds = load_dataset(analysis.dataset["name"], split, pp, root=args.data_root)
+        keep = [ds.classes.index(c) for c in names if c in ds.classes]
+        return SubsetDataset(ds, np.flatnonzero(np.isin(ds.targets, keep)))
+
+    points = sorted({report["best"], report["global_best"]}, key=report["points"].index)
+    settings = Settings(
+        epochs=args.epochs,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        batch_size=args.batch_size,
+    )
+    result = validate(
+        loaded.model,
+        analysis,
+        only_subset(args.train_split),
+        only_subset(analysis.dataset["split"]),
+        out / "classes-validation",
+        points=points,
+        settings=settings,
+        device=args.device,
+        model_name=loaded.name,
+        progress=not args.quiet,
+    )
+    acc = {p["name"]: p["accuracy"] for p in result["points"]}
+    return {
+        "subset_best": report["best"],
+        "global_best": report["global_best"],
+        "subset_best_accuracy": acc[report["best"]],
+        "global_best_accuracy": acc[report["global_best"]],
+        "subset_best_wins": acc[report["best"]] >= acc[report["global_best"]],
+        "settings": result["settings"],
+    }
+
+
 def _cmd_points(args: argparse.Namespace) -> int:
     from isplit.analysis import restrict
     from isplit.graph import ModelGraph
@@ -378,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of distillation from the unsplit model's logits",
     )
     p.add_argument("--recon", type=float, default=1.0, help="weight of the reconstruction loss")
-    p.add_argument("--train-limit", type=int, default=10000)
+    p.add_argument("--train-limit", type=int, default=8000)
     p.add_argument("--test-limit", type=int, default=5000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=3, help="retrained points the prediction is fit on")
@@ -398,6 +493,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="link byte budgets for the regret (default: median admissible bytes)",
     )
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser(
+        "classes",
+        help="the best split for a subset of classes, per-class best "
+        "splits, and groups of classes with alike curves (from a saved run)",
+    )
+    p.add_argument("run", help="an analysis run folder")
+    p.add_argument("--classes", default=None, help="comma-separated class names (default: all)")
+    p.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    p.add_argument("--max-bytes", type=int, default=None)
+    p.add_argument("--max-head-flops", type=float, default=None)
+    p.add_argument(
+        "--validate",
+        action="store_true",
+        help="retrain the bottleneck at the "
+        "subset's best and the global best split on the subset's images",
+    )
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--train-limit", type=int, default=8000)
+    p.add_argument("--test-limit", type=int, default=5000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_classes)
 
     p = sub.add_parser("points", help="list the valid split points of a model")
     _add_model_args(p)

@@ -1,0 +1,76 @@
+"""Class subsets and per-class best splits, computed from a saved run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from isplit import IsplitError
+from isplit.analysis import Analysis
+from isplit.classes import classes_report, subset_curve
+from isplit.cli import main
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["analyze", "--limit", "300", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_subset_of_all_classes_is_the_global_curve(run):
+    a = Analysis.load(run)
+    names = a.dataset["classes"]
+    np.testing.assert_allclose(subset_curve(a, names), a.cui, rtol=1e-6)
+    rep = classes_report(a)
+    assert rep["best"] == rep["global_best"] == a.best
+    assert rep["candidates"] == a.candidates
+
+
+def test_one_class_subset_is_that_class_curve(run):
+    a = Analysis.load(run)
+    for c in ("Trouser", "Bag"):
+        np.testing.assert_allclose(subset_curve(a, [c]), a.per_class[c], rtol=1e-6)
+    rep = classes_report(a, ["Bag"])
+    assert rep["best"] == rep["per_class"]["Bag"]["best"]
+
+
+def test_per_class_bests_ranking_and_groups(run):
+    a = Analysis.load(run)
+    rep = classes_report(a, max_head_flops=0.5 * a.points[-1].head_flops)
+    present = [c for i, c in enumerate(a.dataset["classes"]) if (a.labels == i).any()]
+    assert list(rep["per_class"]) == present
+    assert sorted(rep["ranking"]) == sorted(present)
+    shifts = [abs(rep["per_class"][c]["shift"]) for c in rep["ranking"]]
+    assert shifts == sorted(shifts, reverse=True)
+    assert sorted(c for g in rep["groups"] for c in g) == sorted(present)
+    assert len(set(rep["most_different"]["classes"])) == 2
+    for v in rep["per_class"].values():  # within the budget
+        p = a.points[a.point_names.index(v["best"])]
+        assert p.head_flops <= 0.5 * a.points[-1].head_flops
+
+
+def test_classes_cli_and_errors(run, capsys):
+    assert main(["classes", str(run), "--classes", "Sandal,Sneaker,Ankle boot"]) == 0
+    doc = json.loads((run / "classes.json").read_text())
+    assert doc["subset"] == ["Sandal", "Sneaker", "Ankle boot"]
+    assert {"points", "cui", "candidates", "best", "global_best", "per_class"} <= doc.keys()
+    assert (run / "classes.png").stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert "most different curves" in out
+
+    def error(*argv):
+        code = main(["classes", *argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("isplit: error:")
+        return err[0]
+
+    assert "Sandal" in error(str(run), "--classes", "Sandle")
+    assert "empty" in error(str(run), "--classes", ",")
+    (run / "per_image.npz").rename(run / "moved.npz")
+    try:
+        assert "per-image" in error(str(run))
+    finally:
+        (run / "moved.npz").rename(run / "per_image.npz")
+    with pytest.raises(IsplitError):
+        classes_report(Analysis.load(run), [])
