@@ -12,11 +12,14 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[test]'
-	@# Fashion-MNIST from Debian where apt-get is available (elsewhere torchvision downloads it).
-	@if [ ! -d $(FMNIST) ] && command -v apt-get >/dev/null 2>&1; then \
+	@# Fashion-MNIST from Debian where apt-get is available (elsewhere torchvision downloads it),
+	@# and chromium, the headless browser the report test renders report.html in.
+	@if { [ ! -d $(FMNIST) ] || ! command -v chromium >/dev/null 2>&1; } \
+	  && command -v apt-get >/dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist \
-	  || echo "warning: could not install dataset-fashion-mnist; isplit will look elsewhere"; \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist chromium \
+	  || echo "warning: could not install dataset-fashion-mnist or chromium; isplit will look" \
+	    "elsewhere for the data and the report test will skip its browser check"; \
 	fi
 	touch $(STAMP)
 

@@ -52,7 +52,7 @@ def subset_curve(analysis: Analysis, subset: Sequence[str]) -> np.ndarray:
 
 
 def _normalised(curve: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    v = np.log10(np.clip(curve[mask], 1e-30, None))
+    v = np.log10(np.clip(curve[mask], 1e-12, None))
     sd = v.std()
     return (v - v.mean()) / (sd if sd > 0 else 1.0)
 
@@ -147,6 +147,7 @@ def plot_classes(analysis: Analysis, report: dict, path: str | Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     from isplit.io import atomic_write_bytes
 
@@ -155,6 +156,7 @@ def plot_classes(analysis: Analysis, report: dict, path: str | Path) -> None:
     grid = np.stack([np.log10(np.clip(subset_curve(analysis, [c]), 1e-30, None)) for c in present])
     adm = np.array([p.admissible for p in analysis.points])
     scale = grid[:, adm] if adm.any() else grid  # colours span the admissible points
+    scale = scale[np.isfinite(scale)] if np.isfinite(scale).any() else np.zeros(1)
     fig, ax = plt.subplots(figsize=(max(8, 0.35 * len(points) + 3), 2.2 + 0.42 * len(present)))
     im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=scale.min(), vmax=scale.max())
     fig.colorbar(im, ax=ax, label="log10 CUI (colour range: admissible points)")
@@ -168,8 +170,16 @@ def plot_classes(analysis: Analysis, report: dict, path: str | Path) -> None:
         ax.axvline(points.index(report["global_best"]), color="white", ls="--", lw=1)
     ax.plot([], [], "*", color="red", ms=10, label="best split of the class")
     ax.plot([], [], "--", color="gray", label="global best split")
-    ax.fill_between([], [], color="white", alpha=0.6, label="not admissible (faded)")
-    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), fontsize=8, ncol=3, frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Patch(facecolor="lightgray", label="not admissible (faded)"))
+    ax.legend(
+        handles=handles,
+        loc="lower left",
+        bbox_to_anchor=(0, 1.01),
+        fontsize=8,
+        ncol=3,
+        frameon=False,
+    )
     ax.set_yticks(range(len(present)))
     ax.set_yticklabels([f"{c} ({report['per_class'][c]['images']})" for c in present], fontsize=8)
     ax.set_xticks(range(len(points)))

@@ -177,6 +177,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             checkpoint=out / "checkpoint.npz",
         )
         analysis.settings["weights"] = loaded.weights
+        analysis.settings["preprocess"] = loaded.preprocess.to_json()
         analysis.save(out)
         print(analysis.recommendation())
     points = args.points if args.points in ("auto", "all") else args.points.split(",")
@@ -374,6 +375,16 @@ def _cmd_points(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from isplit.report import write_report
+
+    path = write_report(
+        args.run, samples=args.samples, data_root=args.data_root, device=args.device
+    )
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from isplit.models import list_model_names
 
@@ -525,6 +536,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_budget_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_points)
+
+    p = sub.add_parser(
+        "report", help="one self-contained HTML page (report.html) for an analysis run folder"
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="the --out folder of an `isplit analyze` run")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="images in the Grad-CAM figure (default: one per class, at most 10; 0: no figure)",
+    )
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="where the run's data set is, if not where the analysis found it "
+        "(for an image-folder data set: the folder)",
+    )
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("models", help="list the model names isplit knows")
     p.set_defaults(func=_cmd_models)

@@ -11,6 +11,9 @@ import numpy as np
 
 from isplit.errors import IsplitError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def _atomic(path: Path, write) -> None:
     """Write through ``write(file)`` to a temporary file beside ``path``, then rename."""
@@ -20,6 +23,7 @@ def _atomic(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

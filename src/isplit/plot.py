@@ -105,7 +105,8 @@ def plot_validation(analysis, report: dict, path: str | Path) -> None:
     rho = report["correlation"]["cui"]["spearman"]
     ax.set_title(
         f"Validation: {report['model']}, bottleneck ratio {s['ratio']}"
-        f"{' + halved' if s['halve'] else ''}, {s['epochs']} epochs on {s['train_images']} "
+        f"{' + halved' if s['halve'] else ''}, {s['epochs']} epoch"
+        f"{'s' if s['epochs'] != 1 else ''} on {s['train_images']} "
         f"images; Spearman(CUI, accuracy) = {'n/a' if rho is None else f'{rho:.2f}'}",
         fontsize=10,
     )

@@ -52,7 +52,7 @@ class Settings:
     finetune: str = "none"  # or "tail"
     distill: float = 0.0  # weight of the distillation loss (KL to the unsplit model's logits)
     recon: float = 1.0  # weight of the reconstruction loss (MSE / mean square of the activation)
-    train_limit: int | None = 10000
+    train_limit: int | None = 8000
     test_limit: int | None = 5000
     seed: int = 0
     k: int = 3
