@@ -299,7 +299,8 @@ def _validate_subset(args, analysis, report, out: Path) -> dict:
     from isplit.validate import Settings, validate
 
     loaded = load_model(analysis.model, analysis.settings.get("weights"))
-    pp = Preprocess.from_json(analysis.settings["preprocess"])
+    saved = analysis.settings.get("preprocess")
+    pp = Preprocess.from_json(saved) if saved else loaded.preprocess
     names = report["subset"]
 
     def only_subset(split: str):
