@@ -317,6 +317,11 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f} %"
 
 
+def _pp(v) -> str:
+    """A difference of accuracies, in percentage points."""
+    return "n/a" if v is None else f"{100 * v:.1f} pp"
+
+
 def _section(sid: str, title: str, body: str) -> tuple[str, str, str]:
     return sid, title, f'<section id="{sid}">\n<h2>{_e(title)}</h2>\n{body}\n</section>'
 
@@ -507,7 +512,7 @@ def _validation(a: Analysis, v: dict | None, run: Path) -> tuple[str, str, str]:
                     f"{p['encoded_bytes']:,}",
                     f"{p['encoded_bytes_int8']:,}" if "encoded_bytes_int8" in p else "n/a",
                     _pct(p["accuracy"]),
-                    _pct(p["accuracy_drop"]),
+                    _pp(p["accuracy_drop"]),
                     _pct(p["probe_accuracy"]),
                     f"{p['train_seconds']:.1f}" if "train_seconds" in p else "n/a",
                 ],
@@ -564,10 +569,10 @@ def _validation(a: Analysis, v: dict | None, run: Path) -> tuple[str, str, str]:
                     _e(r["budget"]),
                     f"<code>{_e(r['pick'])}</code>" if r.get("pick") else "none",
                     _pct(r.get("best_accuracy")),
-                    _pct(r.get("regret")),
-                    _pct(r.get("regret_smallest_bytes")),
-                    _pct(r.get("regret_deepest")),
-                    _pct(r.get("regret_best_probe")),
+                    _pp(r.get("regret")),
+                    _pp(r.get("regret_smallest_bytes")),
+                    _pp(r.get("regret_deepest")),
+                    _pp(r.get("regret_best_probe")),
                 ],
             )
         )
