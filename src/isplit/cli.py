@@ -93,8 +93,31 @@ def _load(args: argparse.Namespace):
     )
 
 
-def _cmd_analyze(args: argparse.Namespace) -> int:
+def _analyse_and_save(args: argparse.Namespace, loaded, data, out: Path, **options):
+    """Run ``analyze`` with the data and run options of the command line, save into ``out``."""
     from isplit.analysis import analyze
+
+    out.mkdir(parents=True, exist_ok=True)
+    result = analyze(
+        loaded.model,
+        data,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        device=args.device,
+        model_name=loaded.name,
+        workers=args.workers,
+        skip_bad_images=args.skip_bad_images,
+        progress=not args.quiet,
+        checkpoint=out / "checkpoint.npz",
+        **options,
+    )
+    result.settings["weights"] = loaded.weights
+    result.settings["preprocess"] = loaded.preprocess.to_json()
+    result.save(out)
+    return result
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
     from isplit.data import load_dataset
 
     loaded = _load(args)
@@ -116,31 +139,21 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    result = analyze(
-        loaded.model,
+    result = _analyse_and_save(
+        args,
+        loaded,
         data,
+        out,
         points=args.points.split(",") if args.points else None,
         target=args.target,
         reduction=args.reduction,
         protocol=args.protocol,
         granularity=args.granularity,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        device=args.device,
         max_bytes=args.max_bytes,
         max_head_flops=args.max_head_flops,
         first=args.first,
         last=args.last,
-        model_name=loaded.name,
-        workers=args.workers,
-        skip_bad_images=args.skip_bad_images,
-        progress=not args.quiet,
-        checkpoint=out / "checkpoint.npz",
     )
-    result.settings["weights"] = loaded.weights
-    result.settings["preprocess"] = loaded.preprocess.to_json()
-    result.save(out)
     if not args.quiet:
         print(result.table())
     if result.skipped_images:
@@ -152,7 +165,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from isplit.analysis import Analysis, analyze
+    from isplit.analysis import Analysis
     from isplit.data import load_dataset
     from isplit.validate import Settings, validate
 
@@ -166,19 +179,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         out = Path(args.out or args.analysis)
     else:
         out = Path(args.out or "runs/validation")
-        out.mkdir(parents=True, exist_ok=True)
-        analysis = analyze(
-            loaded.model,
-            test,
-            batch_size=args.batch_size,
-            device=args.device,
-            model_name=loaded.name,
-            progress=not args.quiet,
-            checkpoint=out / "checkpoint.npz",
-        )
-        analysis.settings["weights"] = loaded.weights
-        analysis.settings["preprocess"] = loaded.preprocess.to_json()
-        analysis.save(out)
+        analysis = _analyse_and_save(args, loaded, test, out)
         print(analysis.recommendation())
     points = args.points if args.points in ("auto", "all") else args.points.split(",")
     settings = Settings(

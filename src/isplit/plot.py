@@ -19,10 +19,33 @@ def _log10(values) -> np.ndarray:
         return np.where(v > 0, np.log10(v), np.nan)
 
 
-def plot_curves(analysis, path: str | Path) -> None:
-    """Write ``curves.png`` for an ``Analysis``."""
+def _cde_axis(ax, analysis) -> None:
+    """The output-size (CDE) curve over the points, with the point names under it."""
+    names = analysis.point_names
+    x = np.arange(len(names))
+    size = np.array([p.bytes for p in analysis.points], dtype=float)
+    ax.plot(x, size / 1024, "s-", color="tab:green", ms=3, label="output size (CDE)")
+    ax.set_yscale("log")
+    ax.set_ylabel("tensor crossing the link\n(KiB at batch 1, log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=70, ha="right", fontsize=7)
+    ax.set_xlabel("split point (network order)")
+
+
+def _save(fig, path: str | Path) -> None:
     import io
 
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def plot_curves(analysis, path: str | Path) -> None:
+    """Write ``curves.png`` for an ``Analysis``."""
     names = analysis.point_names
     x = np.arange(len(names))
     admissible = np.array([p.admissible for p in analysis.points])
@@ -60,26 +83,12 @@ def plot_curves(analysis, path: str | Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
 
-    size = np.array([p.bytes for p in analysis.points], dtype=float)
-    ax2.plot(x, size / 1024, "s-", color="tab:green", ms=3, label="output size (CDE)")
-    ax2.set_yscale("log")
-    ax2.set_ylabel("tensor crossing the link\n(KiB at batch 1, log scale)")
-    ax2.grid(alpha=0.3, which="both")
-    ax2.legend(fontsize=8, loc="best")
-    ax2.set_xticks(x)
-    ax2.set_xticklabels(names, rotation=70, ha="right", fontsize=7)
-    ax2.set_xlabel("split point (network order)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    _cde_axis(ax2, analysis)
+    _save(fig, path)
 
 
 def plot_validation(analysis, report: dict, path: str | Path) -> None:
     """Write ``validation.png``: log10 CUI and measured accuracy over the points, CDE under it."""
-    import io
-
     names = analysis.point_names
     x = np.arange(len(names))
     width = max(8.0, 0.32 * len(names) + 2)
@@ -111,19 +120,7 @@ def plot_validation(analysis, report: dict, path: str | Path) -> None:
         fontsize=10,
     )
     ax.grid(alpha=0.3)
-    size = np.array([p.bytes for p in analysis.points], dtype=float)
-    ax2.plot(x, size / 1024, "s-", color="tab:green", ms=3, label="output size (CDE)")
     enc = [p["encoded_bytes"] / 1024 for p in report["points"]]
-    ax2.plot(vx, enc, "v", color="tab:olive", ms=6, label="encoded (float32)")
-    ax2.set_yscale("log")
-    ax2.set_ylabel("KiB on the link\n(batch 1, log scale)")
-    ax2.grid(alpha=0.3, which="both")
-    ax2.legend(fontsize=8, loc="best")
-    ax2.set_xticks(x)
-    ax2.set_xticklabels(names, rotation=70, ha="right", fontsize=7)
-    ax2.set_xlabel("split point (network order)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    ax2.plot(vx, enc, "v", color="tab:olive", ms=6, label="encoded by the bottleneck (float32)")
+    _cde_axis(ax2, analysis)
+    _save(fig, path)
