@@ -205,4 +205,5 @@ def test_validate_cli_end_to_end_and_errors(capsys, tmp_path):
         "--points", "features.42", "--ratio", "512", "--out", str(tmp_path / "r")
     )
     assert "unknown split point" in error("--points", "features.99")
+    assert "--train-limit must be at least 1" in error("--train-limit", "0")
     assert "made for demo-vgg16" in error("--model", "demo-resnet50")

@@ -316,6 +316,12 @@ def validate(
         if not analysis.points[analysis.point_names.index(n)].spatial:
             raise IsplitError(f"{n} is not spatial (C x H x W): a bottleneck cannot go there")
 
+    for flag, value in (
+        ("--train-limit", settings.train_limit),
+        ("--test-limit", settings.test_limit),
+    ):
+        if value is not None and value < 1:
+            raise IsplitError(f"{flag} must be at least 1, not {value}")
     train = limit_dataset(train_data, settings.train_limit, settings.seed)
     test = limit_dataset(test_data, settings.test_limit, settings.seed)
     if len(train) == 0 or len(test) == 0:
