@@ -38,6 +38,14 @@ def test_bottleneck_shapes_match_at_every_valid_cut(name, shape):
             assert b.encoded_bytes_int8 == code[0].numel() + 8
 
 
+def test_int8_quantisation_of_the_code_is_within_half_a_step():
+    code = torch.rand(3, 4, 5, 5) * torch.tensor([1.0, 10.0, 100.0])[:, None, None, None]
+    back = Bottleneck.quantise(code)
+    step = (code.flatten(1).max(1).values - code.flatten(1).min(1).values) / 255
+    assert ((back - code).abs().flatten(1).max(1).values <= step / 2 + 1e-6).all()
+    assert len(torch.unique(back[2])) <= 256
+
+
 def test_ratio_larger_than_channels_is_an_error():
     with pytest.raises(IsplitError, match="larger than the 16 channels"):
         Bottleneck((16, 8, 8), ratio=32)
@@ -187,7 +195,7 @@ def test_validate_cli_end_to_end_and_errors(capsys, tmp_path):
             "accuracy_drop",
             "train_seconds",
         } <= p.keys()
-        assert 0 <= p["accuracy"] <= 1
+        assert 0 <= p["accuracy"] <= 1 and 0 <= p["accuracy_int8"] <= 1
     assert doc["points"][-1]["accuracy"] > 0.5  # next to the logits two epochs are enough
     for k in ("cui", "bytes", "depth", "probe"):
         assert {"spearman", "kendall", "spearman_ci", "kendall_ci"} <= doc["correlation"][k].keys()

@@ -84,5 +84,14 @@ class Bottleneck(nn.Module):
         """Bytes on the link per image with 8-bit affine quantisation (per-tensor scale/zero)."""
         return math.prod(self.code_shape) + INT8_HEADER_BYTES
 
+    @staticmethod
+    def quantise(code: torch.Tensor) -> torch.Tensor:
+        """The code after 8-bit affine quantisation and back, one scale and zero per image."""
+        flat = code.flatten(1)
+        lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+        scale = (hi - lo).clamp_min(1e-12) / 255
+        q = torch.round((flat - lo) / scale).clamp(0, 255)
+        return (q * scale + lo).view_as(code)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

@@ -213,13 +213,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(f"unsplit accuracy: {report['unsplit_accuracy']:.4f}")
     print(
         f"{'point':<24}{'log10 CUI':>10}{'bytes':>9}{'encoded':>9}{'accuracy':>10}"
-        f"{'drop':>8}{'probe':>8}"
+        f"{'drop':>8}{'int8':>8}{'probe':>8}"
     )
     for p in report["points"]:
         print(
             f"{p['name']:<24}{math.log10(p['cui']) if p['cui'] > 0 else float('-inf'):>10.3f}"
             f"{p['bytes']:>9}{p['encoded_bytes']:>9}{p['accuracy']:>10.4f}"
-            f"{p['accuracy_drop']:>8.4f}{p['probe_accuracy']:>8.4f}"
+            f"{p['accuracy_drop']:>8.4f}{_fmt(p['accuracy_int8']):>8}{p['probe_accuracy']:>8.4f}"
         )
     for name, c in report["correlation"].items():
         print(

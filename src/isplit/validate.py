@@ -418,19 +418,14 @@ def _validate_point(
     losses = train_bottleneck(
         tail, bottleneck, z_train, y_train, settings, device, teacher, progress, desc=name
     )
-    with torch.no_grad():
-        pred = torch.cat(
-            [
-                tail(bottleneck(z_test[i : i + settings.batch_size].to(device))).argmax(1).cpu()
-                for i in range(0, len(z_test), settings.batch_size)
-            ]
-        )
-    correct = (pred == y_test).numpy()
+    correct = _correct(tail, bottleneck, z_test, y_test, settings.batch_size, device)
+    correct_int8 = _correct(tail, bottleneck, z_test, y_test, settings.batch_size, device, True)
     return {
         "name": name,
         "fingerprint": fingerprint,
         "accuracy": float(correct.mean()),
         "correct": "".join("1" if c else "0" for c in correct),
+        "accuracy_int8": float(correct_int8.mean()),
         "probe_accuracy": probe,
         "encoded_shape": list(bottleneck.code_shape),
         "encoded_bytes": bottleneck.encoded_bytes,
@@ -438,6 +433,19 @@ def _validate_point(
         "losses": losses,
         "train_seconds": time.monotonic() - started,
     }
+
+
+def _correct(tail, bottleneck, z, y, batch_size, device, int8: bool = False) -> np.ndarray:
+    """Which test images the split network classifies right; ``int8``: with the code quantised
+    as it would cross the link (per image, 8-bit affine)."""
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(z), batch_size):
+            code = bottleneck.encoder(z[i : i + batch_size].to(device))
+            if int8:
+                code = bottleneck.quantise(code)
+            preds.append(tail(bottleneck.decoder(code)).argmax(1).cpu())
+    return (torch.cat(preds) == y).numpy()
 
 
 def _report(
@@ -468,6 +476,7 @@ def _report(
                 "encoded_bytes_int8": r["encoded_bytes_int8"],
                 "accuracy": r["accuracy"],
                 "accuracy_drop": unsplit - r["accuracy"],
+                "accuracy_int8": r.get("accuracy_int8"),
                 "probe_accuracy": r["probe_accuracy"],
                 "train_seconds": r["train_seconds"],
                 "final_loss": r["losses"][-1] if r["losses"] else None,
