@@ -79,6 +79,17 @@ class Settings:
         ]
 
 
+@dataclass
+class Images:
+    """The sweep's training and test images, loaded once for every point."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    teacher: torch.Tensor | None  # the unsplit model's logits on x_train (distillation)
+
+
 def default_points(analysis: Analysis, budget_picks: Sequence[str], at_least: int = 8) -> list[str]:
     """Candidates, the best split, the smallest-CDE point, the budget picks, and evenly spaced
     admissible points until there are at least ``at_least``; in network order."""
@@ -329,10 +340,9 @@ def validate(
     x_train, y_train = _tensors(train, settings.batch_size)
     x_test, y_test = _tensors(test, settings.batch_size)
     model.to(device)
-    full_train = _apply(model, x_train, device, settings.batch_size)
     unsplit_correct = _apply(model, x_test, device, settings.batch_size).argmax(1) == y_test
-    unsplit = float(unsplit_correct.float().mean())
-    teacher = full_train if settings.distill > 0 else None
+    teacher = _apply(model, x_train, device, settings.batch_size) if settings.distill > 0 else None
+    images = Images(x_train, y_train, x_test, y_test, teacher)
     fingerprint = settings.fingerprint() + ":" + model_name
 
     results = []
@@ -350,32 +360,12 @@ def validate(
             )
         results.append(
             _validate_point(
-                graph,
-                analysis,
-                name,
-                x_train,
-                y_train,
-                x_test,
-                y_test,
-                teacher,
-                settings,
-                device,
-                out,
-                fingerprint,
-                progress,
+                graph, analysis, name, images, settings, device, out, fingerprint, progress
             )
         )
         atomic_write_json(file, results[-1])
     report = _report(
-        analysis,
-        results,
-        unsplit,
-        unsplit_correct,
-        plan,
-        settings,
-        model_name,
-        total_flops,
-        len(x_train),
+        analysis, results, unsplit_correct, plan, settings, model_name, total_flops, len(x_train)
     )
     atomic_write_json(out / "validation.json", report)
     from isplit.plot import plot_validation
@@ -385,19 +375,7 @@ def validate(
 
 
 def _validate_point(
-    graph,
-    analysis,
-    name,
-    x_train,
-    y_train,
-    x_test,
-    y_test,
-    teacher,
-    settings,
-    device,
-    out,
-    fingerprint,
-    progress,
+    graph, analysis, name, images: Images, settings, device, out, fingerprint, progress
 ) -> dict:
     point = analysis.points[analysis.point_names.index(name)]
     head, tail = graph.split(name)
@@ -406,17 +384,16 @@ def _validate_point(
         tail = copy.deepcopy(tail)
     tail.to(device)
     started = time.monotonic()
-    z_train = _cache(
-        head, x_train, device, settings.batch_size, point.shape[1:], out / "cache", f"{name}-train"
+    z_train, z_test = (
+        _cache(head, x, device, settings.batch_size, point.shape[1:], out / "cache", f"{name}-{t}")
+        for t, x in (("train", images.x_train), ("test", images.x_test))
     )
-    z_test = _cache(
-        head, x_test, device, settings.batch_size, point.shape[1:], out / "cache", f"{name}-test"
-    )
+    y_train, y_test = images.y_train, images.y_test
     probe = linear_probe(z_train, y_train, z_test, y_test, settings.seed)
     torch.manual_seed(settings.seed)
     bottleneck = Bottleneck(point.shape, settings.ratio, settings.halve).to(device)
     losses = train_bottleneck(
-        tail, bottleneck, z_train, y_train, settings, device, teacher, progress, desc=name
+        tail, bottleneck, z_train, y_train, settings, device, images.teacher, progress, desc=name
     )
     correct = _correct(tail, bottleneck, z_test, y_test, settings.batch_size, device)
     correct_int8 = _correct(tail, bottleneck, z_test, y_test, settings.batch_size, device, True)
@@ -449,8 +426,9 @@ def _correct(tail, bottleneck, z, y, batch_size, device, int8: bool = False) -> 
 
 
 def _report(
-    analysis, results, unsplit, unsplit_correct, plan, settings, model_name, total_flops, n_train
+    analysis, results, unsplit_correct, plan, settings, model_name, total_flops, n_train
 ) -> dict:
+    unsplit = float(unsplit_correct.float().mean())
     order = analysis.point_names
     idx = [order.index(r["name"]) for r in results]
     acc = np.array([r["accuracy"] for r in results])
