@@ -50,7 +50,7 @@ def test_per_class_bests_ranking_and_groups(run):
         assert p.head_flops <= 0.5 * a.points[-1].head_flops
 
 
-def test_classes_cli_and_errors(run, capsys):
+def test_classes_cli_and_errors(run, capsys, cli_error):
     assert main(["classes", str(run), "--classes", "Sandal,Sneaker,Ankle boot"]) == 0
     doc = json.loads((run / "classes.json").read_text())
     assert doc["subset"] == ["Sandal", "Sneaker", "Ankle boot"]
@@ -60,10 +60,7 @@ def test_classes_cli_and_errors(run, capsys):
     assert "most different curves" in out
 
     def error(*argv):
-        code = main(["classes", *argv])
-        err = capsys.readouterr().err.strip().splitlines()
-        assert code == 2 and len(err) == 1 and err[0].startswith("isplit: error:")
-        return err[0]
+        return cli_error("classes", *argv)
 
     assert "Sandal" in error(str(run), "--classes", "Sandle")
     assert "empty" in error(str(run), "--classes", ",")

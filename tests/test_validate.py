@@ -176,7 +176,7 @@ def test_validation_errors(small, tmp_path):
         validate(other.model, r50, few, few, tmp_path, points=["layer1.0.conv2"])
 
 
-def test_validate_cli_end_to_end_and_errors(capsys, tmp_path):
+def test_validate_cli_end_to_end_and_errors(cli_error, tmp_path):
     out = tmp_path / "run"
     args = [
         "validate",
@@ -221,13 +221,9 @@ def test_validate_cli_end_to_end_and_errors(capsys, tmp_path):
         assert {"spearman", "kendall", "spearman_ci", "kendall_ci"} <= doc["correlation"][k].keys()
         assert k in doc["prediction"]["mae"]
     assert len(doc["regret"]) == 3 and 0 < doc["unsplit_accuracy"] <= 1
-    capsys.readouterr()
 
     def error(*extra):
-        code = main(args + ["--analysis", str(out), *extra])
-        err = capsys.readouterr().err.strip().splitlines()
-        assert code == 2 and len(err) == 1 and err[0].startswith("isplit: error:")
-        return err[0]
+        return cli_error(*args, "--analysis", str(out), *extra)
 
     assert "larger than" in error(
         "--points", "features.42", "--ratio", "512", "--out", str(tmp_path / "r")
