@@ -358,9 +358,9 @@ def _run(
             default=str,
         ).encode()
     ).hexdigest()[:16]
-    skipped: list[str] = []
+    resumed_skipped: list[str] = []  # bad files skipped before a resume
     if ckpt is not None and ckpt.exists():
-        acc, start, skipped = _load_checkpoint(ckpt, fingerprint)
+        acc, start, resumed_skipped = _load_checkpoint(ckpt, fingerprint)
         log.warning("resuming the analysis from %s: %d of %d images done", ckpt, start, n_total)
 
     if isinstance(source, DataLoader):
@@ -373,6 +373,7 @@ def _run(
         skip_batches, per_batch = 0, batch_size
 
     graph = cam = chosen = None
+    skipped = resumed_skipped
     seen = start
     last_save = time.monotonic()
     bar = _progress(total=n_total, initial=start, enabled=progress)
@@ -406,7 +407,7 @@ def _run(
             )
             seen += len(labels)
             bar.update(len(labels))
-            skipped = skipped + [s for s in getattr(loader, "skipped", []) if s not in skipped]
+            skipped = resumed_skipped + list(loader.skipped)
             if ckpt is not None and time.monotonic() - last_save > checkpoint_seconds:
                 position = (b + 1) * per_batch + (0 if skip_batches else start)
                 _save_checkpoint(ckpt, acc, min(position, n_total), skipped, fingerprint)
