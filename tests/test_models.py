@@ -109,7 +109,7 @@ def test_unknown_name_suggests_close_ones():
 
 def test_torchvision_name_random_init_is_frozen_eval_cpu():
     lm = load_model("resnet18", None)
-    assert lm.name == "resnet18" and lm.weights is None and lm.source == "torchvision"
+    assert lm.name == "resnet18" and lm.weights == "none" and lm.source == "torchvision"
     assert not lm.model.training
     assert not any(p.requires_grad for p in lm.model.parameters())
     assert all(p.device.type == "cpu" for p in lm.model.parameters())
@@ -120,7 +120,7 @@ def test_torchvision_name_random_init_is_frozen_eval_cpu():
 
 def test_demo_random_init_and_preprocess_overrides():
     lm = load_model("demo-resnet50", "none", image_size=64, mean=[0.5], std=[0.25])
-    assert lm.weights is None and lm.num_classes == 10 and lm.source == "demo"
+    assert lm.weights == "none" and lm.num_classes == 10 and lm.source == "demo"
     assert lm.preprocess == Preprocess(size=64, channels=1, mean=(0.5,), std=(0.25,), fit="pad")
     assert load_model(None, "none").name == "demo-vgg16"
     assert load_model("demo-vgg16", "none").preprocess == DEMO_PREPROCESS
@@ -262,7 +262,7 @@ def factory_module(tmp_path, monkeypatch):
 
 def test_factory_model_loads_with_optional_weights(factory_module, tmp_path):
     lm = load_model(f"{factory_module}:make")
-    assert lm.source == "factory" and lm.num_classes == 3 and lm.weights is None
+    assert lm.source == "factory" and lm.num_classes == 3 and lm.weights == "default"
     assert lm.preprocess.channels == 1 and len(lm.preprocess.mean) == 1
     other = lm.model
     with torch.no_grad():

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -29,12 +30,33 @@ from isplit.errors import IsplitError
 from isplit.graph import ModelGraph, SplitPoint
 from isplit.importance import REDUCTIONS, TARGETS, GradCAM
 from isplit.io import atomic_write_json, atomic_write_npz, read_json
-from isplit.models import resolve_device
+from isplit.models import LoadedModel, loaded_info, resolve_device, weights_fingerprint
 from isplit.protocols import PROTOCOLS, official_points
 
 log = logging.getLogger("isplit")
 
 CHECKPOINT = "checkpoint.npz"
+#: Files and folders in a run folder derived from its analysis (made by classes, validate,
+#: report, plan): stale once a different analysis is written there.
+DERIVED = (
+    "classes.json",
+    "classes.png",
+    "classes-validation",
+    "validation.json",
+    "validation.png",
+    "validation_points",
+    "report.html",
+    "plan.json",
+    "plan.png",
+)
+#: Head-FLOP budgets (shares of the model's FLOPs) shown beside the unconstrained best split.
+STANDARD_FLOP_SHARES = (0.25, 0.5)
+#: A head holding at least this share of the model's FLOPs leaves (nearly) nothing to the server.
+NEARLY_ALL = 0.9
+
+
+class AnalysisInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an analysis; the message says what was saved and how to resume."""
 
 
 @dataclass
@@ -53,10 +75,49 @@ class Analysis:
     candidates: list[str]
     best: str | None
     skipped_images: list[str] = field(default_factory=list)
+    total_flops: float | None = None  # the whole model's FLOPs at batch 1
+    total_params: int | None = None  # the whole model's parameters
+    fingerprint: str | None = None  # model, weights, data and settings of the run
 
     @property
     def point_names(self) -> list[str]:
         return [p.name for p in self.points]
+
+    def point(self, name: str) -> SplitPoint:
+        return self.points[self.point_names.index(name)]
+
+    def flop_share(self, p: SplitPoint) -> float | None:
+        """The share of the model's FLOPs that the head up to ``p`` holds."""
+        return p.head_flops / self.total_flops if self.total_flops else None
+
+    def param_share(self, p: SplitPoint) -> float | None:
+        """The share of the model's parameters that the head up to ``p`` holds."""
+        return p.head_params / self.total_params if self.total_params else None
+
+    def budget_picks(self, shares: Sequence[float] = STANDARD_FLOP_SHARES) -> list[dict]:
+        """The best split among the admissible points whose head holds at most each share of the
+        model's FLOPs."""
+        out = []
+        if not self.total_flops:
+            return out
+        for share in shares:
+            mask = [p.admissible and p.head_flops <= share * self.total_flops for p in self.points]
+            i = best_point(self.cui, mask)
+            out.append(
+                {
+                    "max_flop_share": share,
+                    "max_head_flops": share * self.total_flops,
+                    "best": None if i is None else self.points[i].name,
+                }
+            )
+        return out
+
+    @property
+    def nearly_all_on_device(self) -> bool:
+        """The best split leaves (nearly) nothing for the server."""
+        if self.best is None or not self.total_flops:
+            return False
+        return (self.flop_share(self.point(self.best)) or 0.0) >= NEARLY_ALL
 
     @property
     def accuracy(self) -> float:
@@ -66,20 +127,27 @@ class Analysis:
         points = []
         for p, c in zip(self.points, self.cui):
             d = p.to_json()
+            d["head_flop_share"] = _num(self.flop_share(p) if self.total_flops else np.nan)
+            d["head_param_share"] = _num(self.param_share(p) if self.total_params else np.nan)
             d["cui"] = _num(c)
             d["log10_cui"] = _num(np.log10(c)) if c > 0 else None
             d["candidate"] = p.name in self.candidates
             points.append(d)
         return {
             "model": self.model,
+            "fingerprint": self.fingerprint,
             "dataset": self.dataset,
             "settings": self.settings,
+            "total_flops": self.total_flops,
+            "total_params": self.total_params,
             "accuracy": _num(self.accuracy),
             "skipped_images": len(self.skipped_images),
             "skipped_files": self.skipped_images,
             "points": points,
             "candidates": self.candidates,
             "best": self.best,
+            "nearly_all_on_device": self.nearly_all_on_device,
+            "budget_picks": self.budget_picks(),
             "per_class": {k: [_num(v) for v in vals] for k, vals in self.per_class.items()},
         }
 
@@ -87,6 +155,7 @@ class Analysis:
         """Write ``curves.json``, ``per_image.npz`` and (``plot``) ``curves.png`` into ``out``."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        self._set_aside_stale(out)
         atomic_write_npz(
             out / "per_image.npz",
             cui=self.per_image,
@@ -100,6 +169,33 @@ class Analysis:
 
             plot_curves(self, out / "curves.png")
         return out
+
+    def _set_aside_stale(self, out: Path) -> None:
+        """Move results derived from another analysis in ``out`` to ``out/previous/``."""
+        old = out / "curves.json"
+        if not old.exists():
+            return
+        try:
+            before = json.loads(old.read_text()).get("fingerprint")
+        except (OSError, ValueError):
+            before = None
+        if before is not None and before == self.fingerprint:
+            return  # the same analysis again: what was derived from it still holds
+        stale = [out / name for name in DERIVED if (out / name).exists()]
+        if not stale:
+            return
+        aside = out / "previous"
+        if aside.exists():
+            shutil.rmtree(aside)
+        aside.mkdir()
+        for path in stale:
+            path.rename(aside / path.name)
+        log.warning(
+            "%s held results of a different analysis (%s); moved them to %s",
+            out,
+            ", ".join(p.name for p in stale),
+            aside,
+        )
 
     @classmethod
     def load(cls, run: str | os.PathLike) -> Analysis:
@@ -127,33 +223,78 @@ class Analysis:
             candidates=list(doc["candidates"]),
             best=doc["best"],
             skipped_images=list(doc.get("skipped_files", [])),
+            total_flops=doc.get("total_flops"),
+            total_params=doc.get("total_params"),
+            fingerprint=doc.get("fingerprint"),
         )
 
+    def load_model(self) -> LoadedModel:
+        """Rebuild the network this run analysed: same name, weights, seed and preprocessing;
+        an error when its weights no longer match the run's fingerprint."""
+        from isplit.models import load_recorded
+
+        return load_recorded({"model": self.model, **self.settings})
+
     def table(self) -> str:
-        """A short text table of the points and the recommendation."""
-        rows = [f"{'point':<28}{'shape':>18}{'bytes':>12}{'MFLOPs':>10}{'log10 CUI':>11}  "]
+        """A short text table of the points: size, head FLOPs (and their share of the model's),
+        log10 CUI, and marks: best, candidate, the pick under each standard FLOP budget."""
+        picks: dict[str, list[str]] = {}
+        for b in self.budget_picks():
+            if b["best"] is not None:
+                picks.setdefault(b["best"], []).append(f"best<={b['max_flop_share']:.0%}")
+        rows = [
+            f"{'point':<28}{'shape':>18}{'bytes':>12}{'MFLOPs':>10}{'FLOPs%':>8}{'log10 CUI':>11}  "
+        ]
         for p, c in zip(self.points, self.cui):
             mark = (
                 "best"
                 if p.name == self.best
                 else ("cand" if p.name in self.candidates else ("" if p.admissible else "-"))
             )
+            mark = " ".join([mark, *picks.get(p.name, [])]).strip()
             lc = f"{np.log10(c):.3f}" if c > 0 else "-inf"
+            share = self.flop_share(p)
+            pct = "" if share is None else f"{100 * share:.1f}"
             rows.append(
                 f"{p.name:<28}{'x'.join(map(str, p.shape)):>18}{p.bytes:>12}"
-                f"{p.head_flops / 1e6:>10.1f}{lc:>11}  {mark}"
+                f"{p.head_flops / 1e6:>10.1f}{pct:>8}{lc:>11}  {mark}"
             )
         return "\n".join(rows)
 
     def recommendation(self) -> str:
         if self.best is None:
             return "no admissible split point: relax --max-bytes / --max-head-flops / --points"
-        p = self.points[self.point_names.index(self.best)]
-        return (
-            f"best split: {p.name} ({'x'.join(map(str, p.shape))}, {p.bytes} bytes at "
-            f"batch 1, head {p.head_flops / 1e6:.1f} MFLOPs); candidates: "
-            f"{', '.join(self.candidates) or 'none'}"
+        p = self.point(self.best)
+        fs, ps = self.flop_share(p), self.param_share(p)
+        shares = (
+            ""
+            if fs is None
+            else f" = {fs:.0%} of the model's FLOPs"
+            + ("" if ps is None else f", {ps:.0%} of its parameters")
         )
+        lines = [
+            f"best split: {p.name} ({'x'.join(map(str, p.shape))}, {p.bytes} bytes at "
+            f"batch 1, head {p.head_flops / 1e6:.1f} MFLOPs{shares}); candidates: "
+            f"{', '.join(self.candidates) or 'none'}"
+        ]
+        if self.nearly_all_on_device:
+            lines.append(
+                "note: at this point the device runs (nearly) the whole network and the server "
+                "little or nothing; under a head-FLOP budget:"
+            )
+            for b in self.budget_picks():
+                if b["best"] is None:
+                    share = b["max_flop_share"]
+                    lines.append(f"  <= {share:.0%} of the FLOPs: no admissible point")
+                    continue
+                q = self.point(b["best"])
+                lines.append(
+                    f"  <= {b['max_flop_share']:.0%} of the FLOPs: {q.name} "
+                    f"({'x'.join(map(str, q.shape))}, {q.bytes} bytes, head "
+                    f"{q.head_flops / 1e6:.1f} MFLOPs = {self.flop_share(q):.0%})"
+                )
+            lines.append("  (set your own with --max-head-flops / --max-bytes)")
+        return "\n".join(lines)
 
 
 def _num(v) -> float | None:
@@ -222,7 +363,7 @@ def restrict(
 
 
 def analyze(
-    model: nn.Module,
+    model: nn.Module | LoadedModel,
     data: Dataset | DataLoader,
     *,
     points: Sequence[str] | None = None,
@@ -246,7 +387,14 @@ def analyze(
     checkpoint_seconds: float = 60.0,
 ) -> Analysis:
     """Run the I-SPLIT analysis of ``model`` on ``data`` (a Dataset of (image, label) or a
-    DataLoader). See the README for the options; the result is an ``Analysis``."""
+    DataLoader). See the README for the options; the result is an ``Analysis``.
+
+    ``model`` is an ``nn.Module`` or the :class:`~isplit.models.LoadedModel` that
+    :func:`~isplit.load_model` returned; a model that ``load_model`` built is recorded under the
+    name, weights and seed it was loaded by (so that ``isplit report`` / ``validate`` can rebuild
+    it from the run folder), any other under its class name. The model's weights are
+    fingerprinted (sha256) into the run; its ``training`` flag and parameter flags are restored
+    afterwards."""
     if protocol not in PROTOCOLS:
         raise IsplitError(f"--protocol must be one of {PROTOCOLS}, not {protocol!r}")
     if protocol == "official":
@@ -257,7 +405,17 @@ def analyze(
         raise IsplitError(f"--reduction must be one of {REDUCTIONS}, not {reduction!r}")
     if batch_size < 1:
         raise IsplitError("--batch-size must be at least 1")
-    model_name = model_name or type(model).__name__
+    info = model if isinstance(model, LoadedModel) else loaded_info(model)
+    if isinstance(model, LoadedModel):
+        model = model.model
+    if info is not None and info.model is not model:
+        info = None
+    model_name = model_name or (info.name if info is not None else type(model).__name__)
+    record = (
+        info.record()
+        if info is not None
+        else {"model": model_name, "weights": None, "weights_sha256": weights_fingerprint(model)}
+    )
     device = resolve_device(device)
     class_names = _class_names(data, classes)
 
@@ -272,10 +430,10 @@ def analyze(
     if n_total == 0:
         raise IsplitError("the data set is empty: no images to analyse")
 
-    model.eval()
     with _frozen(model):
         return _run(
             model=model,
+            record=record,
             data=data,
             source=source,
             n_total=n_total,
@@ -303,8 +461,11 @@ def analyze(
 
 @contextlib.contextmanager
 def _frozen(model: nn.Module):
-    """No parameter gradients while analysing; the user's flags are restored afterwards."""
+    """Eval mode and no parameter gradients while analysing; the user's ``training`` flags (of
+    every submodule) and parameter flags are restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
     for p, _ in flags:
         p.requires_grad_(False)
     try:
@@ -312,11 +473,14 @@ def _frozen(model: nn.Module):
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
 
 
 def _run(
     *,
     model,
+    record,
     data,
     source,
     n_total,
@@ -348,13 +512,26 @@ def _run(
         "batch_size": batch_size,
         "limit": limit,
         "device": device.type,
+        "weights": record.get("weights"),
+        "seed": record.get("seed"),
+        "weights_sha256": record["weights_sha256"],
     }
+    if record.get("num_classes") is not None:
+        settings["num_classes"] = record["num_classes"]
+    if record.get("preprocess") is not None:
+        settings["preprocess"] = record["preprocess"]
     acc: CurveAccumulator | None = None
     start = 0
     ckpt = Path(checkpoint) if checkpoint else None
+    budget = {
+        "max_bytes": max_bytes,
+        "max_head_flops": max_head_flops,
+        "first": first,
+        "last": last,
+    }
     fingerprint = hashlib.sha256(
         json.dumps(
-            [model_name, list(points or []), settings, n_total, class_names],
+            [model_name, list(points or []), settings, budget, n_total, class_names],
             default=str,
         ).encode()
     ).hexdigest()[:16]
@@ -374,7 +551,7 @@ def _run(
 
     graph = cam = chosen = None
     skipped = resumed_skipped
-    seen = start
+    seen = position = start
     last_save = time.monotonic()
     bar = _progress(total=n_total, initial=start, enabled=progress)
     try:
@@ -388,6 +565,9 @@ def _run(
             if graph is None:
                 graph = ModelGraph(model, tuple(x.shape[1:]), granularity)
                 chosen = select_points(graph, points, protocol, model_name)
+                restrict(chosen, **budget)
+                if not any(p.admissible for p in chosen):
+                    raise IsplitError(_no_admissible(chosen, budget))
                 cam = GradCAM(graph, [p.name for p in chosen], reduction).to(device)
                 settings["input_shape"] = list(x.shape[1:])
             if acc is None:
@@ -408,10 +588,13 @@ def _run(
             seen += len(labels)
             bar.update(len(labels))
             skipped = resumed_skipped + list(loader.skipped)
+            position = min((b + 1) * per_batch + (0 if skip_batches else start), n_total)
             if ckpt is not None and time.monotonic() - last_save > checkpoint_seconds:
-                position = (b + 1) * per_batch + (0 if skip_batches else start)
-                _save_checkpoint(ckpt, acc, min(position, n_total), skipped, fingerprint)
+                _save_checkpoint(ckpt, acc, position, skipped, fingerprint)
                 last_save = time.monotonic()
+    except KeyboardInterrupt:
+        message = _interrupted(ckpt, acc, position, n_total, skipped, fingerprint)
+        raise AnalysisInterrupted(message) from None
     finally:
         bar.close()
     if acc is None or acc.images == 0:
@@ -420,10 +603,7 @@ def _run(
         raise IsplitError(f"{ckpt} already holds a finished analysis; delete it to rerun")
     if class_names is None:
         class_names = [str(i) for i in range(len(acc.counts))]
-    restrict(chosen, max_bytes=max_bytes, max_head_flops=max_head_flops, first=first, last=last)
-    settings.update(
-        {"max_bytes": max_bytes, "max_head_flops": max_head_flops, "first": first, "last": last}
-    )
+    settings.update(budget)
     curve = acc.global_curve()
     mask = [p.admissible for p in chosen]
     best = best_point(curve, mask)
@@ -442,10 +622,47 @@ def _run(
         candidates=[chosen[i].name for i in local_maxima(curve, mask)],
         best=None if best is None else chosen[best].name,
         skipped_images=skipped,
+        total_flops=float(graph.total_flops),
+        total_params=int(sum(p.numel() for p in model.parameters())),
+        fingerprint=fingerprint,
     )
     if ckpt is not None and ckpt.exists():
         ckpt.unlink()
     return result
+
+
+def _no_admissible(points: list[SplitPoint], budget: dict) -> str:
+    given = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in budget.items() if v is not None)
+    smallest = min((p for p in points if p.spatial), key=lambda p: p.bytes, default=None)
+    cheapest = min((p for p in points if p.spatial), key=lambda p: p.head_flops, default=None)
+    hint = (
+        ""
+        if smallest is None
+        else f" (the smallest spatial point sends {smallest.bytes} bytes; the cheapest head "
+        f"has {cheapest.head_flops:.3g} FLOPs)"
+    )
+    return (
+        f"no split point is admissible under {given or 'these settings'}{hint}; relax the "
+        "budget or choose other --points"
+    )
+
+
+def _interrupted(
+    ckpt: Path | None,
+    acc: CurveAccumulator | None,
+    position: int,
+    n_total: int,
+    skipped: list[str],
+    fingerprint: str,
+) -> str:
+    """Save what an interrupted analysis has done; the message says what and how to resume."""
+    if ckpt is None or acc is None or acc.images == 0:
+        return "interrupted before any image was analysed; nothing was saved"
+    _save_checkpoint(ckpt, acc, position, skipped, fingerprint)
+    return (
+        f"interrupted: {position} of {n_total} images analysed, saved in {ckpt}; rerun the "
+        "same command to resume from there"
+    )
 
 
 def _new_accumulator(
@@ -483,7 +700,8 @@ def _load_checkpoint(path: Path, fingerprint: str) -> tuple[CurveAccumulator, in
     meta = json.loads(str(state.pop("meta")))
     if meta["fingerprint"] != fingerprint:
         raise IsplitError(
-            f"{path} holds a checkpoint of a different analysis (other model, "
-            "data or settings); delete it or use another --out"
+            f"{path} holds a checkpoint of a different analysis (other model or weights, "
+            "data or settings); rerun with the same ones to resume, or delete it or use another "
+            "--out to start afresh"
         )
     return CurveAccumulator.from_state(state), int(meta["position"]), list(meta["skipped"])

@@ -27,6 +27,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="torchvision weights name (IMAGENET1K_V1, "
         "DEFAULT), a .pth/.safetensors state dict, or 'none' for random init",
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the random initialisation (weights 'none'; layers a weights file does "
+        "not cover) and of the command's own sampling and training (default: 0)",
+    )
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     p.add_argument("--image-size", type=int, default=None, help="input side in pixels")
     p.add_argument("--mean", type=float, nargs="+", default=None, help="normalisation mean")
@@ -89,7 +96,12 @@ def _load(args: argparse.Namespace):
     from isplit.models import load_model
 
     return load_model(
-        args.model, args.weights, image_size=args.image_size, mean=args.mean, std=args.std
+        args.model,
+        args.weights,
+        image_size=args.image_size,
+        mean=args.mean,
+        std=args.std,
+        seed=args.seed,
     )
 
 
@@ -97,9 +109,21 @@ def _analyse_and_save(args: argparse.Namespace, loaded, data, out: Path, **optio
     """Run ``analyze`` with the data and run options of the command line, save into ``out``."""
     from isplit.analysis import analyze
 
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    result = analyze(
-        loaded.model,
+    try:
+        result = _analyze_into(args, loaded, data, out, analyze, options)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # nothing was saved: leave no empty run folder behind
+        raise
+    result.save(out)
+    return result
+
+
+def _analyze_into(args, loaded, data, out: Path, analyze, options):
+    return analyze(
+        loaded,
         data,
         batch_size=args.batch_size,
         limit=args.limit,
@@ -111,10 +135,6 @@ def _analyse_and_save(args: argparse.Namespace, loaded, data, out: Path, **optio
         checkpoint=out / "checkpoint.npz",
         **options,
     )
-    result.settings["weights"] = loaded.weights
-    result.settings["preprocess"] = loaded.preprocess.to_json()
-    result.save(out)
-    return result
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -159,6 +179,15 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if result.skipped_images:
         print(f"isplit: skipped {len(result.skipped_images)} unreadable image(s)", file=sys.stderr)
     print(f"model accuracy on the analysed images: {result.accuracy:.4f}")
+    n_data = len(data.classes)
+    if loaded.num_classes > n_data and result.accuracy < 2.0 / n_data:
+        print(
+            f"isplit: note: the model has {loaded.num_classes} outputs but the data set "
+            f"{n_data} classes, so its labels cannot be the model's classes and the accuracy "
+            "is not meaningful; differentiate the predicted class instead (--target "
+            "predicted) or fit the model to these classes first (`isplit train`)",
+            file=sys.stderr,
+        )
     print(result.recommendation())
     print(f"wrote {out / 'curves.json'}, {out / 'per_image.npz'}, {out / 'curves.png'}")
     return 0
@@ -169,13 +198,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from isplit.data import load_dataset
     from isplit.validate import Settings, validate
 
-    loaded = _load(args)
+    analysis = Analysis.load(args.analysis) if args.analysis else None
+    if analysis is not None and args.model is None and args.weights is None:
+        loaded = analysis.load_model()  # the network the run analysed
+    else:
+        loaded = _load(args)
     data = args.data or "fashion-mnist"
     kw = {"root": args.data_root, "download": args.download}
     test = load_dataset(data, args.split, loaded.preprocess, **kw)
     train = load_dataset(data, args.train_split, loaded.preprocess, **kw)
-    if args.analysis:
-        analysis = Analysis.load(args.analysis)
+    if analysis is not None:
         out = Path(args.out or args.analysis)
     else:
         out = Path(args.out or "runs/validation")
@@ -295,13 +327,11 @@ def _signed(v) -> str:
 
 def _validate_subset(args, analysis, report, out: Path) -> dict:
     """Retrain the bottleneck at the subset's best and at the global best on the subset only."""
-    from isplit.data import Preprocess, SubsetDataset, load_dataset
-    from isplit.models import load_model
+    from isplit.data import SubsetDataset, load_dataset
     from isplit.validate import Settings, validate
 
-    loaded = load_model(analysis.model, analysis.settings.get("weights"))
-    saved = analysis.settings.get("preprocess")
-    pp = Preprocess.from_json(saved) if saved else loaded.preprocess
+    loaded = analysis.load_model()
+    pp = loaded.preprocess
     names = report["subset"]
 
     def only_subset(split: str):
@@ -488,7 +518,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recon", type=float, default=1.0, help="weight of the reconstruction loss")
     p.add_argument("--train-limit", type=int, default=8000)
     p.add_argument("--test-limit", type=int, default=5000)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=3, help="retrained points the prediction is fit on")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     p.add_argument(
@@ -567,7 +596,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--out", required=True, help="weights file to write (.safetensors or .pth)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", default="shift", choices=["none", "shift", "shift+flip"])
     p.add_argument(
         "--test-split", default="test", help="split to report accuracy on ('none' to skip)"
@@ -588,8 +616,8 @@ def main(argv: list[str] | None = None) -> int:
     except IsplitError as e:
         print(f"isplit: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("isplit: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"isplit: {e or 'interrupted'}", file=sys.stderr)
         return 130
 
 

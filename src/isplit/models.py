@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import importlib
 import io
 import json
@@ -21,6 +22,7 @@ import logging
 import os
 import pickle
 import sys
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,22 +56,71 @@ class LoadedModel:
 
     model: nn.Module  # eval mode, on CPU, parameters requires_grad=False
     name: str  # as asked: "demo-vgg16", "resnet50", "pkg.mod:factory"
-    weights: str | None  # "IMAGENET1K_V1", a path, "packaged", or None (random init)
+    weights: str  # "IMAGENET1K_V1", a path, "packaged", or "none" (random init, seeded)
     preprocess: Preprocess  # default input preprocessing for this model
     classes: list[str] | None  # class names when the weights say so, else None
     num_classes: int
     source: str = "factory"  # "demo", "torchvision" or "factory": how the model was built
+    seed: int = 0  # seed of the random initialisation (the whole model with weights "none")
+
+    @property
+    def random(self) -> bool:
+        """True when the weights are a (seeded) random initialisation."""
+        return self.weights == "none"
+
+    def fingerprint(self) -> str:
+        """sha256 of the model's weights (:func:`weights_fingerprint`)."""
+        return weights_fingerprint(self.model)
+
+    def record(self) -> dict:
+        """What rebuilds exactly this network: see :func:`load_recorded`."""
+        return {
+            "model": self.name,
+            "weights": self.weights,
+            "seed": self.seed,
+            "num_classes": self.num_classes,
+            "weights_sha256": self.fingerprint(),
+            "preprocess": self.preprocess.to_json(),
+        }
 
     def describe(self) -> dict:
         return {
             "name": self.name,
             "weights": self.weights,
+            "seed": self.seed,
             "source": self.source,
             "num_classes": self.num_classes,
             "classes": self.classes,
             "preprocess": self.preprocess.to_json(),
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
+
+
+#: The models :func:`load_model` built, so that ``analyze(loaded.model, ...)`` knows their name.
+_LOADED: weakref.WeakKeyDictionary[nn.Module, LoadedModel] = weakref.WeakKeyDictionary()
+
+
+def loaded_info(model: nn.Module) -> LoadedModel | None:
+    """The :class:`LoadedModel` that ``model`` came from, when :func:`load_model` built it."""
+    try:
+        return _LOADED.get(model)
+    except TypeError:  # an unhashable module
+        return None
+
+
+def weights_fingerprint(model: nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the state dict: every entry's name, dtype, shape and bytes, in key order.
+
+    Two networks with the same fingerprint compute the same function (same architecture
+    assumed); a different random initialisation or another weights file changes it.
+    """
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().to("cpu").contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,15 +424,22 @@ def _override(
     image_size: int | None,
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
+    preset: bool = False,
 ) -> Preprocess:
-    """Apply ``--image-size``, ``--mean``, ``--std``; a resize step keeps its ratio to the size."""
+    """Apply ``--image-size``, ``--mean``, ``--std``.
+
+    With ``preset`` (the preprocessing is the weights' own, e.g. torchvision's resize 256 ->
+    crop 224) a resize step keeps its ratio to the size; otherwise images are resized straight
+    to the requested size, with no crop."""
     changes: dict[str, Any] = {}
     if image_size is not None:
         if image_size < 1:
             raise IsplitError(f"--image-size must be at least 1, not {image_size}")
         changes["size"] = int(image_size)
-        if pp.resize is not None:
+        if pp.resize is not None and preset:
             changes["resize"] = max(int(image_size), round(pp.resize * image_size / pp.size))
+        elif pp.resize is not None:
+            changes["resize"] = None
     if mean is not None:
         changes["mean"] = tuple(float(m) for m in mean)
     if std is not None:
@@ -491,6 +549,7 @@ def load_model(
     image_size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    seed: int = 0,
 ) -> LoadedModel:
     """Build and load a model by name.
 
@@ -504,8 +563,58 @@ def load_model(
     the preprocessing, class names and class count; when ``name`` is None it supplies the model.
 
     ``num_classes`` sizes the classifier of a model built from scratch (torchvision, demo);
-    ``image_size``, ``mean``, ``std`` override the preprocessing.
+    ``image_size``, ``mean``, ``std`` override the preprocessing. ``seed`` seeds the random
+    initialisation (the global random state is left as it was), so that ``weights="none"``
+    always gives the same network, and layers a weights file does not cover are reproducible.
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        loaded = _load_model(name, weights, num_classes, image_size, mean, std)
+    loaded.seed = int(seed)
+    _LOADED[loaded.model] = loaded
+    return loaded
+
+
+def load_recorded(record: Mapping[str, Any], *, check: bool = True) -> LoadedModel:
+    """Rebuild the network a run recorded (:meth:`LoadedModel.record`): same name, weights,
+    seed, class count and preprocessing. With ``check``, a network whose weights fingerprint
+    differs from the recorded one (a weights file changed since) is an error."""
+    name = record.get("model")
+    if not name:
+        raise IsplitError("the run does not record its model; rerun `isplit analyze`")
+    pp = record.get("preprocess")
+    kwargs: dict[str, Any] = {}
+    if pp:
+        saved = Preprocess.from_json(pp)
+        kwargs = {"image_size": saved.size, "mean": saved.mean, "std": saved.std}
+    weights = record.get("weights")
+    n = record.get("num_classes")
+    loaded = load_model(
+        str(name),
+        "none" if weights is None else str(weights),
+        num_classes=int(n) if n is not None and weights in (None, "none") else None,
+        seed=int(record.get("seed", 0)),
+        **kwargs,
+    )
+    if pp:
+        loaded.preprocess = Preprocess.from_json(pp)
+    want = record.get("weights_sha256")
+    if check and want and loaded.fingerprint() != want:
+        raise IsplitError(
+            f"the weights of {name} ({weights}) are not the ones the run used (their sha256 "
+            "differs: the file changed since?); rerun `isplit analyze` with the current weights"
+        )
+    return loaded
+
+
+def _load_model(
+    name: str | None,
+    weights: str | None,
+    num_classes: int | None,
+    image_size: int | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+) -> LoadedModel:
     weights = None if weights is None else str(weights)
     if weights is not None and weights.lower() == "none":
         weights = "none"
@@ -572,10 +681,12 @@ def load_model(
         source = "factory"
         model = _build_factory(name)
         preprocess = IMAGENET_PREPROCESS
-        if weights not in (None, "none") and state is None:
+        if weights not in (None, "none", "default") and state is None:
             raise IsplitError(
                 f"{name} takes a .safetensors/.pth weights file or 'none', not {weights!r}"
             )
+        if weights is None:  # whatever the factory builds (seeded): it may load its own weights
+            weights = "default"
 
     if state is not None:
         hint = (
@@ -587,15 +698,22 @@ def load_model(
             apply_state_dict(model, state, str(path), name)
         except IsplitError as e:
             raise IsplitError(f"{e}{hint}") from None
-    if weights == "none":
-        weights = None
+    if weights is None:  # no weights asked and none packaged: random initialisation
+        weights = "none"
+        log.warning(
+            "%s: no --weights given: the weights are random (seeded); pass --weights DEFAULT "
+            "(torchvision) or a weights file for a trained network, or --weights none to "
+            "silence this",
+            name,
+        )
 
     model = model.cpu().eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    preset = md_pp is not None or source == "demo" or preprocess is not IMAGENET_PREPROCESS
     preprocess = md_pp or preprocess
     preprocess = _for_channels(preprocess, input_channels(model))
-    preprocess = _override(preprocess, image_size, mean, std)
+    preprocess = _override(preprocess, image_size, mean, std, preset=preset)
     n_out = count_classes(model, preprocess)
     if classes is not None and len(classes) != n_out:
         log.warning(

@@ -162,18 +162,17 @@ def gradcam_samples(
     """Rebuild the run's model and data and compute the Grad-CAM maps of ``samples`` images
     (default: the first image of each class, at most 10) at ``map_points``. None when the run
     has no candidate points."""
-    from isplit.data import BadImage, Preprocess
+    from isplit.data import BadImage
     from isplit.graph import ModelGraph
     from isplit.importance import GradCAM
-    from isplit.models import load_model, resolve_device
+    from isplit.models import resolve_device
 
     points = map_points(analysis)
     if not points:
         return None
     settings = analysis.settings
-    loaded = load_model(analysis.model, settings.get("weights"))
-    pp = settings.get("preprocess")
-    preprocess = Preprocess.from_json(pp) if pp else loaded.preprocess
+    loaded = analysis.load_model()
+    preprocess = loaded.preprocess
     data = _open_data(analysis, preprocess, data_root)
     n_classes = len(data.classes)
     n = min(n_classes, MAX_DEFAULT_SAMPLES) if samples is None else samples

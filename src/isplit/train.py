@@ -306,7 +306,13 @@ def train(
     dev = resolve_device(device)
     torch.manual_seed(seed)
     lm = load_model(
-        model, weights or "none", num_classes=None, image_size=image_size, mean=mean, std=std
+        model,
+        weights or "none",
+        num_classes=None,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        seed=seed,
     )
     train_ds = limit_dataset(
         load_dataset(data, split, lm.preprocess, root=data_root, download=download), limit, seed

@@ -34,6 +34,7 @@ from isplit.data import limit_dataset, make_loader
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph
 from isplit.io import atomic_write_json, read_json
+from isplit.models import weights_fingerprint
 from isplit.stats import prediction_mae, rank_correlations, regret
 
 log = logging.getLogger("isplit")
@@ -140,11 +141,20 @@ def budgets(analysis: Analysis, settings: Settings, total_flops: int) -> list[di
     return out
 
 
-def _check_analysis(analysis: Analysis, graph: ModelGraph, model_name: str) -> None:
+def _check_analysis(
+    analysis: Analysis, graph: ModelGraph, model: nn.Module, model_name: str
+) -> None:
     if analysis.model != model_name:
         raise IsplitError(
             f"the analysis folder was made for {analysis.model}, not {model_name}; analyse "
             "this model first or pass the matching --analysis folder"
+        )
+    want = analysis.settings.get("weights_sha256")
+    if want and weights_fingerprint(model) != want:
+        raise IsplitError(
+            f"the analysis folder was made with other weights of {model_name} (weights "
+            f"{analysis.settings.get('weights')}, seed {analysis.settings.get('seed')}); pass "
+            "the run's --weights and --seed, or leave --model/--weights out to use the run's"
         )
     names = set(graph.all_cuts)
     for p in analysis.points:
@@ -305,7 +315,7 @@ def validate(
     if not input_shape:
         raise IsplitError("the analysis folder does not record its input shape; rerun analyze")
     graph = ModelGraph(model, input_shape, granularity="all")
-    _check_analysis(analysis, graph, model_name)
+    _check_analysis(analysis, graph, model, model_name)
     total_flops = graph.total_flops
     plan = budgets(analysis, settings, total_flops)
     if points == "auto":
