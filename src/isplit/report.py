@@ -337,7 +337,11 @@ def _table(header: list[str], rows: list[tuple[str, list[str]]], cls: str = "") 
 
 def _summary(a: Analysis) -> tuple[str, str, str]:
     s, d = a.settings, a.dataset
-    weights = s.get("weights") or "default"
+    weights = s.get("weights") or "unknown"
+    if weights == "none":
+        weights = f"random initialisation, seed {s.get('seed', 0)}"
+    elif weights == "default":
+        weights = f"as the factory builds it, seed {s.get('seed', 0)}"
     budgets = [
         f"{label} {s[key]}"
         for key, label in (
@@ -374,7 +378,8 @@ def _summary(a: Analysis) -> tuple[str, str, str]:
     items = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     body = (
         f'<table class="facts">{items}</table>\n'
-        f'<p class="recommendation"><b>Recommendation:</b> {_e(a.recommendation())}</p>'
+        f'<p class="recommendation"><b>Recommendation:</b> '
+        f"{_e(a.recommendation()).replace(chr(10), '<br>')}</p>"
     )
     return _section("summary", "Summary", body)
 
