@@ -299,7 +299,11 @@ def _cmd_classes(args: argparse.Namespace) -> int:
             f"{c:<24}{v['images']:>7}  {str(v['best']):<22}{_signed(v['shift']):>6}  "
             f"{', '.join(v['candidates'])}"
         )
-    print(f"classes pulling the split furthest: {', '.join(report['ranking'][:3])}")
+    pulling = ", ".join(report["pulling"][:3])
+    print(
+        "classes pulling the split furthest: "
+        + (pulling or "none (every class's best split is the global one)")
+    )
     if report["most_different"]:
         a, b = report["most_different"]["classes"]
         print(f"most different curves: {a} and {b}")
