@@ -252,18 +252,23 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             f"{p['name']:<24}{math.log10(p['cui']) if p['cui'] > 0 else float('-inf'):>10.3f}"
             f"{p['bytes']:>9}{p['encoded_bytes']:>9}{p['accuracy']:>10.4f}"
             f"{p['accuracy_drop']:>8.4f}{_fmt(p['accuracy_int8']):>8}{p['probe_accuracy']:>8.4f}"
+            + ("" if p["learned"] else "  did not learn")
         )
+    reliable = report["reliability"]["reliable"]
+    if not reliable:
+        print(f"NOT RELIABLE: {report['reliability']['reason']}")
     for name, c in report["correlation"].items():
         print(
             f"{name:>6}: Spearman {_fmt(c['spearman'])} {_ci(c['spearman_ci'])}, Kendall "
             f"{_fmt(c['kendall'])} {_ci(c['kendall_ci'])}, prediction MAE "
-            f"{_fmt(report['prediction']['mae'][name])}"
+            f"{_fmt(report['prediction']['mae'][name])}" + ("" if reliable else " (unreliable)")
         )
     for r in report["regret"]:
         print(
             f"regret, {r['budget']}: isplit picks {r['pick']}: {_fmt(r['regret'])} "
             f"(smallest bytes {_fmt(r['regret_smallest_bytes'])}, deepest "
             f"{_fmt(r['regret_deepest'])}, probe {_fmt(r['regret_best_probe'])})"
+            + ("" if r["reliable"] else " (unreliable)")
         )
     print(f"wrote {out / 'validation.json'}, {out / 'validation.png'}")
     return 0
