@@ -344,7 +344,8 @@ def _validate_subset(args, analysis, report, out: Path) -> dict:
     names = report["subset"]
 
     def only_subset(split: str):
-        ds = load_dataset(analysis.dataset["name"], split, pp, root=args.data_root)
+        root = args.data_root or analysis.dataset.get("root")
+        ds = load_dataset(analysis.dataset["name"], split, pp, root=root)
         keep = [ds.classes.index(c) for c in names if c in ds.classes]
         return SubsetDataset(ds, np.flatnonzero(np.isin(ds.targets, keep)))
 
