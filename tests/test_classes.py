@@ -105,3 +105,69 @@ def test_classes_validate_compares_subset_and_global_best(run, capsys, tmp_path)
     assert v["subset_best_wins"] == (v["subset_best_accuracy"] >= v["global_best_accuracy"])
     assert v["settings"]["train_images"] <= 200
     assert "on the subset's images" in capsys.readouterr().out
+
+
+def _three_class_run(folder, a_peak: int):
+    """A saved run with four points and three classes of five images: classes B and C peak at
+    the second point, class A at point ``a_peak``."""
+    from isplit.graph import SplitPoint
+
+    points = [
+        SplitPoint(
+            f"p{i}", "Conv2d", (1, 4, 8 - i, 8 - i), 16 * (8 - i) ** 2, 100 * (i + 1), 10, True
+        )
+        for i in range(4)
+    ]
+    peaks = {"A": a_peak, "B": 1, "C": 1}
+    rng = np.random.default_rng(0)
+    rows, labels = [], []
+    for label, peak in enumerate(peaks.values()):
+        curve = np.ones(4)
+        curve[peak] = 3.0
+        rows += [curve + 0.01 * rng.random(4) for _ in range(5)]
+        labels += [label] * 5
+    per_image, labels = np.array(rows, dtype=np.float32), np.array(labels)
+    analysis = Analysis(
+        model="demo-vgg16",
+        dataset={"name": "synthetic", "split": "test", "images": 15, "classes": list(peaks)},
+        settings={"target": "label", "reduction": "mean", "protocol": "default"},
+        points=points,
+        cui=per_image.mean(0),
+        per_class={c: per_image[labels == i].mean(0) for i, c in enumerate(peaks)},
+        per_image=per_image,
+        labels=labels,
+        predictions=labels,
+        candidates=["p1"],
+        best="p1",
+    )
+    analysis.save(folder, plot=False)
+    return folder
+
+
+@pytest.mark.parametrize("a_peak", [1, 3])
+def test_the_pulling_classes_line_agrees_with_the_table(tmp_path, capsys, a_peak):
+    run = _three_class_run(tmp_path, a_peak)
+    assert main(["classes", str(run)]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads((run / "classes.json").read_text())
+    shifts = {c: v["shift"] for c, v in doc["per_class"].items()}
+    assert shifts == {"A": a_peak - 1, "B": 0, "C": 0}
+    line = next(s for s in out.splitlines() if s.startswith("classes pulling the split"))
+    if a_peak == 1:  # no class moves the split
+        assert doc["pulling"] == [] and line.endswith(
+            "none (every class's best split is the global one)"
+        )
+    else:
+        assert doc["pulling"] == ["A"] and line.endswith(": A")
+        assert "A" in out.split("classes pulling")[0] and "+2" in out
+    assert sorted(doc["ranking"]) == ["A", "B", "C"]  # the full ranking stays in classes.json
+
+
+def test_a_budget_without_admissible_points_is_an_error(tmp_path, cli_error):
+    run = _three_class_run(tmp_path, 3)
+    message = cli_error("classes", str(run), "--max-bytes", "10")
+    assert "no split point is admissible under --max-bytes 10" in message
+    assert "smallest spatial point sends 400 bytes" in message
+    assert not (run / "classes.json").exists()
+    with pytest.raises(IsplitError, match="--max-head-flops 1"):
+        classes_report(Analysis.load(run), ["A"], max_head_flops=1, max_bytes=None)

@@ -129,3 +129,79 @@ def test_unknown_and_invalid_points():
         graph.split("layer9.relu")
     with pytest.raises(IsplitError, match="not a valid cut"):
         graph.split("layer1.0.conv2")
+
+
+class StaticSamePaddingConv(nn.Conv2d):
+    """A TensorFlow-style "same" convolution as EfficientNet-Lite ports write it: a fixed
+    ``static_padding`` module (``nn.Identity`` when no padding is needed), then ``F.conv2d``."""
+
+    def __init__(self, cin, cout, k, stride=1, groups=1, image_size=32):
+        super().__init__(cin, cout, k, stride=stride, groups=groups, bias=False)
+        pad = max((-(-image_size // stride) - 1) * stride + k - image_size, 0)
+        half = pad // 2
+        self.static_padding = (
+            nn.ZeroPad2d((half, pad - half, half, pad - half)) if pad else nn.Identity()
+        )
+
+    def forward(self, x):
+        x = self.static_padding(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class LiteBlock(nn.Module):
+    def __init__(self, c, size, residual):
+        super().__init__()
+        self.residual = residual
+        self._expand_conv = StaticSamePaddingConv(c, 4 * c, 1, image_size=size)
+        self._bn0 = nn.BatchNorm2d(4 * c)
+        self._depthwise_conv = StaticSamePaddingConv(4 * c, 4 * c, 3, groups=4 * c, image_size=size)
+        self._bn1 = nn.BatchNorm2d(4 * c)
+        self._project_conv = StaticSamePaddingConv(4 * c, c, 1, image_size=size)
+        self._bn2 = nn.BatchNorm2d(c)
+        self.act = nn.ReLU6()
+
+    def forward(self, x):
+        y = self.act(self._bn0(self._expand_conv(x)))
+        y = self.act(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.residual else y
+
+
+class TinyEfficientNetLite(nn.Module):
+    """EfficientNet-Lite's layout in miniature, with padding as modules and as F.pad calls."""
+
+    def __init__(self):
+        super().__init__()
+        self._conv_stem = StaticSamePaddingConv(3, 8, 3, stride=2, image_size=32)
+        self._bn0 = nn.BatchNorm2d(8)
+        self._blocks = nn.ModuleList([LiteBlock(8, 16, False), LiteBlock(8, 16, True)])
+        self.pool_pad = nn.ReflectionPad2d(1)
+        self.pool = nn.MaxPool2d(3, 2)
+        self.head_weight = nn.Parameter(torch.randn(8, 8, 2, 2) / 32)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = self.pool(self.pool_pad(x))
+        x = F.conv2d(F.pad(x, (0, 1, 0, 1)), self.head_weight)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_padding_is_folded_into_the_layer_it_feeds():
+    torch.manual_seed(0)
+    model = TinyEfficientNetLite()
+    layer = split_points(model, (3, 32, 32))
+    names = [p.name for p in layer]
+    assert not [n for n in names if "pad" in n], names
+    assert all(p.shape[2] <= 16 for p in layer if len(p.shape) == 4)  # nothing larger than a layer
+    # cuts after the activation that ends each layer, under the names a practitioner expects
+    assert names[:4] == ["relu6", "_blocks.0.act", "_blocks.0.act_1", "_blocks.0._bn2"]
+    assert names[4:] == ["_blocks.1.add", "pool", "conv2d", "mean"]
+    graph = _check_all_cuts(model, (3, 32, 32))  # head + tail still reproduce the model
+    every = [p.name for p in graph.points]
+    for padded in ("_conv_stem.static_padding", "_blocks.0._depthwise_conv.static_padding"):
+        assert padded in every  # still there at --granularity all
+    assert graph.point("_conv_stem.static_padding").shape == (1, 3, 33, 33)
+    assert {"pool_pad", "pad"} <= set(every)

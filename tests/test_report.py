@@ -1,9 +1,11 @@
 """`isplit report`: one self-contained HTML page for a run, checked as HTML and in a browser."""
 
 import base64
+import html
 import io
 import json
 import re
+import shlex
 import shutil
 import subprocess
 
@@ -203,3 +205,54 @@ def test_sample_indices_take_each_class_in_turn():
     assert sample_indices(targets, 3) == [1, 3, 0]  # the first image of each class
     assert sample_indices(targets, 5) == [1, 3, 0, 2, 6]  # then the second of each
     assert sample_indices(targets, 100) == [1, 3, 0, 2, 6, 4, 5]
+
+
+def test_the_suggested_validate_command_runs_for_a_non_default_run(capsys, tmp_path):
+    """A random-weight demo-resnet50 on digits: the report's command must validate that run
+    (its network, its data), not the demo on Fashion-MNIST."""
+    run = tmp_path / "r50"
+    argv = ["analyze", "--model", "demo-resnet50", "--weights", "none", "--seed", "3"]
+    argv += ["--data", "digits", "--limit", "60", "--out", str(run), "--quiet"]
+    assert main(argv) == 0
+    code, _, err = report(capsys, str(run), "--samples", "0")
+    assert code == 0, err
+    section = (run / "report.html").read_text(encoding="utf-8").split('id="validation"')[1]
+    command = html.unescape(re.search(r"<code>(isplit validate [^<]*)</code>", section)[1])
+    suggested = shlex.split(command)
+    assert suggested[:4] == ["isplit", "validate", "--analysis", str(run)]
+    assert suggested[4:] == ["--data", "digits"]  # the run's data; its network comes from RUN
+    doc = json.loads((run / "curves.json").read_text())
+    point = next(p["name"] for p in doc["points"] if p["admissible"])
+    small = ["--points", point, "--epochs", "1", "--train-limit", "40", "--test-limit", "30"]
+    small += ["--bootstrap", "10", "--batch-size", "20", "--quiet"]
+    assert main(suggested[1:] + small) == 0, capsys.readouterr().err
+    v = json.loads((run / "validation.json").read_text())
+    assert v["model"] == "demo-resnet50" and [p["name"] for p in v["points"]] == [point]
+    assert v["settings"]["test_images"] == 30
+
+
+def test_the_suggested_command_names_the_data_the_run_used(run, tmp_path):
+    from isplit.analysis import Analysis
+    from isplit.data import FASHION_MNIST_SYSTEM_DIR, load_dataset
+    from isplit.models import load_model
+    from isplit.report import validate_command
+
+    if not FASHION_MNIST_SYSTEM_DIR.is_dir():
+        pytest.skip("needs the Debian package dataset-fashion-mnist")
+    root = tmp_path / "my data"
+    shutil.copytree(FASHION_MNIST_SYSTEM_DIR, root)
+    ds = load_dataset("fashion-mnist", "test", load_model("demo-vgg16").preprocess, root=str(root))
+    assert ds.describe()["root"] == str(root.resolve())  # what analyze records in curves.json
+
+    a = Analysis.load(run)
+    a.dataset["root"] = str(root)
+    assert shlex.split(validate_command(a, "runs/x")) == [
+        *("isplit", "validate", "--analysis", "runs/x", "--data-root", str(root))
+    ]
+    a.dataset.update(name="/data/tiny-imagenet-200", split="val")
+    del a.dataset["root"]
+    assert shlex.split(validate_command(a, "runs/x", data_root="/mnt/tiny")) == [
+        *("isplit", "validate", "--analysis", "runs/x", "--data", "/mnt/tiny", "--split", "val")
+    ]
+    a.settings["weights"] = None  # a model handed to isplit.analyze from Python
+    assert validate_command(a, "runs/x") is None

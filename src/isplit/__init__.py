@@ -3,13 +3,35 @@
 import isplit
 result = isplit.analyze(model, dataset)          # CUI curves, candidates, best split
 head, tail = isplit.split_model(model, result.best, (3, 224, 224))
+
+The public names are imported on first use (PEP 562), so that ``import isplit`` and the command
+line's ``--help`` do not pay for torch, matplotlib and scipy.
 """
 
-from isplit.analysis import Analysis, analyze
-from isplit.data import Preprocess, load_dataset
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from isplit.errors import IsplitError
-from isplit.graph import SplitPoint, split_model, split_points
-from isplit.models import load_model
+
+if TYPE_CHECKING:
+    from isplit.analysis import Analysis, analyze
+    from isplit.data import Preprocess, load_dataset
+    from isplit.graph import SplitPoint, split_model, split_points
+    from isplit.models import load_model
+
+#: public name -> the module that defines it
+_LAZY = {
+    "Analysis": "isplit.analysis",
+    "analyze": "isplit.analysis",
+    "Preprocess": "isplit.data",
+    "load_dataset": "isplit.data",
+    "SplitPoint": "isplit.graph",
+    "split_model": "isplit.graph",
+    "split_points": "isplit.graph",
+    "load_model": "isplit.models",
+}
 
 __all__ = [
     "Analysis",
@@ -23,3 +45,16 @@ __all__ = [
     "split_points",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'isplit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from isplit.curves import CurveAccumulator, best_point, local_maxima
 from isplit.data import limit_dataset, make_loader
-from isplit.errors import IsplitError
+from isplit.errors import IsplitError, did_you_mean
 from isplit.graph import ModelGraph, SplitPoint
 from isplit.importance import REDUCTIONS, TARGETS, GradCAM
 from isplit.io import atomic_write_json, atomic_write_npz, read_json
@@ -348,9 +348,12 @@ def restrict(
     """Narrow the admissible points in place (spatial points between ``first`` and ``last``
     within the byte and FLOP budgets)."""
     names = [p.name for p in points]
-    for bound in (first, last):
+    for flag, bound in (("--first", first), ("--last", last)):
         if bound is not None and bound not in names:
-            raise IsplitError(f"--first/--last '{bound}' is not one of the analysed points")
+            raise IsplitError(
+                f"{flag} '{bound}' is not one of the analysed points{did_you_mean(bound, names)}; "
+                "run `isplit points` to list them"
+            )
     lo = names.index(first) if first else 0
     hi = names.index(last) if last else len(points) - 1
     for i, p in enumerate(points):

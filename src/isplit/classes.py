@@ -9,7 +9,6 @@ their (normalised) curves are.
 from __future__ import annotations
 
 import copy
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,9 +16,9 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist, squareform
 
-from isplit.analysis import Analysis, restrict
+from isplit.analysis import Analysis, _no_admissible, restrict
 from isplit.curves import best_point, local_maxima
-from isplit.errors import IsplitError
+from isplit.errors import IsplitError, did_you_mean
 
 
 def class_names(analysis: Analysis) -> list[str]:
@@ -33,9 +32,9 @@ def _labels_of(analysis: Analysis, subset: Sequence[str]) -> list[int]:
     out = []
     for c in subset:
         if c not in names:
-            close = difflib.get_close_matches(c, names, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise IsplitError(f"unknown class '{c}'{hint}; the classes are: {', '.join(names)}")
+            raise IsplitError(
+                f"unknown class '{c}'{did_you_mean(c, names)}; the classes are: {', '.join(names)}"
+            )
         out.append(names.index(c))
     return out
 
@@ -64,12 +63,13 @@ def classes_report(analysis: Analysis, subset: Sequence[str] | None = None, **bu
     ``last``) narrows the admissible points as in ``analyze``."""
     names = class_names(analysis)
     points = analysis.point_names
+    narrowed = analysis.points
     if any(v is not None for v in budget.values()):
         narrowed = [copy.copy(p) for p in analysis.points]
         restrict(narrowed, **budget)
-        mask = np.array([p.admissible for p in narrowed])
-    else:
-        mask = np.array([p.admissible for p in analysis.points])
+    mask = np.array([p.admissible for p in narrowed])
+    if not mask.any():
+        raise IsplitError(_no_admissible(narrowed, budget))
     subset = list(names) if subset is None else list(subset)
     curve = subset_curve(analysis, subset)
     global_curve = analysis.per_image.astype(np.float64).mean(0)
@@ -117,6 +117,8 @@ def classes_report(analysis: Analysis, subset: Sequence[str] | None = None, **bu
     ranking = sorted(
         present, key=lambda c: (-abs(per_class[c]["shift"] or 0), -distances.get(c, 0.0))
     )
+    # the classes whose own best split is not the global one, furthest first
+    pulling = [c for c in ranking if per_class[c]["shift"]]
     return {
         "subset": subset,
         "images": int(np.isin(analysis.labels, _labels_of(analysis, subset)).sum()),
@@ -130,6 +132,7 @@ def classes_report(analysis: Analysis, subset: Sequence[str] | None = None, **bu
         "shift": None if b is None or g is None else b - g,
         "per_class": per_class,
         "ranking": ranking,
+        "pulling": pulling,
         "most_different": most_different,
         "groups": groups,
         "settings": {

@@ -1,4 +1,9 @@
-"""Command line: parses, calls the library, prints. No logic of its own."""
+"""Command line: parses, calls the library, prints. No logic of its own.
+
+Only the standard library is imported here at the top: each command imports what it needs
+(torch, matplotlib, scipy, ...) when it runs, so that ``--help`` and argument errors answer at
+once.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,87 @@ import argparse
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from isplit.errors import IsplitError
+
+DEVICES = ["cpu", "cuda", "auto"]
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: ...)" to an option's help unless the help already says it or there
+    is no default worth showing (None, a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or "default" in text
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+        ):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {str(shown).replace('%', '%%')})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parser of isplit and of each of its commands: defaults shown in --help."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _count(text: str) -> int:
+    """A whole number >= 0, also written in float notation (``1e5``, ``2.5e4``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value != int(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(value)
+
+
+def _non_negative(text: str) -> float:
+    """A number >= 0 (``2e7``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
+    return value
+
+
+def _list_of(convert, separators: str = r"[,\s]+"):
+    """An argparse action for a list option given as one comma-separated argument, as several
+    arguments, or both: ``--mean 0.5,0.5,0.5`` equals ``--mean 0.5 0.5 0.5``. Use it with
+    ``nargs="+"``; ``convert`` turns each item into its value (an ArgumentTypeError for a bad
+    one)."""
+
+    class ListAction(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            items = [v for text in values for v in re.split(separators, text.strip()) if v]
+            if not items:
+                raise argparse.ArgumentError(self, "expected at least one value")
+            out = []
+            for item in items:
+                try:
+                    out.append(convert(item))
+                except (argparse.ArgumentTypeError, ValueError) as e:
+                    message = str(e) if isinstance(e, argparse.ArgumentTypeError) else ""
+                    raise argparse.ArgumentError(
+                        self, message or f"invalid value {item!r}"
+                    ) from None
+            setattr(namespace, self.dest, out)
+
+    return ListAction
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -24,8 +104,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         default=None,
-        help="torchvision weights name (IMAGENET1K_V1, "
-        "DEFAULT), a .pth/.safetensors state dict, or 'none' for random init",
+        help="torchvision weights name (IMAGENET1K_V1, DEFAULT), a .pth/.safetensors state "
+        "dict, or 'none' for random init (default: the packaged weights of a demo network, "
+        "random init for any other model)",
     )
     p.add_argument(
         "--seed",
@@ -34,10 +115,44 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="seed of the random initialisation (weights 'none'; layers a weights file does "
         "not cover) and of the command's own sampling and training (default: 0)",
     )
-    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
-    p.add_argument("--image-size", type=int, default=None, help="input side in pixels")
-    p.add_argument("--mean", type=float, nargs="+", default=None, help="normalisation mean")
-    p.add_argument("--std", type=float, nargs="+", default=None, help="normalisation std")
+    _add_device_arg(p, "auto")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input side in pixels (default: the model's or its weights' preset)",
+    )
+    p.add_argument(
+        "--mean",
+        nargs="+",
+        action=_list_of(float),
+        default=None,
+        help="normalisation mean per channel, e.g. 0.5,0.5,0.5 or 0.5 0.5 0.5 "
+        "(default: the model's or its weights' preset)",
+    )
+    p.add_argument(
+        "--std",
+        nargs="+",
+        action=_list_of(float),
+        default=None,
+        help="normalisation std per channel, as --mean (default: the model's or its weights' "
+        "preset)",
+    )
+
+
+def _add_device_arg(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--device",
+        default=default,
+        choices=DEVICES,
+        help="where the network runs (auto: cuda when available, else cpu)",
+    )
+
+
+def _add_quiet_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bars (results are printed all the same)"
+    )
 
 
 def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
@@ -49,17 +164,28 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
         "(default: fashion-mnist)",
     )
     p.add_argument("--split", default=split, help=f"data split (default: {split})")
-    p.add_argument("--data-root", default=None, help="where the data set files are")
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="where the data set files are (default: the usual places; see the README)",
+    )
     p.add_argument("--download", action="store_true", help="allow downloading the data set")
     p.add_argument(
         "--skip-bad-images",
         action="store_true",
         help="skip unreadable image files with a warning instead of stopping",
     )
-    p.add_argument("--workers", type=int, default=None, help="data loader worker processes")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--limit", type=int, default=None, help="use at most this many images")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="data loader worker processes (default: 0 for in-memory data sets, else up to 4)",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    p.add_argument(
+        "--limit", type=_count, default=None, help="use at most this many images (default: all)"
+    )
+    _add_quiet_arg(p)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -164,7 +290,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         loaded,
         data,
         out,
-        points=args.points.split(",") if args.points else None,
+        points=args.points,
         target=args.target,
         reduction=args.reduction,
         protocol=args.protocol,
@@ -174,8 +300,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         first=args.first,
         last=args.last,
     )
-    if not args.quiet:
-        print(result.table())
+    print(result.table())
     if result.skipped_images:
         print(f"isplit: skipped {len(result.skipped_images)} unreadable image(s)", file=sys.stderr)
     print(f"model accuracy on the analysed images: {result.accuracy:.4f}")
@@ -213,7 +338,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         out = Path(args.out or "runs/validation")
         analysis = _analyse_and_save(args, loaded, test, out)
         print(analysis.recommendation())
-    points = args.points if args.points in ("auto", "all") else args.points.split(",")
+    points = args.points[0] if args.points in (["auto"], ["all"]) else args.points
     settings = Settings(
         ratio=args.ratio,
         halve=args.halve,
@@ -252,18 +377,23 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             f"{p['name']:<24}{math.log10(p['cui']) if p['cui'] > 0 else float('-inf'):>10.3f}"
             f"{p['bytes']:>9}{p['encoded_bytes']:>9}{p['accuracy']:>10.4f}"
             f"{p['accuracy_drop']:>8.4f}{_fmt(p['accuracy_int8']):>8}{p['probe_accuracy']:>8.4f}"
+            + ("" if p["learned"] else "  did not learn")
         )
+    reliable = report["reliability"]["reliable"]
+    if not reliable:
+        print(f"NOT RELIABLE: {report['reliability']['reason']}")
     for name, c in report["correlation"].items():
         print(
             f"{name:>6}: Spearman {_fmt(c['spearman'])} {_ci(c['spearman_ci'])}, Kendall "
             f"{_fmt(c['kendall'])} {_ci(c['kendall_ci'])}, prediction MAE "
-            f"{_fmt(report['prediction']['mae'][name])}"
+            f"{_fmt(report['prediction']['mae'][name])}" + ("" if reliable else " (unreliable)")
         )
     for r in report["regret"]:
         print(
             f"regret, {r['budget']}: isplit picks {r['pick']}: {_fmt(r['regret'])} "
             f"(smallest bytes {_fmt(r['regret_smallest_bytes'])}, deepest "
             f"{_fmt(r['regret_deepest'])}, probe {_fmt(r['regret_best_probe'])})"
+            + ("" if r["reliable"] else " (unreliable)")
         )
     print(f"wrote {out / 'validation.json'}, {out / 'validation.png'}")
     return 0
@@ -299,7 +429,11 @@ def _cmd_classes(args: argparse.Namespace) -> int:
             f"{c:<24}{v['images']:>7}  {str(v['best']):<22}{_signed(v['shift']):>6}  "
             f"{', '.join(v['candidates'])}"
         )
-    print(f"classes pulling the split furthest: {', '.join(report['ranking'][:3])}")
+    pulling = ", ".join(report["pulling"][:3])
+    print(
+        "classes pulling the split furthest: "
+        + (pulling or "none (every class's best split is the global one)")
+    )
     if report["most_different"]:
         a, b = report["most_different"]["classes"]
         print(f"most different curves: {a} and {b}")
@@ -327,6 +461,8 @@ def _signed(v) -> str:
 
 def _validate_subset(args, analysis, report, out: Path) -> dict:
     """Retrain the bottleneck at the subset's best and at the global best on the subset only."""
+    import numpy as np
+
     from isplit.data import SubsetDataset, load_dataset
     from isplit.validate import Settings, validate
 
@@ -335,7 +471,8 @@ def _validate_subset(args, analysis, report, out: Path) -> dict:
     names = report["subset"]
 
     def only_subset(split: str):
-        ds = load_dataset(analysis.dataset["name"], split, pp, root=args.data_root)
+        root = args.data_root or analysis.dataset.get("root")
+        ds = load_dataset(analysis.dataset["name"], split, pp, root=root)
         keep = [ds.classes.index(c) for c in names if c in ds.classes]
         return SubsetDataset(ds, np.flatnonzero(np.isin(ds.targets, keep)))
 
@@ -424,6 +561,21 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_limit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--train-limit",
+        type=_count,
+        default=8000,
+        help="training images for each bottleneck (a fixed random sample)",
+    )
+    p.add_argument(
+        "--test-limit",
+        type=_count,
+        default=5000,
+        help="test images the accuracy is measured on (a fixed random sample)",
+    )
+
+
 def _add_budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--granularity",
@@ -433,24 +585,24 @@ def _add_budget_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-bytes",
-        type=int,
+        type=_count,
         default=None,
-        help="admissible points send at most this many bytes (batch 1)",
+        help="admissible points send at most this many bytes (batch 1; 40000 or 4e4; "
+        "default: no limit)",
     )
     p.add_argument(
         "--max-head-flops",
-        type=float,
+        type=_non_negative,
         default=None,
-        help="admissible points have at most this many head FLOPs (batch 1)",
+        help="admissible points have at most this many head FLOPs (batch 1; e.g. 2e7; "
+        "default: no limit)",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="isplit", description="Where to cut a CNN for split computing (I-SPLIT)."
-    )
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="isplit", description="Where to cut a CNN for split computing (I-SPLIT).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what isplit does")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("analyze", help="CUI curves, candidate split points and the best split")
     _add_model_args(p)
@@ -475,9 +627,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["default", "official"],
         help="official: the authors' published choices (predicted class, their layers)",
     )
-    p.add_argument("--points", default=None, help="comma-separated split point names")
-    p.add_argument("--first", default=None, help="first admissible point (name)")
-    p.add_argument("--last", default=None, help="last admissible point (name)")
+    p.add_argument(
+        "--points",
+        nargs="+",
+        action=_list_of(str),
+        default=None,
+        help="the split points to analyse, by name: a,b or a b (default: every point of the "
+        "granularity)",
+    )
+    p.add_argument(
+        "--first", default=None, help="first admissible point (name; default: the first)"
+    )
+    p.add_argument("--last", default=None, help="last admissible point (name; default: the last)")
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser(
@@ -487,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_args(p)
     _add_data_args(p, split="test")
-    p.add_argument("--train-split", default="train", help="split to train bottlenecks on")
+    p.add_argument("--train-split", default="train", help="data split to train bottlenecks on")
     p.add_argument(
         "--analysis",
         default=None,
@@ -500,15 +661,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--points",
-        default="auto",
-        help="auto (candidates, best, smallest CDE, "
-        "budget picks, evenly spaced up to 8), all, or comma-separated names",
+        nargs="+",
+        action=_list_of(str),
+        default=["auto"],
+        help="auto (candidates, best, smallest CDE, budget picks, evenly spaced up to 8), all, "
+        "or point names (a,b or a b)",
     )
     p.add_argument("--ratio", type=int, default=8, help="channel reduction of the bottleneck")
     p.add_argument("--halve", action="store_true", help="the bottleneck also halves H and W")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--finetune", default="none", choices=["none", "tail"])
+    p.add_argument("--epochs", type=int, default=4, help="training epochs of each bottleneck")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
+    p.add_argument(
+        "--finetune",
+        default="none",
+        choices=["none", "tail"],
+        help="tail: train the tail with the bottleneck (none: the tail stays frozen)",
+    )
     p.add_argument(
         "--distill",
         type=float,
@@ -516,23 +684,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of distillation from the unsplit model's logits",
     )
     p.add_argument("--recon", type=float, default=1.0, help="weight of the reconstruction loss")
-    p.add_argument("--train-limit", type=int, default=8000)
-    p.add_argument("--test-limit", type=int, default=5000)
+    _add_limit_args(p)
     p.add_argument("--k", type=int, default=3, help="retrained points the prediction is fit on")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     p.add_argument(
         "--flop-shares",
-        type=float,
         nargs="+",
+        action=_list_of(_non_negative),
         default=[0.25, 0.5],
-        help="head FLOP budgets for the regret, as shares of the model's FLOPs",
+        help="head FLOP budgets for the regret, as shares of the model's FLOPs (0.25,0.5 or "
+        "0.25 0.5)",
     )
     p.add_argument(
         "--byte-budgets",
-        type=int,
         nargs="+",
+        action=_list_of(_count),
         default=None,
-        help="link byte budgets for the regret (default: median admissible bytes)",
+        help="link byte budgets for the regret, as --flop-shares (default: the median bytes "
+        "of the admissible points)",
     )
     p.set_defaults(func=_cmd_validate)
 
@@ -544,22 +713,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="an analysis run folder")
     p.add_argument("--classes", default=None, help="comma-separated class names (default: all)")
     p.add_argument("--out", default=None, help="output folder (default: the run folder)")
-    p.add_argument("--max-bytes", type=int, default=None)
-    p.add_argument("--max-head-flops", type=float, default=None)
+    p.add_argument(
+        "--max-bytes",
+        type=_count,
+        default=None,
+        help="admissible points send at most this many bytes (batch 1; default: no limit)",
+    )
+    p.add_argument(
+        "--max-head-flops",
+        type=_non_negative,
+        default=None,
+        help="admissible points have at most this many head FLOPs (batch 1; default: no limit)",
+    )
     p.add_argument(
         "--validate",
         action="store_true",
         help="retrain the bottleneck at the "
         "subset's best and the global best split on the subset's images",
     )
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--train-limit", type=int, default=8000)
-    p.add_argument("--test-limit", type=int, default=5000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--train-split", default="train", help="data split to train the bottlenecks on")
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="where the run's data set is (default: where the analysis found it)",
+    )
+    p.add_argument("--epochs", type=int, default=4, help="training epochs of each bottleneck")
+    _add_limit_args(p)
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    _add_device_arg(p, "auto")
+    _add_quiet_arg(p)
     p.set_defaults(func=_cmd_classes)
 
     p = sub.add_parser("points", help="list the valid split points of a model")
@@ -584,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the run's data set is, if not where the analysis found it "
         "(for an image-folder data set: the folder)",
     )
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    _add_device_arg(p, "cpu")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("models", help="list the model names isplit knows")
@@ -593,10 +775,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train or fine-tune a classifier on a data set")
     _add_model_args(p)
     _add_data_args(p, split="train")
-    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--epochs", type=int, required=True, help="training epochs")
     p.add_argument("--out", required=True, help="weights file to write (.safetensors or .pth)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument("--augment", default="shift", choices=["none", "shift", "shift+flip"])
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate (default: 0.05 x batch size / 128)",
+    )
+    p.add_argument(
+        "--augment",
+        default="shift",
+        choices=["none", "shift", "shift+flip"],
+        help="training augmentation: random shifts, and horizontal flips",
+    )
     p.add_argument(
         "--test-split", default="test", help="split to report accuracy on ('none' to skip)"
     )

@@ -146,6 +146,7 @@ class LabelledDataset(Dataset):
     """A data set of ``(image tensor | BadImage, label)`` with class names and all labels."""
 
     in_memory = False  # True: items are cheap tensor slices, worker processes do not pay off
+    root: str | None = None  # the --data-root it was opened from, when one was given
 
     def __init__(self, name: str, split: str, classes: Sequence[str], targets: Any) -> None:
         self.name = name
@@ -163,12 +164,15 @@ class LabelledDataset(Dataset):
         return [self[i] for i in indices]
 
     def describe(self) -> dict:
-        return {
+        info = {
             "name": self.name,
             "split": self.split,
             "images": len(self),
             "classes": list(self.classes),
         }
+        if self.root is not None:
+            info["root"] = self.root
+        return info
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, split={self.split!r}, images={len(self)})"
@@ -216,6 +220,7 @@ class SubsetDataset(LabelledDataset):
         self.indices = np.asarray(indices, dtype=np.int64)
         super().__init__(base.name, base.split, base.classes, base.targets[self.indices])
         self.in_memory = base.in_memory
+        self.root = base.root
 
     def __getitem__(self, i: int):
         return self.base[int(self.indices[i])]
@@ -563,13 +568,19 @@ def load_dataset(
     root: str | None = None,
     download: bool = False,
 ) -> LabelledDataset:
-    """Open a data set: ``fashion-mnist``, ``digits``, an image folder, or ``torchvision:NAME``."""
-    if spec == "fashion-mnist":
-        return _fashion_mnist(split, preprocess, root, download)
-    if spec == "digits":
-        return _digits(split, preprocess)
-    if spec.startswith("torchvision:"):
-        return _torchvision_dataset(spec.split(":", 1)[1], split, preprocess, root, download)
+    """Open a data set: ``fashion-mnist``, ``digits``, an image folder, or ``torchvision:NAME``.
+    ``root`` (where the files are) is recorded in the data set's ``describe()``, so that a run
+    folder says where its data came from."""
+    if spec in ("fashion-mnist", "digits") or spec.startswith("torchvision:"):
+        if spec == "fashion-mnist":
+            ds = _fashion_mnist(split, preprocess, root, download)
+        elif spec == "digits":
+            ds = _digits(split, preprocess)
+        else:
+            ds = _torchvision_dataset(spec.split(":", 1)[1], split, preprocess, root, download)
+        if root is not None and spec != "digits":
+            ds.root = str(Path(root).expanduser().resolve())
+        return ds
     if os.sep in spec or "/" in spec or Path(spec).expanduser().exists():
         return _folder_dataset(spec, split, preprocess)
     raise IsplitError(

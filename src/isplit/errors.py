@@ -6,3 +6,12 @@ class IsplitError(Exception):
 
     The message says what was wrong and what to do about it.
     """
+
+
+def did_you_mean(name: str, choices, n: int = 3) -> str:
+    """`` (did you mean a, b?)`` with the choices closest to ``name``, or ``""`` when none is
+    close: the hint every "unknown ..." message carries."""
+    import difflib
+
+    close = difflib.get_close_matches(name, [str(c) for c in choices], n=n)
+    return f" (did you mean {', '.join(close)}?)" if close else ""

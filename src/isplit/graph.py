@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.feature_extraction import NodePathTracer
 
-from isplit.errors import IsplitError
+from isplit.errors import IsplitError, did_you_mean
 
 # Ops that continue a layer rather than start a new one: a cut right before one of them moves
 # after it ("conv -> bn -> relu is one point").
@@ -74,6 +74,38 @@ _CONTINUATION_FUNCTIONS = {
     torch.nn.functional.group_norm,
 }
 _CONTINUATION_METHODS = {"relu", "sigmoid", "tanh"}
+
+# Padding is the first step of the layer it feeds (TensorFlow-style "same" padding, as in
+# EfficientNet ports: a ``static_padding`` module before each convolution): a cut between them
+# moves before the padding, so the padded tensor (larger than the layer's input) is never offered.
+_PADDING_MODULES: tuple[type[nn.Module], ...] = (
+    nn.modules.padding._ConstantPadNd,  # ZeroPad*d too
+    nn.modules.padding._ReflectionPadNd,
+    nn.modules.padding._ReplicationPadNd,
+    nn.modules.padding._CircularPadNd,
+)
+_PADDING_FUNCTIONS = {torch.nn.functional.pad, torch._C._nn.pad, torch.constant_pad_nd}
+# The layers a padding belongs to: convolutions and pooling windows.
+_WINDOW_MODULES: tuple[type[nn.Module], ...] = (
+    nn.modules.conv._ConvNd,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._LPPoolNd,
+)
+_WINDOW_FUNCTIONS = {
+    torch.conv1d,
+    torch.conv2d,
+    torch.conv3d,
+    torch.conv_transpose1d,
+    torch.conv_transpose2d,
+    torch.conv_transpose3d,
+    torch.nn.functional.max_pool1d,
+    torch.nn.functional.max_pool2d,
+    torch.nn.functional.max_pool3d,
+    torch.nn.functional.avg_pool1d,
+    torch.nn.functional.avg_pool2d,
+    torch.nn.functional.avg_pool3d,
+}
 
 
 @dataclass
@@ -285,20 +317,38 @@ class ModelGraph:
         ]
 
     def _continues(self, n: fx.Node) -> bool:
-        if n.op == "call_module":
-            return isinstance(self.gm.get_submodule(n.target), _CONTINUATION_MODULES)
-        if n.op == "call_function":
-            return n.target in _CONTINUATION_FUNCTIONS
         if n.op == "call_method":
             return n.target in _CONTINUATION_METHODS
-        return False
+        return self._is(n, _CONTINUATION_MODULES, _CONTINUATION_FUNCTIONS)
+
+    def _is(self, n: fx.Node, modules: tuple[type[nn.Module], ...], functions: set) -> bool:
+        if n.op == "call_module":
+            return isinstance(self.gm.get_submodule(n.target), modules)
+        return n.op == "call_function" and n.target in functions
+
+    def _opens_layer(self, n: fx.Node) -> bool:
+        """``n`` pads (or passes on, ``nn.Identity`` standing in for a padding) the input of the
+        convolution or pooling that alone uses it: it belongs to that layer."""
+        users = list(n.users)
+        if len(users) != 1 or not self._is(users[0], _WINDOW_MODULES, _WINDOW_FUNCTIONS):
+            return False
+        if n.op == "call_module" and type(self.gm.get_submodule(n.target)) is nn.Identity:
+            return True
+        return self._is(n, _PADDING_MODULES, _PADDING_FUNCTIONS)
 
     def _layer_level(self, cuts) -> list[fx.Node]:
         cut_nodes = {n for n, _ in cuts}
         keep = []
         for n, _ in cuts:
+            if self._opens_layer(n):  # the cut moves before the padding
+                continue
             users = list(n.users)
-            if len(users) == 1 and users[0] in cut_nodes and self._continues(users[0]):
+            if (
+                len(users) == 1
+                and users[0] in cut_nodes
+                and self._continues(users[0])
+                and not self._opens_layer(users[0])
+            ):
                 continue
             keep.append(n)
         return keep
@@ -343,12 +393,9 @@ class ModelGraph:
                     "there (for example inside a residual block); run `isplit points` to list "
                     "the valid ones"
                 )
-            import difflib
-
-            close = difflib.get_close_matches(name, sorted(self.all_cuts), n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise IsplitError(
-                f"unknown split point '{name}'{hint}; run `isplit points` to list them"
+                f"unknown split point '{name}'{did_you_mean(name, sorted(self.all_cuts))}; run "
+                "`isplit points` to list them"
             )
         return self.all_cuts[name][0]
 

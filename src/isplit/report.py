@@ -15,6 +15,7 @@ import datetime
 import html
 import io
 import os
+import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,7 @@ def write_report(
         _curves(analysis, run),
         _points_table(analysis),
         _classes(analysis),
-        _validation(analysis, validation, run),
+        _validation(analysis, validation, run, data_root),
         _gradcam(analysis, maps, samples),
     ]
     title = f"isplit report: {analysis.model} on {analysis.dataset.get('name')}"
@@ -141,7 +142,9 @@ def _open_data(analysis: Analysis, preprocess, data_root: str | None):
     from isplit.data import load_dataset
 
     name, split = analysis.dataset.get("name"), analysis.dataset.get("split")
-    builtin = name in ("fashion-mnist", "digits") or str(name).startswith("torchvision:")
+    builtin = _builtin(name)
+    if builtin and data_root is None:
+        data_root = analysis.dataset.get("root")  # where the analysis found it
     spec, root = (name, data_root) if builtin or data_root is None else (data_root, None)
     try:
         return load_dataset(spec, split, preprocess, root=root)
@@ -151,6 +154,36 @@ def _open_data(analysis: Analysis, preprocess, data_root: str | None):
             f"found ({e}); pass --data-root DIR where it is, or --samples 0 to leave the "
             "figure out"
         ) from None
+
+
+def _builtin(data_name) -> bool:
+    return data_name in ("fashion-mnist", "digits") or str(data_name).startswith("torchvision:")
+
+
+def validate_command(
+    analysis: Analysis, run: str | os.PathLike, data_root: str | None = None
+) -> str | None:
+    """The ``isplit validate`` command that validates this run: its folder (from which validate
+    rebuilds the run's network), and the run's data set and split where they are not the
+    defaults. ``data_root``: where the data set is now (as ``isplit report --data-root``).
+    None when the command line cannot rebuild the run's model or data (a model or data set
+    handed to :func:`isplit.analyze` from Python)."""
+    d, s = analysis.dataset, analysis.settings
+    name, split = d.get("name"), d.get("split")
+    if not s.get("weights") or not name or split is None:
+        return None
+    argv = ["isplit", "validate", "--analysis", str(run)]
+    builtin = _builtin(name)
+    if not builtin and data_root is not None:
+        name = data_root  # an image folder found elsewhere now
+    if name != "fashion-mnist":
+        argv += ["--data", str(name)]
+    if split != "test":
+        argv += ["--split", str(split)]
+    root = (data_root or d.get("root")) if builtin else None
+    if root is not None:
+        argv += ["--data-root", str(root)]
+    return shlex.join(argv)
 
 
 def gradcam_samples(
@@ -482,13 +515,23 @@ def _classes(a: Analysis) -> tuple[str, str, str]:
     return _section("classes", "Classes", body)
 
 
-def _validation(a: Analysis, v: dict | None, run: Path) -> tuple[str, str, str]:
+def _validation(
+    a: Analysis, v: dict | None, run: Path, data_root: str | None = None
+) -> tuple[str, str, str]:
     if v is None:
+        command = validate_command(a, run, data_root)
+        how = (
+            f"run <code>{_e(command)}</code>, then this report again"
+            if command
+            else "call <code>isplit.validate.validate(model, isplit.Analysis.load(RUN), "
+            "train_data, test_data, RUN)</code> from Python (the command line cannot rebuild a "
+            "model or data set that was handed to <code>isplit.analyze</code>), then run this "
+            "report again"
+        )
         body = (
             '<p class="note">Not validated yet. To cut the network for real at the candidate '
             "points (bottleneck, retraining, test accuracy) and see how well CUI predicts the "
-            f"accuracy, run <code>isplit validate --analysis {_e(run)}</code>, then this "
-            "report again.</p>"
+            f"accuracy, {how}.</p>"
         )
         return _section("validation", "Validation", body)
     path = run / "validation.png"
@@ -504,18 +547,29 @@ def _validation(a: Analysis, v: dict | None, run: Path) -> tuple[str, str, str]:
         f"{_e(s.get('test_images'))}. Unsplit model accuracy: "
         f"<b>{_pct(v.get('unsplit_accuracy'))}</b>.</p>"
     )
+    reliability = v.get("reliability") or {}
+    if reliability.get("reliable") is False:
+        intro += (
+            '\n<p class="warn"><b>The statistics below are not reliable:</b> '
+            f"{_e(reliability.get('reason'))}. Rows marked “did not learn” are within "
+            f"{_e(reliability['thresholds']['chance_margin'])} of chance accuracy "
+            f"({_pct(reliability.get('chance_accuracy'))}) or keep less than "
+            f"{_pct(reliability['thresholds']['min_kept_margin'])} of the unsplit model's margin "
+            "over chance.</p>"
+        )
     prow = []
     for p in v["points"]:
+        learned = p.get("learned", True)
         prow.append(
             (
-                "best" if p["name"] == a.best else "",
+                ("best " if p["name"] == a.best else "") + ("" if learned else "unlearned"),
                 [
                     f"<code>{_e(p['name'])}</code>",
                     f"{np.log10(p['cui']):.3f}" if p["cui"] and p["cui"] > 0 else "−∞",
                     f"{p['bytes']:,}",
                     f"{p['encoded_bytes']:,}",
                     f"{p['encoded_bytes_int8']:,}" if "encoded_bytes_int8" in p else "n/a",
-                    _pct(p["accuracy"]),
+                    _pct(p["accuracy"]) + ("" if learned else " (did not learn)"),
                     _pp(p["accuracy_drop"]),
                     _pct(p.get("accuracy_int8")),
                     _pct(p["probe_accuracy"]),
@@ -540,11 +594,12 @@ def _validation(a: Analysis, v: dict | None, run: Path) -> tuple[str, str, str]:
         "num",
     )
     mae = v.get("prediction", {}).get("mae", {})
+    unreliable = reliability.get("reliable") is False
     crow = []
     for key, c in v.get("correlation", {}).items():
         crow.append(
             (
-                "ours" if key == "cui" else "",
+                ("ours " if key == "cui" else "") + ("unreliable" if unreliable else ""),
                 [
                     _e(PREDICTORS.get(key, key)),
                     f"{_num(c.get('spearman'), '.2f')} "
@@ -570,9 +625,9 @@ def _validation(a: Analysis, v: dict | None, run: Path) -> tuple[str, str, str]:
     for r in v.get("regret", []):
         rrow.append(
             (
-                "",
+                "" if r.get("reliable", True) else "unreliable",
                 [
-                    _e(r["budget"]),
+                    _e(r["budget"]) + ("" if r.get("reliable", True) else " (unreliable)"),
                     f"<code>{_e(r['pick'])}</code>" if r.get("pick") else "none",
                     _pct(r.get("best_accuracy")),
                     _pp(r.get("regret")),
@@ -668,6 +723,8 @@ code { font: .85rem ui-monospace, SFMono-Regular, Menlo, monospace; }
 .recommendation { font-size: 1.05rem; background: #eef6ee; border-left: 4px solid #3a9a3a;
                   padding: .6rem .9rem; }
 .note { background: #f4f4f6; border-left: 4px solid #aab; padding: .5rem .8rem; }
+.warn { background: #fff4e5; border-left: 4px solid #e08a00; padding: .5rem .8rem; }
+tr.unlearned td, tr.unreliable td { color: #a05a00; font-style: italic; }
 footer { color: #888; font-size: .8rem; margin-top: 2.5rem; }
 """
 

@@ -41,6 +41,10 @@ log = logging.getLogger("isplit")
 
 MEMMAP_BYTES = 2 * 1024**3  # cached head outputs larger than this go to disk
 PREDICTORS = ("cui", "bytes", "depth", "probe")
+#: A bottleneck did not learn when its accuracy is within this of chance (absolute) ...
+CHANCE_MARGIN = 0.05
+#: ... or when it keeps less than this share of the unsplit model's margin over chance.
+MIN_KEPT_MARGIN = 0.5
 
 
 @dataclass
@@ -139,6 +143,53 @@ def budgets(analysis: Analysis, settings: Settings, total_flops: int) -> list[di
         pick = best_point(analysis.cui, adm & b["within"])
         b["pick"] = None if pick is None else analysis.points[pick].name
     return out
+
+
+def chance_accuracy(labels: np.ndarray) -> float:
+    """The accuracy of always answering the most frequent test class (1 / classes when the
+    classes are balanced): what a classifier that learned nothing reaches."""
+    labels = np.asarray(labels)
+    return float(np.bincount(labels).max() / len(labels)) if len(labels) else float("nan")
+
+
+def not_learned(accuracy: float, unsplit: float, chance: float) -> str | None:
+    """Why the bottleneck at a point did not learn, or None when it did: its accuracy is within
+    ``CHANCE_MARGIN`` of chance, or it keeps less than ``MIN_KEPT_MARGIN`` of the unsplit
+    model's margin over chance (e.g. below 0.50 with chance 0.10 and the unsplit model at
+    0.90). Such a point's accuracy says more about too little training than about the split."""
+    if accuracy <= chance + CHANCE_MARGIN:
+        return f"accuracy {accuracy:.3f} is within {CHANCE_MARGIN:.2f} of chance ({chance:.3f})"
+    if unsplit > chance and accuracy - chance < MIN_KEPT_MARGIN * (unsplit - chance):
+        return (
+            f"accuracy {accuracy:.3f} keeps less than {MIN_KEPT_MARGIN:.0%} of the unsplit "
+            f"model's margin over chance ({unsplit:.3f} vs chance {chance:.3f})"
+        )
+    return None
+
+
+def _reliability(points: list[dict], unsplit: float, chance: float) -> dict:
+    """Whether the correlations, predictions and regrets rest on bottlenecks that learned."""
+    failed = [p["name"] for p in points if not p["learned"]]
+    reason = None
+    if unsplit <= chance + CHANCE_MARGIN:
+        reason = (
+            f"the unsplit model itself is at chance on these images (accuracy {unsplit:.3f}, "
+            f"chance {chance:.3f}): no split can be told from another; fit the model to the data "
+            "first (`isplit train`)"
+        )
+    elif failed:
+        reason = (
+            f"the bottleneck did not learn at {len(failed)} of {len(points)} point(s) "
+            f"({', '.join(failed)}): their accuracies reflect too little training rather than "
+            "the split; train longer (--epochs, --train-limit) before trusting the statistics"
+        )
+    return {
+        "reliable": reason is None,
+        "reason": reason,
+        "not_learned": failed,
+        "chance_accuracy": chance,
+        "thresholds": {"chance_margin": CHANCE_MARGIN, "min_kept_margin": MIN_KEPT_MARGIN},
+    }
 
 
 def _check_analysis(
@@ -375,8 +426,19 @@ def validate(
         )
         atomic_write_json(file, results[-1])
     report = _report(
-        analysis, results, unsplit_correct, plan, settings, model_name, total_flops, len(x_train)
+        analysis,
+        results,
+        unsplit_correct,
+        plan,
+        settings,
+        model_name,
+        total_flops,
+        len(x_train),
+        chance_accuracy(y_test.numpy()),
     )
+    if not report["reliability"]["reliable"]:
+        reason = report["reliability"]["reason"]
+        log.warning("the validation statistics are not reliable: %s", reason)
     atomic_write_json(out / "validation.json", report)
     from isplit.plot import plot_validation
 
@@ -436,7 +498,7 @@ def _correct(tail, bottleneck, z, y, batch_size, device, int8: bool = False) -> 
 
 
 def _report(
-    analysis, results, unsplit_correct, plan, settings, model_name, total_flops, n_train
+    analysis, results, unsplit_correct, plan, settings, model_name, total_flops, n_train, chance
 ) -> dict:
     unsplit = float(unsplit_correct.float().mean())
     order = analysis.point_names
@@ -453,6 +515,7 @@ def _report(
     points = []
     for r, i in zip(results, idx):
         p = analysis.points[i]
+        why = not_learned(r["accuracy"], unsplit, chance)
         points.append(
             {
                 "name": r["name"],
@@ -468,8 +531,11 @@ def _report(
                 "probe_accuracy": r["probe_accuracy"],
                 "train_seconds": r["train_seconds"],
                 "final_loss": r["losses"][-1] if r["losses"] else None,
+                "learned": why is None,
+                "not_learned_reason": why,
             }
         )
+    reliability = _reliability(points, unsplit, chance)
     correlation = {
         k: rank_correlations(v, correct, settings.n_boot, seed=settings.seed)
         for k, v in predictors.items()
@@ -490,6 +556,15 @@ def _report(
             "pick": pick,
             "validated_within": int(within.sum()),
             **regret(acc, within, choice),
+            # the validated points within the budget all learned (and the unsplit model did)
+            "reliable": bool(
+                reliability["reason"] is None
+                or (
+                    unsplit > chance + CHANCE_MARGIN
+                    and within.any()
+                    and all(points[j]["learned"] for j in np.flatnonzero(within))
+                )
+            ),
         }
         # the simple baselines' picks under the same budget, for comparison
         for label, key in (
@@ -511,6 +586,7 @@ def _report(
             "test_images": int(len(unsplit_correct)),
         },
         "unsplit_accuracy": unsplit,
+        "reliability": reliability,
         "total_flops": total_flops,
         "points": points,
         "correlation": correlation,
