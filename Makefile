@@ -11,7 +11,7 @@ DEMO_EPOCHS ?= 15
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,serve]'
 	@# Fashion-MNIST from Debian where apt-get is available (elsewhere torchvision downloads it),
 	@# and chromium, the headless browser the report test renders report.html in.
 	@if { [ ! -d $(FMNIST) ] || ! command -v chromium >/dev/null 2>&1; } \

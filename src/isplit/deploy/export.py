@@ -68,15 +68,34 @@ TRITON_MAX_BATCH = 64
 TOLERANCE = 1e-3
 
 
+class Dequantize(nn.Module):
+    """The 8-bit code back to float32: ``(q - zero_point) * scale``, per image."""
+
+    def forward(self, q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor):
+        return dequantize_uint8(q, scale, zero_point)
+
+
 class Dequantized(nn.Module):
-    """The tail fed with the 8-bit code: ``tail((q - zero_point) * scale)``."""
+    """The tail fed with the 8-bit code."""
 
     def __init__(self, tail: nn.Module) -> None:
         super().__init__()
-        self.tail = tail
+        self.dequantize, self.tail = Dequantize(), tail
 
     def forward(self, q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor):
-        return self.tail(dequantize_uint8(q, scale, zero_point))
+        return self.tail(self.dequantize(q, scale, zero_point))
+
+
+def require(*modules: str) -> None:
+    """An IsplitError naming the install command when an optional package is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise IsplitError(
+            f"this needs {', '.join(missing)}, part of isplit's deployment extra: "
+            "pip install 'isplit[serve]'"
+        )
 
 
 @dataclass
@@ -197,6 +216,7 @@ def export_split(
     what the ONNX programs are checked on; without them, random inputs."""
     from isplit import __version__
 
+    require("onnx", "onnxscript", "onnxruntime")
     out = Path(out)
     _check_out(out)
     name = check_name(name) if name else default_name(loaded.name)
@@ -304,22 +324,42 @@ def _modules(split: Split) -> dict[str, nn.Module]:
 
 
 def _write_programs(split: Split, x: torch.Tensor, folder: Path) -> dict:
-    """ONNX files for every part, PyTorch programs for the head and the tail."""
+    """ONNX files for every part, PyTorch programs for the head and the tail. The 8-bit tail is
+    the exported dequantiser composed with the exported tail (``onnx.compose``), so it holds
+    exactly the tail's graph and costs no second export of it."""
+    import onnx
+    from onnx import compose
+
     examples = _examples(split, x)
-    pytorch = {}
-    for part, module in _modules(split).items():
-        args = examples[part]
-        batch = torch.export.Dim("batch", min=1, max=1 << 16)
-        dynamic = tuple({0: batch} for _ in args)
-        program = None
-        try:
-            program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
-        except Exception as e:  # data-dependent control flow and the like: TorchScript instead
-            log.warning("torch.export failed for the %s (%s); using TorchScript", part, _first(e))
-        if part != TAIL_INT8:
-            pytorch[part] = _save_pytorch(program, module, args, folder, part)
-        _to_onnx(program, module, args, dynamic, folder / PARTS[part][0], part)
+    pytorch, protos, legacy = {}, {}, False
+    for part, module in ((HEAD, split.head), (TAIL, split.tail)):
+        program = _torch_export(module, examples[part], part)
+        pytorch[part] = _save_pytorch(program, module, examples[part], folder, part)
+        protos[part] = _to_onnx(program, module, examples[part], part, *PARTS[part][1:])
+        onnx.save(protos[part], folder / PARTS[part][0])
+        legacy = program is None  # the dequantiser goes the tail's way, for the same opset
+    module, args = Dequantize(), examples[TAIL_INT8]
+    program = None if legacy else _torch_export(module, args, "dequantiser")
+    dequantize = _to_onnx(program, module, args, "dequantiser", PARTS[TAIL_INT8][1], ["code"])
+    merged = compose.merge_models(
+        compose.add_prefix(dequantize, "dequantize/", rename_inputs=False, rename_outputs=False),
+        compose.add_prefix(protos[TAIL], "tail/", rename_inputs=False, rename_outputs=False),
+        io_map=[("code", ACTIVATION)],
+    )
+    onnx.save(merged, folder / PARTS[TAIL_INT8][0])
     return pytorch
+
+
+def _torch_export(module: nn.Module, args: tuple, part: str):
+    """The ``torch.export`` program of ``module`` with a dynamic batch, or None if it fails."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    try:
+        return torch.export.export(
+            module, args, dynamic_shapes=tuple({0: batch} for _ in args), strict=False
+        )
+    except Exception as e:  # data-dependent control flow and the like: TorchScript instead
+        log.warning("torch.export failed for the %s (%s); using TorchScript", part, _first(e))
+        return None
 
 
 def _save_pytorch(program, module: nn.Module, args, folder: Path, part: str) -> dict:
@@ -337,22 +377,27 @@ def _save_pytorch(program, module: nn.Module, args, folder: Path, part: str) -> 
     return {"file": f"{part}.ts", "format": "torchscript"}
 
 
-def _to_onnx(program, module: nn.Module, args, dynamic, path: Path, part: str) -> None:
-    _, inputs, outputs = PARTS[part]
+def _to_onnx(program, module: nn.Module, args, part: str, inputs: list[str], outputs: list[str]):
+    """The ONNX model (``ModelProto``) of ``program`` (or of ``module`` with the TorchScript-based
+    exporter when there is no program); a clear error naming the op that does not translate."""
+    import io
+
+    import onnx
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if program is not None:
-                onnx_program = torch.onnx.export(
+                return torch.onnx.export(
                     program, args, input_names=inputs, output_names=outputs, verbose=False
-                )
-                onnx_program.save(str(path))
-            else:  # the TorchScript-based exporter
-                axes = {n: {0: "batch"} for n in [*inputs, *outputs]}
-                torch.onnx.export(
-                    module, args, str(path), input_names=inputs, output_names=outputs,
-                    dynamic_axes=axes, dynamo=False,
-                )  # fmt: skip
+                ).model_proto
+            buffer = io.BytesIO()
+            axes = {n: {0: "batch"} for n in [*inputs, *outputs]}
+            torch.onnx.export(
+                module, args, buffer, input_names=inputs, output_names=outputs,
+                dynamic_axes=axes, dynamo=False,
+            )  # fmt: skip
+            return onnx.load_from_string(buffer.getvalue())
     except Exception as e:
         op = _failed_op(e)
         where = f"the operation {op}" if op else "an operation"
@@ -525,6 +570,7 @@ def load_programs(
         raise IsplitError(f"unknown runtime {runtime!r}; use {' or '.join(RUNTIMES)}")
     dev = resolve_device(device)
     if runtime == "onnxruntime":
+        require("onnxruntime")
         manifest.check_files(folder, [PARTS[p][0] for p in parts])
         return {p: _onnx_runner(folder / PARTS[p][0], dev.type) for p in parts}
     bottleneck = None

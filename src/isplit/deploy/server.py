@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from isplit.deploy.export import TAIL, TAIL_INT8, Runner, load_programs
+from isplit.deploy.export import TAIL, TAIL_INT8, Runner, load_programs, require
 from isplit.deploy.manifest import Manifest, TensorSpec, sha256_file
 from isplit.deploy.wire import HEADER, WireError, decode_request, encode_response
 from isplit.errors import IsplitError
@@ -186,15 +186,12 @@ def create_app(
     device: str = "cpu",
 ):
     """The FastAPI application serving the tail of the export in ``folder``."""
-    try:
-        from fastapi import FastAPI, Request
-        from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import JSONResponse, Response
-        from starlette.exceptions import HTTPException as StarletteHTTPException
-    except ImportError:
-        raise IsplitError(
-            "serving needs the optional serving stack: pip install 'isplit[serve]'"
-        ) from None
+    require("fastapi", "uvicorn")
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     from isplit import __version__
 
     if max_batch < 1:
@@ -393,9 +390,9 @@ class TailServer:
     :func:`create_app`."""
 
     def __init__(self, folder: str | Path, host: str = "127.0.0.1", port: int = 0, **options):
+        self.app = create_app(folder, **options)
         import uvicorn
 
-        self.app = create_app(folder, **options)
         config = uvicorn.Config(
             self.app, host=host, port=port, log_level="warning", lifespan="on", access_log=False
         )
