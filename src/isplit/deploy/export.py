@@ -367,7 +367,9 @@ def _save_pytorch(program, module: nn.Module, args, folder: Path, part: str) -> 
         torch.export.save(program, folder / f"{part}.pt2")
         return {"file": f"{part}.pt2", "format": "torch.export"}
     try:
-        traced = torch.jit.trace(module, args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecated, and only the fallback
+            traced = torch.jit.trace(module, args)
     except Exception as e:
         raise IsplitError(
             f"the {part} can be exported neither with torch.export nor with TorchScript "
