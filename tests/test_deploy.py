@@ -524,3 +524,29 @@ def test_the_bottleneck_split_serves_like_it_validated(validated, run, demo, ima
         assert agreement >= 0.99, agreement
     with pytest.raises(isplit.IsplitError, match="serve this export folder there"):
         Client(exported, server.url)  # the plain export's server: another tensor
+
+
+# --------------------------------------------------------------------------------------------
+# The load benchmark, on a tiny setting
+# --------------------------------------------------------------------------------------------
+
+
+def test_serve_benchmark_tiny_run(exported, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "serve.py"
+    spec = importlib.util.spec_from_file_location("serve_benchmark", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["--export", str(exported), "--requests", "24", "--concurrency", "3", "--images", "8"]
+    report = bench.main(argv)
+    assert json.loads(capsys.readouterr().out) == report  # one JSON object on stdout
+    assert set(report["settings"]) == {"fp32_batched", "fp32_unbatched", "int8_batched",
+                                       "int8_unbatched"}  # fmt: skip
+    for name, r in report["settings"].items():
+        assert r["errors"] == 0 and r["requests_per_s"] > 0, name
+        assert r["latency_ms"]["p50"] <= r["latency_ms"]["p99"]
+        assert r["correct"] == 1.0 if name.startswith("fp32") else r["correct"] >= 0.8
+    assert report["settings"]["fp32_unbatched"]["mean_batch_images"] == 1.0
+    assert report["ratios"]["int8_bytes_vs_fp32"] < 0.5

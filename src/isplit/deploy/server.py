@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,13 +66,16 @@ class _Job:
 class Batcher:
     """Runs the jobs that are waiting together as one batch of at most ``max_batch`` images.
 
-    After taking a job it waits at most ``wait_s`` for more (none when ``max_batch`` is 1); jobs
-    that queue while a batch runs make up the next one. A job larger than ``max_batch`` runs
-    alone. The model runs in ``executor``, off the event loop."""
+    After taking a job it takes every job already queued; while more requests for the model are
+    arriving (received, not yet queued: :meth:`arriving`) it waits for them, at most ``wait_s``.
+    So a lone client never waits, and concurrent ones are batched. A job larger than
+    ``max_batch`` runs alone; ``max_batch`` 1 turns batching off. The model runs in
+    ``executor``, off the event loop."""
 
     def __init__(self, run: Runner, max_batch: int, wait_s: float, executor) -> None:
         self.run, self.max_batch, self.wait_s, self.executor = run, max_batch, wait_s, executor
-        self.queue: asyncio.Queue[_Job] | None = None
+        self.queue: asyncio.Queue | None = None
+        self.incoming = 0  # requests being received and checked, not yet queued
         self._getter: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
 
@@ -85,16 +88,34 @@ class Batcher:
             if t is not None:
                 t.cancel()
 
-    async def submit(self, arrays: list[np.ndarray], n: int) -> tuple[np.ndarray, dict]:
+    @contextmanager
+    def arriving(self):
+        """Marks a request that is being received for this model (see the class docstring)."""
+        self.incoming += 1
+        try:
+            yield
+        finally:
+            self.incoming -= 1
+
+    def enqueue(self, arrays: list[np.ndarray], n: int) -> asyncio.Future:
+        """Queue a job of ``n`` images; the future gives ``(outputs, parameters)``."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Job(arrays, n, future, time.perf_counter()))
-        return await future
+        self.queue.put_nowait(_Job(arrays, n, future, time.perf_counter()))
+        return future
+
+    async def submit(self, arrays: list[np.ndarray], n: int) -> tuple[np.ndarray, dict]:
+        return await self.enqueue(arrays, n)
 
     async def _next(self, timeout: float | None) -> _Job | None:
-        """The next job, waiting at most ``timeout`` seconds (None: for ever). A pending get
-        is kept for the next call rather than cancelled, so that no job is lost."""
+        """The next job, waiting at most ``timeout`` seconds (None: for ever; 0: only a job
+        already queued). A pending get is kept for the next call, so that no job is lost."""
         if self._getter is None:
-            self._getter = asyncio.ensure_future(self.queue.get())
+            try:
+                return self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                if timeout is not None and timeout <= 0:
+                    return None
+                self._getter = asyncio.ensure_future(self.queue.get())
         if not self._getter.done():
             if timeout is not None and timeout <= 0:
                 return None
@@ -111,9 +132,10 @@ class Batcher:
             job = carry or await self._next(None)
             carry = None
             jobs, n = [job], job.n
-            deadline = loop.time() + (self.wait_s if self.max_batch > 1 else 0.0)
+            deadline = loop.time() + self.wait_s
             while n < self.max_batch:
-                nxt = await self._next(deadline - loop.time())
+                wait = deadline - loop.time() if self.incoming > 0 else 0.0
+                nxt = await self._next(wait)
                 if nxt is None:
                     break
                 if n + nxt.n > self.max_batch:
@@ -313,12 +335,14 @@ def create_app(
         return {"name": model(request, name, version).name, "ready": True}
 
     async def infer(request: Request, s: _Served):
-        body = await _read_body(request, max_request_bytes)
-        try:
-            req = decode_request(body, request.headers.get(HEADER), s.inputs, s.outputs)
-        except WireError as e:
-            raise ApiError(e.status, str(e)) from None
-        logits, params = await s.batcher.submit(req.arrays, req.batch)
+        with s.batcher.arriving():
+            body = await _read_body(request, max_request_bytes)
+            try:
+                req = decode_request(body, request.headers.get(HEADER), s.inputs, s.outputs)
+            except WireError as e:
+                raise ApiError(e.status, str(e)) from None
+            future = s.batcher.enqueue(req.arrays, req.batch)
+        logits, params = await future
         payload, header_length = encode_response(
             s.name,
             [(s.outputs[0], logits)],
