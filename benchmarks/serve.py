@@ -43,10 +43,13 @@ from isplit.deploy.wire import HEADER, decode_response, encode_request
 from isplit.models import load_recorded
 
 
-def start_server(folder: Path, max_batch: int, wait_ms: float) -> tuple[subprocess.Popen, str]:
+def start_server(
+    folder: Path, max_batch: int, wait_ms: float, device: str, runtime: str
+) -> tuple[subprocess.Popen, str]:
     """``isplit serve`` on a free port in its own process; ``(process, url)``."""
     cmd = [sys.executable, "-m", "isplit.cli", "serve", str(folder), "--port", "0",
-           "--max-batch", str(max_batch), "--batch-wait-ms", str(wait_ms)]  # fmt: skip
+           "--max-batch", str(max_batch), "--batch-wait-ms", str(wait_ms),
+           "--device", device, "--runtime", runtime]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = proc.stdout.readline()
     m = re.search(r"at (http://[\d.]+:\d+)/v2", line)
@@ -144,6 +147,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images-per-request", type=int, default=1)
     p.add_argument("--max-batch", type=int, default=16, help="server batch bound (16)")
     p.add_argument("--batch-wait-ms", type=float, default=2.0, help="server batch wait (2)")
+    p.add_argument("--device", default="cpu", help="the server's --device (cpu)")
+    p.add_argument("--runtime", default="auto", help="the server's --runtime (auto)")
+    p.add_argument("--data-root", default=None, help="where the Fashion-MNIST files are")
     return p.parse_args(argv)
 
 
@@ -158,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             loaded = isplit.load_model(args.model)
             folder = Path(tmp) / "export"
             manifest = export_split(loaded, args.point, folder)
-        data = isplit.load_dataset("fashion-mnist", "test", loaded.preprocess)
+        data = isplit.load_dataset("fashion-mnist", "test", loaded.preprocess, root=args.data_root)
         k = args.images_per_request
         n = max(1, args.images // k) * k
         x = torch.stack([data[i][0] for i in range(n)])
@@ -176,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         settings = {"batched": (args.max_batch, args.batch_wait_ms), "unbatched": (1, 0.0)}
         results = {}
         for setting, (max_batch, wait) in settings.items():
-            proc, url = start_server(folder, max_batch, wait)
+            proc, url = start_server(folder, max_batch, wait, args.device, args.runtime)
             try:
                 for name, model in (("fp32", manifest.name), ("int8", manifest.int8_name)):
                     path = f"/v2/models/{model}/infer"
@@ -200,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "images_per_request": k,
         "max_batch": args.max_batch,
         "batch_wait_ms": args.batch_wait_ms,
+        "server_device": args.device,
+        "server_runtime": args.runtime,
         "settings": results,
         "ratios": {
             **ratio,
