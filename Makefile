@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.isplit-setup
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_EPOCHS ?= 15
 
-.PHONY: setup demo test lint bench demo-weights
+.PHONY: setup demo test lint bench bench-serve demo-weights
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/throughput.py
+
+# Load on the tail server over loopback (run it on a machine that runs nothing else).
+bench-serve: setup
+	$(BIN)/python benchmarks/serve.py
 
 # Reproduces the packaged demo weights (CPU; see README for the time it takes).
 demo-weights: setup
