@@ -548,7 +548,8 @@ def _torch_runner(module: nn.Module, device: torch.device) -> Runner:
 
     def run(*arrays: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            args = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays]
+            # Request tensors are read-only views of the body: copy those (np.require "W").
+            args = [torch.from_numpy(np.require(a, requirements="CW")).to(device) for a in arrays]
             return module(*args).float().cpu().numpy()
 
     return run

@@ -208,7 +208,9 @@ def make_plan(
     points = [p for p in analysis.points if p.name in scores]
     if not points:
         raise IsplitError(f"{run} has no admissible point with a {score} score to plan over")
-    input_shape = tuple(analysis.settings["input_shape"])
+    input_shape = tuple(analysis.settings.get("input_shape") or ())
+    if not input_shape:
+        raise IsplitError(f"{run} does not record its input shape; rerun `isplit analyze`")
     total_flops = analysis.total_flops
     if (device_speed is not None or server_speed is not None) and not total_flops:
         raise IsplitError(f"{run} does not record the model's FLOPs; rerun `isplit analyze`")
