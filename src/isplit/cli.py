@@ -571,6 +571,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         score=args.score,
         quantize=not args.no_quantize,
         repeats=args.repeats,
+        threads=args.threads or None,
     )
     out = Path(args.out or args.run)
     atomic_write_json(out / PLAN_JSON, plan)
@@ -856,6 +857,12 @@ def _add_deploy_parsers(sub) -> None:
     )  # fmt: skip
     p.add_argument("--no-quantize", action="store_true", help="plan for float32 tensors")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per part (median)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads while timing (1: steadiest for batch-1 timings; 0: torch's default)",
+    )
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR)")
     p.set_defaults(func=_cmd_plan)
 

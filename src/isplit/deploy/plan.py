@@ -132,37 +132,54 @@ def pareto(latency_s: Sequence[float], nbytes: Sequence[int], score: Sequence[fl
     return front
 
 
-def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs, in seconds."""
-    for _ in range(warmup):
+def median_times(fns: Sequence[Callable[[], object]], repeats: int) -> list[float]:
+    """Median wall time of each function over ``repeats`` runs, in seconds. The functions run
+    round-robin after one warm-up each, so that background load hits all of them alike."""
+    for fn in fns:
         fn()
-    times = []
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
 
 
 def measure_parts(
-    model: torch.nn.Module, input_shape: Sequence[int], points: Sequence[str], repeats: int
+    model: torch.nn.Module,
+    input_shape: Sequence[int],
+    points: Sequence[str],
+    repeats: int,
+    threads: int | None = None,
 ) -> tuple[dict[str, tuple[float, float]], float]:
-    """``({point: (head_s, tail_s)}, whole_model_s)`` at batch 1 on the CPU: medians."""
+    """``({point: (head_s, tail_s)}, whole_model_s)`` at batch 1 on the CPU: medians, with
+    ``threads`` torch threads (default: torch's)."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise IsplitError(f"--threads must be at least 1, not {threads}")
+        torch.set_num_threads(threads)
+    try:
+        return _measure(model, input_shape, points, repeats)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(model, input_shape, points, repeats):
     from isplit.graph import ModelGraph
 
     graph = ModelGraph(model, input_shape, granularity="all")
     x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
-    times = {}
+    fns: list[Callable[[], object]] = [lambda: model(x)]
     with torch.inference_mode():
-        whole = median_time(lambda: model(x), repeats)
         for name in points:
             head, tail = graph.split(name)
             z = head(x)
-            times[name] = (
-                median_time(lambda h=head: h(x), repeats),
-                median_time(lambda t=tail, z=z: t(z), repeats),
-            )
-    return times, whole
+            fns += [lambda h=head: h(x), lambda t=tail, z=z: t(z)]
+        times = median_times(fns, repeats)
+    parts = {name: (times[1 + 2 * i], times[2 + 2 * i]) for i, name in enumerate(points)}
+    return parts, times[0]
 
 
 # -- the plan ------------------------------------------------------------------------------------
@@ -194,6 +211,7 @@ def make_plan(
     score: str = "cui",
     quantize: bool = True,
     repeats: int = 20,
+    threads: int | None = None,
     analysis: Analysis | None = None,
 ) -> dict:
     """The plan for analysis run ``run`` (see the module docstring). Speeds in FLOP/s (None:
@@ -218,7 +236,8 @@ def make_plan(
     whole_s = None
     if device_speed is None or server_speed is None:
         model = analysis.load_model().model
-        measured, whole_s = measure_parts(model, input_shape, [p.name for p in points], repeats)
+        names = [p.name for p in points]
+        measured, whole_s = measure_parts(model, input_shape, names, repeats, threads)
 
     def on(speed: float | None, flops: float, measured_s: float) -> float:
         return measured_s if speed is None else flops / speed
@@ -258,9 +277,7 @@ def make_plan(
         "link": {"bandwidth_bytes_per_s": link.bandwidth, "rtt_ms": 1e3 * link.rtt},
         "device_speed_flops": device_speed,
         "server_speed_flops": server_speed,
-        "times": f"measured on this machine (CPU, batch 1, median of {repeats})"
-        if measured
-        else "from FLOPs and the given speeds",
+        "times": _times(measured, repeats, threads),
         "quantize": quantize,
         "score": score,
         "budgets": {
@@ -277,6 +294,13 @@ def make_plan(
             "server_only_bytes": input_bytes,
         },
     }
+
+
+def _times(measured: dict, repeats: int, threads: int | None) -> str:
+    if not measured:
+        return "from FLOPs and the given speeds"
+    n = torch.get_num_threads() if threads is None else threads
+    return f"measured on this machine (CPU, {n} thread(s), batch 1, median of {repeats})"
 
 
 def _reason(best: dict | None, rows: list[dict], max_latency, max_bytes) -> str:
