@@ -6,12 +6,12 @@ STAMP  := $(VENV)/.isplit-setup
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_EPOCHS ?= 15
 
-.PHONY: setup demo test lint bench demo-weights
+.PHONY: setup demo test lint bench bench-serve demo-weights
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,serve]'
 	@# Fashion-MNIST from Debian where apt-get is available (elsewhere torchvision downloads it),
 	@# and chromium, the headless browser the report test renders report.html in.
 	@if { [ ! -d $(FMNIST) ] || ! command -v chromium >/dev/null 2>&1; } \
@@ -38,6 +38,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/throughput.py
+
+# Load on the tail server over loopback (run it on a machine that runs nothing else).
+bench-serve: setup
+	$(BIN)/python benchmarks/serve.py
 
 # Reproduces the packaged demo weights (CPU; see README for the time it takes).
 demo-weights: setup

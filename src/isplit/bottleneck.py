@@ -3,19 +3,30 @@
 The default is an undercomplete convolutional autoencoder (as in the authors' code): the encoder
 divides the channel count by ``ratio`` (default 8) and can also halve the spatial size; the
 decoder restores the point's exact shape. What crosses the link is the encoder's output.
+
+8-bit codes use affine uint8 quantisation with one scale and one zero point per image, as ONNX
+``QuantizeLinear`` / ``DequantizeLinear`` define it (``x = (q - zero_point) * scale``; the range
+always holds 0). :func:`quantize_uint8` and :func:`dequantize_uint8` are the one implementation:
+validation measures the accuracy with them and the deployment client and server use them.
+
+A trained bottleneck is saved as safetensors (:func:`save_bottleneck`) with the settings that made
+it in the header, and loaded back with :func:`load_bottleneck`.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from isplit.errors import IsplitError
+from isplit.models import apply_state_dict, load_state_dict_file, read_metadata, save_weights
 
-INT8_HEADER_BYTES = 8  # one float32 scale and one float32 zero point per tensor
+INT8_HEADER_BYTES = 5  # one float32 scale and one uint8 zero point per image
 
 
 class Encoder(nn.Module):
@@ -62,6 +73,7 @@ class Bottleneck(nn.Module):
                 f"--ratio {ratio} is larger than the {c} channels at this point; use at most {c}"
             )
         self.shape = shape
+        self.ratio = int(ratio)
         self.halve = halve and h >= 2 and w >= 2
         self.code_channels = c // ratio
         self.encoder = Encoder(c, self.code_channels, self.halve)
@@ -86,12 +98,69 @@ class Bottleneck(nn.Module):
 
     @staticmethod
     def quantise(code: torch.Tensor) -> torch.Tensor:
-        """The code after 8-bit affine quantisation and back, one scale and zero per image."""
-        flat = code.flatten(1)
-        lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-        scale = (hi - lo).clamp_min(1e-12) / 255
-        q = torch.round((flat - lo) / scale).clamp(0, 255)
-        return (q * scale + lo).view_as(code)
+        """The code after 8-bit affine quantisation and back (:func:`quantize_uint8`)."""
+        return dequantize_uint8(*quantize_uint8(code))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
+
+
+def quantize_uint8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(q, scale, zero_point)``: ``x`` [N, ...] as uint8 codes, one float32 scale and one uint8
+    zero point per image (shape [N, 1]), so that ``(q - zero_point) * scale`` is within half a
+    step of ``x`` (ONNX ``QuantizeLinear`` semantics: round half to even, saturate)."""
+    flat = x.detach().flatten(1).float()
+    lo = flat.min(1, keepdim=True).values.clamp(max=0.0)
+    hi = flat.max(1, keepdim=True).values.clamp(min=0.0)
+    scale = ((hi - lo) / 255).clamp_min(1e-12)
+    zero_point = torch.round(-lo / scale).clamp(0, 255)
+    q = torch.round(flat / scale + zero_point).clamp(0, 255)
+    return q.to(torch.uint8).view(x.shape), scale, zero_point.to(torch.uint8)
+
+
+def dequantize_uint8(
+    q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
+) -> torch.Tensor:
+    """``(q - zero_point) * scale`` with one scale and zero point per image ([N] or [N, 1])."""
+    view = (q.shape[0],) + (1,) * (q.dim() - 1)
+    return (q.float() - zero_point.float().reshape(view)) * scale.float().reshape(view)
+
+
+def save_bottleneck(
+    bottleneck: Bottleneck,
+    path: str | Path,
+    metadata: dict[str, Any],
+    tail: nn.Module | None = None,
+) -> None:
+    """Write the bottleneck's weights (and a fine-tuned ``tail``'s, under ``tail.``) to a
+    ``.safetensors`` file, with its shape, ratio and halving and ``metadata`` in the header."""
+    state = {f"bottleneck.{k}": v for k, v in bottleneck.state_dict().items()}
+    if tail is not None:
+        state.update({f"tail.{k}": v for k, v in tail.state_dict().items()})
+    header = {
+        **metadata,
+        "shape": list(bottleneck.shape),
+        "ratio": bottleneck.ratio,
+        "halve": bottleneck.halve,
+        "code_shape": list(bottleneck.code_shape),
+        "finetuned_tail": tail is not None,
+    }
+    save_weights(state, str(path), header)
+
+
+def load_bottleneck(path: str | Path) -> tuple[Bottleneck, dict[str, torch.Tensor] | None, dict]:
+    """``(bottleneck, tail_state, metadata)`` from a file :func:`save_bottleneck` wrote;
+    ``tail_state`` is the fine-tuned tail's state dict, or None when the tail was frozen."""
+    md = read_metadata(str(path))
+    try:
+        bottleneck = Bottleneck(tuple(md["shape"]), int(md["ratio"]), bool(md["halve"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise IsplitError(
+            f"{path} is not a bottleneck saved by `isplit validate` (its header lacks {e}); "
+            "rerun the validation"
+        ) from None
+    state = load_state_dict_file(str(path))
+    own = {k[len("bottleneck.") :]: v for k, v in state.items() if k.startswith("bottleneck.")}
+    apply_state_dict(bottleneck, own, str(path), "the bottleneck")
+    tail = {k[len("tail.") :]: v for k, v in state.items() if k.startswith("tail.")} or None
+    return bottleneck.eval(), tail, md

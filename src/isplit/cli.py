@@ -576,6 +576,163 @@ def _add_limit_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+# -- deployment: export, serve, infer, plan ------------------------------------------------------
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from isplit.analysis import Analysis
+    from isplit.deploy.export import check_images, export_split, find_bottleneck
+
+    run = args.analysis
+    if run is None and args.bottleneck and (Path(args.bottleneck) / "curves.json").is_file():
+        run = args.bottleneck  # a validation run holds its analysis
+    analysis = Analysis.load(run) if run else None
+    if analysis is not None and args.model is None and args.weights is None:
+        loaded = analysis.load_model()  # the network the run analysed
+    else:
+        loaded = _load(args)
+    point = args.point or (analysis.best if analysis is not None else None)
+    if point is None:
+        raise IsplitError(
+            "pass --point NAME (`isplit points` lists them), or --analysis RUN_DIR to export at "
+            "the run's best split"
+        )
+    bottleneck = find_bottleneck(args.bottleneck, point) if args.bottleneck else None
+    data = args.data or (analysis.dataset.get("name") if analysis is not None else None)
+    inputs, note = check_images(loaded, data or "fashion-mnist", args.split, args.data_root,
+                                args.check_images)  # fmt: skip
+    if note:
+        print(f"isplit: note: {note}", file=sys.stderr)
+    classes = None
+    if analysis is not None and len(analysis.dataset.get("classes") or []) == loaded.num_classes:
+        classes = loaded.classes or list(analysis.dataset["classes"])
+    m = export_split(
+        loaded,
+        point,
+        args.out,
+        bottleneck=bottleneck,
+        name=args.name,
+        classes=classes,
+        check_inputs=inputs,
+        max_batch=args.max_batch,
+    )
+    c = m.checks
+    shape = "x".join(map(str, m.transmitted_shape))
+    what = "8-bit code of the bottleneck" if m.bottleneck else "activation"
+    print(
+        f"exported {m.model['model']} cut after {m.point}: the {what} {shape} crosses the link "
+        f"({4 * m.transmitted_numel} bytes float32, {m.transmitted_numel + 5} as 8-bit)"
+    )
+    diffs = ", ".join(
+        f"{part} {c[f'{key}_max_abs_diff']:.2e}"
+        for part, key in (("head", "head"), ("tail", "tail"), ("tail int8", "tail_int8"),
+                          ("end to end", "end_to_end"))
+    )  # fmt: skip
+    print(
+        f"checked with onnxruntime on {c['inputs']}: max abs diff {diffs} (against the "
+        f"{c['reference']}); predictions agree {c['agreement']:.1%}, "
+        f"{c['agreement_int8']:.1%} with 8 bits"
+    )
+    print(
+        f"wrote {args.out}: head.onnx, tail.onnx, tail_int8.onnx, {m.pytorch['head']['file']}, "
+        f"{m.pytorch['tail']['file']}, manifest.json, triton/{m.name}, triton/{m.int8_name}"
+    )
+    print(f"serve the tail with: isplit serve {args.out}")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    import os
+
+    return args.token or os.environ.get("ISPLIT_TOKEN") or None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from isplit.deploy.plan import parse_size
+    from isplit.deploy.server import TailServer
+
+    server = TailServer(
+        args.dir,
+        args.host,
+        args.port,
+        token=_token(args),
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        max_request_bytes=parse_size(args.max_request_bytes),
+        runtime=args.runtime,
+        device=args.device,
+    ).start()
+    m = server.app.state.manifest
+    print(
+        f"serving {m.name} (float32) and {m.int8_name} (8-bit), the tail of {m.model['model']} "
+        f"after {m.point}, at {server.url}/v2 (Open Inference Protocol); Ctrl-C stops",
+        flush=True,
+    )
+    server.wait()
+    return 0
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from isplit.deploy.client import Client
+
+    with Client(
+        args.dir,
+        args.server,
+        token=_token(args),
+        quantize=not args.no_quantize,
+        runtime=args.runtime,
+        device=args.device,
+    ) as client:
+        predictions = client.classify_files(args.images)
+    if args.json:
+        for p in predictions:
+            print(json.dumps(p.to_json()))
+        return 0
+    print(f"{'image':<32}{'class':<16}{'bytes':>8}{'head ms':>9}{'rtt ms':>9}{'tail ms':>9}")
+    for p in predictions:
+        tail = "n/a" if p.tail_ms is None else f"{p.tail_ms:.2f}"
+        print(
+            f"{p.image:<32}{p.class_name:<16}{p.bytes:>8}{p.head_ms:>9.2f}{p.rtt_ms:>9.2f}{tail:>9}"
+        )
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from isplit.deploy.plan import (
+        PLAN_JSON,
+        PLAN_PNG,
+        Link,
+        make_plan,
+        parse_bandwidth,
+        parse_duration,
+        parse_size,
+        parse_speed,
+        plan_table,
+        plot_plan,
+    )
+    from isplit.io import atomic_write_json
+
+    link = Link(parse_bandwidth(args.bandwidth), parse_duration(args.rtt))
+    plan = make_plan(
+        args.run,
+        link,
+        device_speed=parse_speed(args.device_speed),
+        server_speed=parse_speed(args.server_speed),
+        max_latency=None if args.max_latency is None else parse_duration(args.max_latency),
+        max_bytes=None if args.max_bytes is None else parse_size(args.max_bytes),
+        score=args.score,
+        quantize=not args.no_quantize,
+        repeats=args.repeats,
+        threads=args.threads or None,
+    )
+    out = Path(args.out or args.run)
+    atomic_write_json(out / PLAN_JSON, plan)
+    plot_plan(plan, out / PLAN_PNG)
+    print(plan_table(plan))
+    print(f"wrote {out / PLAN_JSON}, {out / PLAN_PNG}")
+    return 0
+
+
 def _add_budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--granularity",
@@ -793,7 +950,128 @@ def build_parser() -> argparse.ArgumentParser:
         "--test-split", default="test", help="split to report accuracy on ('none' to skip)"
     )
     p.set_defaults(func=_cmd_train)
+
+    _add_deploy_parsers(sub)
     return parser
+
+
+def _add_deploy_parsers(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write the head and tail at a split point as ONNX and PyTorch programs, a "
+        "manifest, and a Triton model repository for the tail",
+    )
+    _add_model_args(p)
+    p.add_argument("--out", required=True, help="the folder to write (replaced if an export)")
+    p.add_argument("--point", default=None, help="split point (default: the --analysis best)")
+    p.add_argument(
+        "--analysis",
+        default=None,
+        metavar="RUN_DIR",
+        help="an analysis run: its network (unless --model/--weights) and its best split",
+    )
+    p.add_argument(
+        "--bottleneck",
+        default=None,
+        metavar="VALIDATION_RUN",
+        help="a validation run folder: put its trained bottleneck at --point into the split",
+    )
+    p.add_argument("--name", default=None, help="the served model name (default: MODEL-tail)")
+    p.add_argument(
+        "--data", default=None, help="images to check the export on (default: the run's data "
+        "set, else fashion-mnist)"
+    )  # fmt: skip
+    p.add_argument("--split", default="test", help="data split of the check images")
+    p.add_argument("--data-root", default=None, help="where the data set files are")
+    p.add_argument("--check-images", type=int, default=64, help="images to check on (64)")
+    p.add_argument(
+        "--max-batch", type=int, default=64, help="max_batch_size of the Triton configuration"
+    )
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "serve", help="serve an exported tail over the Open Inference Protocol (KServe v2 REST)"
+    )
+    p.add_argument("dir", metavar="DIR", help="the --out folder of `isplit export`")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (8000; 0: a free one)")
+    p.add_argument(
+        "--token",
+        default=None,
+        help="require this bearer token (default: $ISPLIT_TOKEN, else none)",
+    )
+    p.add_argument(
+        "--max-batch", type=int, default=16, help="images run together at most (1: no batching)"
+    )
+    p.add_argument(
+        "--batch-wait-ms", type=float, default=2.0, help="how long a batch waits for more (2)"
+    )
+    p.add_argument(
+        "--max-request-bytes", default="64MiB", help="largest request body accepted (64MiB)"
+    )
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        choices=["auto", "onnxruntime", "torch"],
+        help="what runs the tail: onnxruntime (tail.onnx), torch (the network rebuilt from "
+        "its recorded weights), or auto (onnxruntime where installed)",
+    )
+    p.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the tail runs"
+    )
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser(
+        "infer",
+        help="run the head on images here, send the tensor to the tail server, print the classes",
+    )
+    p.add_argument("dir", metavar="DIR", help="the --out folder of `isplit export`")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
+    p.add_argument("--server", required=True, help="the tail server, e.g. http://host:8000")
+    p.add_argument("--token", default=None, help="bearer token (default: $ISPLIT_TOKEN)")
+    p.add_argument("--no-quantize", action="store_true", help="send float32, not the 8-bit code")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument(
+        "--runtime",
+        default="onnxruntime",
+        choices=["onnxruntime", "torch"],
+        help="what runs the head: onnxruntime (head.onnx) or torch (the rebuilt network)",
+    )
+    p.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the head runs"
+    )
+    p.set_defaults(func=_cmd_infer)
+
+    p = sub.add_parser(
+        "plan",
+        help="end-to-end latency of every split point over a link, the Pareto front and the "
+        "recommended point under a latency budget",
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="an analysis run folder")
+    p.add_argument("--bandwidth", required=True, help="link bandwidth: 10Mbit/s, 1.5MB/s, ...")
+    p.add_argument("--rtt", required=True, help="round-trip time: 20ms, 0.1s, ...")
+    p.add_argument(
+        "--device-speed", default="measured", help="measured (here) or the device's GFLOPS"
+    )
+    p.add_argument(
+        "--server-speed", default="measured", help="measured (here) or the server's GFLOPS"
+    )
+    p.add_argument("--max-latency", default=None, help="latency budget per image: 50ms, ...")
+    p.add_argument("--max-bytes", default=None, help="request size budget: 4096, 16kB, ...")
+    p.add_argument(
+        "--score", default="cui", choices=["cui", "probe"],
+        help="cui, or probe: the linear-probe accuracy of a validated run",
+    )  # fmt: skip
+    p.add_argument("--no-quantize", action="store_true", help="plan for float32 tensors")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs per part (median)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads while timing (1: steadiest for batch-1 timings; 0: torch's default)",
+    )
+    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR)")
+    p.set_defaults(func=_cmd_plan)
 
 
 def main(argv: list[str] | None = None) -> int:

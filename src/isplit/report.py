@@ -71,6 +71,7 @@ def write_report(
         _points_table(analysis),
         _classes(analysis),
         _validation(analysis, validation, run, data_root),
+        _plan(run),
         _gradcam(analysis, maps, samples),
     ]
     title = f"isplit report: {analysis.model} on {analysis.dataset.get('name')}"
@@ -666,6 +667,52 @@ def _validation(
         "point within the budget).</p>\n" + regret
     )
     return _section("validation", "Validation", body)
+
+
+def _plan(run: Path) -> tuple[str, str, str]:
+    """The latency plan (``isplit plan``) when the run has one."""
+    path = run / "plan.json"
+    if not path.is_file():
+        body = (
+            '<p class="note">No latency plan yet. To see the end-to-end latency of every point '
+            "over your link and the point to deploy under a budget, run <code>isplit plan "
+            f"{_e(run)} --bandwidth 10Mbit/s --rtt 20ms --max-latency 50ms</code>.</p>"
+        )
+        return _section("plan", "Latency plan", body)
+    plan = read_json(path)
+    link = plan["link"]
+    budget = plan["budgets"]
+    limits = [f"latency ≤ {budget['max_latency_ms']:g} ms"] if budget["max_latency_ms"] else []
+    limits += [f"≤ {budget['max_bytes']:,} bytes"] if budget["max_bytes"] else []
+    rec = plan["recommended"]
+    intro = (
+        f"<p>One image over a link of {_num(8 * link['bandwidth_bytes_per_s'] / 1e6, 'g')} Mbit/s "
+        f"with a {_num(link['rtt_ms'], 'g')} ms round trip, sending the "
+        f"{'8-bit code' if plan['quantize'] else 'float32 tensor'} of the point; head and tail "
+        f"times {_e(plan['times'])}. Budget: {_e(', '.join(limits) or 'none')}. "
+        f"Recommended: <b>{_e(rec) if rec else 'none'}</b> ({_e(plan['reason'])}).</p>"
+    )
+    png = run / "plan.png"
+    figure = _img(png.read_bytes(), "latency per point, stacked by part") if png.is_file() else ""
+    score = "log10 CUI" if plan["score"] == "cui" else "probe accuracy"
+    rows = []
+    for r in plan["points"]:
+        value = r["score"]
+        shown = np.log10(value) if plan["score"] == "cui" and value > 0 else value
+        cls = "best" if r["name"] == rec else ("candidate" if r["pareto"] else "")
+        marks = ", ".join(
+            m for m, on in (("Pareto", r["pareto"]), ("over budget", not r["within_budget"])) if on
+        )
+        cells = [_e(r["name"]), f"{r['bytes']:,}"]
+        cells += [_num(r[f"{k}_ms"], ".2f") for k in ("head", "link", "rtt", "tail", "total")]
+        rows.append((cls, [*cells, _num(float(shown)), _e(marks)]))
+    header = ["point", "bytes", "head ms", "link ms", "RTT ms", "tail ms", "total ms", score, ""]
+    b = plan["baselines"]
+    outro = (
+        f"<p>For reference: the whole network on the device {_num(b['device_only_ms'], '.2f')} "
+        f"ms; on the server, sending the 8-bit image, {_num(b['server_only_ms'], '.2f')} ms.</p>"
+    )
+    return _section("plan", "Latency plan", intro + figure + _table(header, rows) + outro)
 
 
 def _gradcam(a: Analysis, maps: SampleMaps | None, samples: int | None) -> tuple[str, str, str]:

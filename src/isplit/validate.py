@@ -5,7 +5,9 @@ For every point: head (frozen) -> encoder -> decoder -> tail (frozen, or trained
 ``finetune="tail"``). The head's outputs for the training and test images are computed once per
 point and reused for every epoch. Each finished point is written to
 ``validation_points/<name>.json`` in the output folder, so an interrupted sweep resumes at the
-first unfinished point.
+first unfinished point; its trained bottleneck (and fine-tuned tail) goes beside it as
+``validation_points/<name>.safetensors``, with the settings that made it in the header, for
+``isplit export --bottleneck``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from isplit.analysis import Analysis
-from isplit.bottleneck import Bottleneck
+from isplit.bottleneck import Bottleneck, save_bottleneck
 from isplit.curves import best_point
 from isplit.data import limit_dataset, make_loader
 from isplit.errors import IsplitError
@@ -330,8 +332,13 @@ def train_bottleneck(
     return losses
 
 
-def _point_file(out: Path, name: str) -> Path:
-    return out / "validation_points" / f"{name.replace('/', '_')}.json"
+def _point_file(out: Path, name: str, suffix: str = ".json") -> Path:
+    return out / "validation_points" / f"{name.replace('/', '_')}{suffix}"
+
+
+def bottleneck_file(run: str | Path, name: str) -> Path:
+    """Where a validation run keeps the trained bottleneck of point ``name``."""
+    return _point_file(Path(run), name, ".safetensors")
 
 
 def validate(
@@ -405,6 +412,12 @@ def validate(
     teacher = _apply(model, x_train, device, settings.batch_size) if settings.distill > 0 else None
     images = Images(x_train, y_train, x_test, y_test, teacher)
     fingerprint = settings.fingerprint() + ":" + model_name
+    saved = {
+        "model": model_name,
+        "weights_sha256": weights_fingerprint(model),
+        "fingerprint": fingerprint,
+        "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+    }
 
     results = []
     for name in names:
@@ -420,9 +433,7 @@ def validate(
                 "model; use another output folder or delete validation_points/"
             )
         results.append(
-            _validate_point(
-                graph, analysis, name, images, settings, device, out, fingerprint, progress
-            )
+            _validate_point(graph, analysis, name, images, settings, device, out, saved, progress)
         )
         atomic_write_json(file, results[-1])
     report = _report(
@@ -447,7 +458,7 @@ def validate(
 
 
 def _validate_point(
-    graph, analysis, name, images: Images, settings, device, out, fingerprint, progress
+    graph, analysis, name, images: Images, settings, device, out, saved: dict, progress
 ) -> dict:
     point = analysis.points[analysis.point_names.index(name)]
     head, tail = graph.split(name)
@@ -469,9 +480,11 @@ def _validate_point(
     )
     correct = _correct(tail, bottleneck, z_test, y_test, settings.batch_size, device)
     correct_int8 = _correct(tail, bottleneck, z_test, y_test, settings.batch_size, device, True)
+    finetuned = tail if settings.finetune == "tail" else None
+    save_bottleneck(bottleneck, bottleneck_file(out, name), {**saved, "point": name}, finetuned)
     return {
         "name": name,
-        "fingerprint": fingerprint,
+        "fingerprint": saved["fingerprint"],
         "accuracy": float(correct.mean()),
         "correct": "".join("1" if c else "0" for c in correct),
         "accuracy_int8": float(correct_int8.mean()),

@@ -1,0 +1,585 @@
+"""Export a network cut at a split point, and run the exported parts.
+
+:func:`export_split` writes one folder:
+
+- ``head.onnx`` (head, + the bottleneck's encoder) and ``tail.onnx`` ((decoder +) tail), with a
+  dynamic batch dimension; ``tail_int8.onnx``, the tail fed with the 8-bit code (it dequantises
+  first). Each is checked against PyTorch with onnxruntime on real inputs.
+- ``head.pt2`` / ``tail.pt2``: the same programs for PyTorch (``torch.export``; TorchScript
+  ``.ts`` where ``torch.export`` fails). isplit never loads them itself (a ``.pt2`` may hold
+  pickled data); they are for users who stay in PyTorch, on files they made.
+- ``bottleneck.safetensors`` with ``--bottleneck``: the trained encoder and decoder.
+- ``manifest.json`` (:class:`~isplit.deploy.manifest.Manifest`).
+- ``triton/<name>/`` and ``triton/<name>-int8/``: an NVIDIA Triton model repository serving the
+  tail (``config.pbtxt`` + ``1/model.onnx``), which KServe's Triton runtime serves unchanged.
+
+The folder is built beside ``out`` and renamed into place at the end: a failed export leaves
+nothing behind. :func:`load_programs` runs the parts on numpy arrays, with onnxruntime (the
+``.onnx`` files) or PyTorch (the network rebuilt from its recorded weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from isplit.bottleneck import dequantize_uint8, load_bottleneck, quantize_uint8
+from isplit.deploy.manifest import (
+    ACTIVATION,
+    INPUT,
+    LOGITS,
+    MANIFEST,
+    SCALE,
+    ZERO_POINT,
+    Manifest,
+    check_name,
+    default_name,
+    sha256_file,
+)
+from isplit.errors import IsplitError
+from isplit.graph import ModelGraph, SplitPoint
+from isplit.models import LoadedModel, apply_state_dict, load_recorded, resolve_device
+
+log = logging.getLogger("isplit")
+
+HEAD, TAIL, TAIL_INT8 = "head", "tail", "tail_int8"
+#: part -> (ONNX file, input names, output names)
+PARTS: dict[str, tuple[str, list[str], list[str]]] = {
+    HEAD: ("head.onnx", [INPUT], [ACTIVATION]),
+    TAIL: ("tail.onnx", [ACTIVATION], [LOGITS]),
+    TAIL_INT8: ("tail_int8.onnx", [ACTIVATION, SCALE, ZERO_POINT], [LOGITS]),
+}
+BOTTLENECK_FILE = "bottleneck.safetensors"
+TRITON_MAX_BATCH = 64
+#: ONNX and PyTorch outputs may differ by float rounding only: at most this much relative to
+#: the largest magnitude of the output.
+TOLERANCE = 1e-3
+
+
+class Dequantize(nn.Module):
+    """The 8-bit code back to float32: ``(q - zero_point) * scale``, per image."""
+
+    def forward(self, q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor):
+        return dequantize_uint8(q, scale, zero_point)
+
+
+class Dequantized(nn.Module):
+    """The tail fed with the 8-bit code."""
+
+    def __init__(self, tail: nn.Module) -> None:
+        super().__init__()
+        self.dequantize, self.tail = Dequantize(), tail
+
+    def forward(self, q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor):
+        return self.tail(self.dequantize(q, scale, zero_point))
+
+
+def require(*modules: str) -> None:
+    """An IsplitError naming the install command when an optional package is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise IsplitError(
+            f"this needs {', '.join(missing)}, part of isplit's deployment extra: "
+            "pip install 'isplit[serve]'"
+        )
+
+
+@dataclass
+class Split:
+    """Head and tail of a network at a point (with the bottleneck's encoder and decoder)."""
+
+    head: nn.Module
+    tail: nn.Module
+    point: SplitPoint
+    transmitted_shape: tuple[int, ...]
+    graph_sha256: str
+    bottleneck: dict | None  # the bottleneck file's metadata
+
+
+def split_parts(loaded: LoadedModel, point: str, bottleneck: str | Path | None = None) -> Split:
+    """Cut ``loaded``'s network at ``point``; with ``bottleneck`` (a file ``isplit validate``
+    saved) the encoder ends the head and the decoder starts the tail."""
+    pp = loaded.preprocess
+    graph = ModelGraph(loaded.model, (pp.channels, pp.size, pp.size), granularity="all")
+    graph.node(point)  # a clear error for an unknown or invalid point
+    _, extras = graph.all_cuts[point]
+    if extras:
+        raise IsplitError(
+            f"at {point} the network carries {len(extras)} value(s) besides the tensor "
+            f"({', '.join(graph.names[e] for e in extras)}, e.g. a batch size read at the top of "
+            "forward), which an exported head cannot send; export at another point "
+            "(`isplit points` lists them)"
+        )
+    sp = graph.point(point)
+    head, tail = graph.split(point)
+    transmitted = tuple(sp.shape[1:])
+    md = None
+    if bottleneck is not None:
+        b, tail_state, md = load_bottleneck(bottleneck)
+        if md.get("point") != point:
+            raise IsplitError(
+                f"{bottleneck} was trained at {md.get('point')}, not at {point}; pass --point "
+                f"{md.get('point')} or validate at {point}"
+            )
+        if md.get("weights_sha256") and md["weights_sha256"] != loaded.fingerprint():
+            raise IsplitError(
+                f"{bottleneck} was trained for other weights of {md.get('model')} than the "
+                f"{loaded.name} ({loaded.weights}) loaded here; pass the model and weights the "
+                "validation used (or leave them out to take the run's)"
+            )
+        if tuple(b.shape) != transmitted:
+            raise IsplitError(
+                f"{bottleneck} fits a tensor of shape {list(b.shape)}, but {point} gives "
+                f"{list(transmitted)}: it belongs to another model"
+            )
+        if tail_state is not None:
+            apply_state_dict(tail, tail_state, str(bottleneck), "the fine-tuned tail")
+        head = nn.Sequential(head, b.encoder).eval()
+        tail = nn.Sequential(b.decoder, tail).eval()
+        transmitted = tuple(b.code_shape)
+    for p in [*head.parameters(), *tail.parameters()]:
+        p.requires_grad_(False)
+    code = graph.gm.code.encode()
+    return Split(head, tail, sp, transmitted, hashlib.sha256(code).hexdigest(), md)
+
+
+def find_bottleneck(run: str | Path, point: str) -> Path:
+    """The bottleneck a validation run (``isplit validate``) trained at ``point``."""
+    from isplit.validate import bottleneck_file
+
+    run = Path(run)
+    path = bottleneck_file(run, point)
+    if path.is_file():
+        return path
+    folder = run / "validation_points"
+    if not folder.is_dir():
+        raise IsplitError(f"{run} is not a validation run (no validation_points/ in it)")
+    trained = sorted(f.stem for f in folder.glob("*.safetensors"))
+    done = (folder / f"{path.stem}.json").is_file()
+    hint = (
+        "it was validated before isplit saved bottlenecks: validate it again in a new folder"
+        if done
+        else f"it has bottlenecks for {', '.join(trained) or 'no point'}"
+    )
+    raise IsplitError(f"{run} has no trained bottleneck at {point}; {hint}")
+
+
+def check_images(
+    loaded: LoadedModel, data: str, split: str, root: str | None, n: int
+) -> tuple[torch.Tensor | None, str | None]:
+    """``n`` images of a data set to check an export on, with the model's preprocessing;
+    ``(None, why)`` when the data set is not available (the check then uses random inputs)."""
+    from isplit.data import limit_dataset, load_dataset, make_loader
+
+    if n < 2:
+        raise IsplitError(f"--check-images must be at least 2, not {n}")
+    try:
+        ds = limit_dataset(load_dataset(data, split, loaded.preprocess, root=root), n)
+        x = torch.cat([xb for xb, _ in make_loader(ds, n, workers=0)])
+    except IsplitError as e:
+        return None, f"checking the export on random inputs: {e}"
+    return x, None
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------
+
+
+def export_split(
+    loaded: LoadedModel,
+    point: str,
+    out: str | Path,
+    *,
+    bottleneck: str | Path | None = None,
+    name: str | None = None,
+    classes: list[str] | None = None,
+    check_inputs: torch.Tensor | None = None,
+    max_batch: int = TRITON_MAX_BATCH,
+) -> Manifest:
+    """Export ``loaded``'s network cut at ``point`` into the folder ``out`` (see the module
+    docstring) and return its manifest. ``check_inputs`` (preprocessed images [N, C, H, W]) are
+    what the ONNX programs are checked on; without them, random inputs."""
+    from isplit import __version__
+
+    require("onnx", "onnxscript", "onnxruntime")
+    out = Path(out)
+    _check_out(out)
+    name = check_name(name) if name else default_name(loaded.name)
+    if max_batch < 1:
+        raise IsplitError(f"the maximum batch must be at least 1, not {max_batch}")
+    split = split_parts(loaded, point, bottleneck)
+    pp = loaded.preprocess
+    input_shape = (pp.channels, pp.size, pp.size)
+    if check_inputs is None:
+        check_inputs = torch.randn(16, *input_shape, generator=torch.Generator().manual_seed(0))
+        what = "random inputs"
+    else:
+        what = "real inputs"
+    check_inputs = check_inputs.float()
+    if tuple(check_inputs.shape[1:]) != input_shape or len(check_inputs) < 2:
+        raise IsplitError(
+            f"the check inputs must be at least 2 images of shape {list(input_shape)}, not "
+            f"{list(check_inputs.shape)}"
+        )
+    names = list(classes or loaded.classes or [])
+    if names and len(names) != loaded.num_classes:
+        raise IsplitError(
+            f"{len(names)} class names for a model with {loaded.num_classes} outputs; pass "
+            "names that fit the model"
+        )
+    names = names or [str(i) for i in range(loaded.num_classes)]
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        pytorch = _write_programs(split, check_inputs[:2], tmp)
+        checks = {
+            "inputs": f"{len(check_inputs)} {what}",
+            **_check(split, loaded, check_inputs, tmp),
+        }
+        if split.bottleneck is not None:
+            shutil.copyfile(bottleneck, tmp / BOTTLENECK_FILE)
+        manifest = Manifest(
+            name=name,
+            point=point,
+            input_shape=input_shape,
+            preprocess=pp.to_json(),
+            transmitted_shape=split.transmitted_shape,
+            classes=names,
+            model={**loaded.record(), "graph_sha256": split.graph_sha256},
+            bottleneck=_bottleneck_info(split.bottleneck),
+            pytorch=pytorch,
+            checks=checks,
+            isplit_version=__version__,
+        )
+        manifest.files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        _write_triton(manifest, tmp, max_batch)
+        manifest.save(tmp)
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise IsplitError(f"--out {out} is a file; pass a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise IsplitError(
+            f"--out {out} holds files but no isplit export; pass an empty or new folder (an "
+            "earlier export is replaced)"
+        )
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move the finished folder ``tmp`` to ``out``, replacing an earlier export there."""
+    os.chmod(tmp, 0o777 & ~_umask())
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _bottleneck_info(md: dict | None) -> dict | None:
+    if md is None:
+        return None
+    keys = ("point", "shape", "ratio", "halve", "code_shape", "finetuned_tail", "settings")
+    return {"file": BOTTLENECK_FILE, **{k: md.get(k) for k in keys}}
+
+
+def _examples(split: Split, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
+    with torch.no_grad():
+        z = split.head(x)
+    return {HEAD: (x,), TAIL: (z,), TAIL_INT8: quantize_uint8(z)}
+
+
+def _modules(split: Split) -> dict[str, nn.Module]:
+    return {HEAD: split.head, TAIL: split.tail, TAIL_INT8: Dequantized(split.tail).eval()}
+
+
+def _write_programs(split: Split, x: torch.Tensor, folder: Path) -> dict:
+    """ONNX files for every part, PyTorch programs for the head and the tail. The 8-bit tail is
+    the exported dequantiser composed with the exported tail (``onnx.compose``), so it holds
+    exactly the tail's graph and costs no second export of it."""
+    import onnx
+    from onnx import compose
+
+    examples = _examples(split, x)
+    pytorch, protos, legacy = {}, {}, False
+    for part, module in ((HEAD, split.head), (TAIL, split.tail)):
+        program = _torch_export(module, examples[part], part)
+        pytorch[part] = _save_pytorch(program, module, examples[part], folder, part)
+        protos[part] = _to_onnx(program, module, examples[part], part, *PARTS[part][1:])
+        onnx.save(protos[part], folder / PARTS[part][0])
+        legacy = program is None  # the dequantiser goes the tail's way, for the same opset
+    module, args = Dequantize(), examples[TAIL_INT8]
+    program = None if legacy else _torch_export(module, args, "dequantiser")
+    dequantize = _to_onnx(program, module, args, "dequantiser", PARTS[TAIL_INT8][1], ["code"])
+    merged = compose.merge_models(
+        compose.add_prefix(dequantize, "dequantize/", rename_inputs=False, rename_outputs=False),
+        compose.add_prefix(protos[TAIL], "tail/", rename_inputs=False, rename_outputs=False),
+        io_map=[("code", ACTIVATION)],
+    )
+    onnx.save(merged, folder / PARTS[TAIL_INT8][0])
+    return pytorch
+
+
+def _torch_export(module: nn.Module, args: tuple, part: str):
+    """The ``torch.export`` program of ``module`` with a dynamic batch, or None if it fails."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    try:
+        return torch.export.export(
+            module, args, dynamic_shapes=tuple({0: batch} for _ in args), strict=False
+        )
+    except Exception as e:  # data-dependent control flow and the like: TorchScript instead
+        log.warning("torch.export failed for the %s (%s); using TorchScript", part, _first(e))
+        return None
+
+
+def _save_pytorch(program, module: nn.Module, args, folder: Path, part: str) -> dict:
+    if program is not None:
+        torch.export.save(program, folder / f"{part}.pt2")
+        return {"file": f"{part}.pt2", "format": "torch.export"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecated, and only the fallback
+            traced = torch.jit.trace(module, args)
+    except Exception as e:
+        raise IsplitError(
+            f"the {part} can be exported neither with torch.export nor with TorchScript "
+            f"({_first(e)})"
+        ) from None
+    traced.save(str(folder / f"{part}.ts"))
+    return {"file": f"{part}.ts", "format": "torchscript"}
+
+
+def _to_onnx(program, module: nn.Module, args, part: str, inputs: list[str], outputs: list[str]):
+    """The ONNX model (``ModelProto``) of ``program`` (or of ``module`` with the TorchScript-based
+    exporter when there is no program); a clear error naming the op that does not translate."""
+    import io
+
+    import onnx
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if program is not None:
+                return torch.onnx.export(
+                    program, args, input_names=inputs, output_names=outputs, verbose=False
+                ).model_proto
+            buffer = io.BytesIO()
+            axes = {n: {0: "batch"} for n in [*inputs, *outputs]}
+            torch.onnx.export(
+                module, args, buffer, input_names=inputs, output_names=outputs,
+                dynamic_axes=axes, dynamo=False,
+            )  # fmt: skip
+            return onnx.load_from_string(buffer.getvalue())
+    except Exception as e:
+        op = _failed_op(e)
+        where = f"the operation {op}" if op else "an operation"
+        raise IsplitError(
+            f"cannot export the {part} to ONNX: {where} has no ONNX translation ({_first(e)}); "
+            "export at another point, or replace the operation in the model"
+        ) from None
+
+
+def _failed_op(e: BaseException) -> str | None:
+    """The operator named in an ONNX exporter's error (``aten.cummax``), if any."""
+    text = ""
+    while e is not None:
+        text += f"\n{e}"
+        e = e.__cause__ or e.__context__
+    for pattern in (r"OpOverload\(op='([\w.]+)'", r"target=torch\.ops\.([\w.]+?)(?:\.default)?\]",
+                    r"'(aten::\w+)'", r"(aten::\w+)"):  # fmt: skip
+        m = re.search(pattern, text)
+        if m:
+            return m.group(1)
+    return None
+
+
+def _first(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+
+
+def _check(split: Split, loaded: LoadedModel, x: torch.Tensor, folder: Path) -> dict:
+    """Run the ONNX programs with onnxruntime beside PyTorch; the maximum absolute differences,
+    and how often the split predictions (float and 8-bit) agree with the reference."""
+    run = {part: _onnx_runner(folder / PARTS[part][0], "cpu") for part in PARTS}
+    with torch.no_grad():
+        z = split.head(x)
+        logits = split.tail(z)
+        q, scale, zp = quantize_uint8(z)
+        logits_int8 = split.tail(dequantize_uint8(q, scale, zp))
+        # The reference: the unsplit network, or with a bottleneck the PyTorch split network.
+        ref = logits if split.bottleneck is not None else loaded.model(x)
+    xn = x.numpy()
+    z_onnx = run[HEAD](xn)
+    e2e = run[TAIL](z_onnx)
+    q_onnx, s_onnx, zp_onnx = (t.numpy() for t in quantize_uint8(torch.from_numpy(z_onnx)))
+    e2e_int8 = run[TAIL_INT8](q_onnx, s_onnx, zp_onnx)
+    first = run[TAIL](run[HEAD](xn[:1]))  # batch 1 against batch N: the batch is dynamic
+    tail_int8 = run[TAIL_INT8](q.numpy(), scale.numpy(), zp.numpy())
+    diffs = {
+        "head_max_abs_diff": (z_onnx, z),
+        "tail_max_abs_diff": (run[TAIL](z.numpy()), logits),
+        "tail_int8_max_abs_diff": (tail_int8, logits_int8),
+        "end_to_end_max_abs_diff": (e2e, ref),
+        "batch_1_max_abs_diff": (first, torch.from_numpy(e2e[:1])),
+    }
+    checks: dict = {}
+    for key, (got, want) in diffs.items():
+        want = want.numpy()
+        diff = float(np.abs(got - want).max())
+        checks[key] = diff
+        if not diff <= TOLERANCE * max(1.0, float(np.abs(want).max())):
+            raise IsplitError(
+                f"the exported ONNX programs do not reproduce PyTorch ({key.replace('_', ' ')} "
+                f"{diff:.3g}); this is an exporter problem: export at another point, or report it"
+            )
+    want = ref.argmax(1).numpy()
+    checks["agreement"] = float((e2e.argmax(1) == want).mean())
+    checks["agreement_int8"] = float((e2e_int8.argmax(1) == want).mean())
+    checks["reference"] = "split PyTorch network" if split.bottleneck else "unsplit network"
+    return checks
+
+
+# --------------------------------------------------------------------------------------------
+# Triton model repository
+# --------------------------------------------------------------------------------------------
+
+_TRITON_TYPES = {"FP32": "TYPE_FP32", "UINT8": "TYPE_UINT8"}
+
+
+def triton_config(manifest: Manifest, model: str, max_batch: int) -> str:
+    """``config.pbtxt`` of served model ``model`` (ONNX Runtime backend, dynamic batching)."""
+
+    def tensors(specs) -> str:
+        return ",\n".join(
+            f'  {{ name: "{t.name}" data_type: {_TRITON_TYPES[t.datatype]} '
+            f"dims: [ {', '.join(str(d) for d in t.shape[1:])} ] }}"
+            for t in specs
+        )
+
+    return (
+        f'name: "{model}"\n'
+        'platform: "onnxruntime_onnx"\n'
+        f"max_batch_size: {max_batch}\n"
+        f"input [\n{tensors(manifest.inputs(model))}\n]\n"
+        f"output [\n{tensors(manifest.outputs())}\n]\n"
+        "dynamic_batching { max_queue_delay_microseconds: 2000 }\n"
+    )
+
+
+def _write_triton(manifest: Manifest, folder: Path, max_batch: int) -> None:
+    for model, part in ((manifest.name, TAIL), (manifest.int8_name, TAIL_INT8)):
+        target = folder / "triton" / model / "1"
+        target.mkdir(parents=True)
+        try:
+            os.link(folder / PARTS[part][0], target / "model.onnx")
+        except OSError:  # no hard links on this file system
+            shutil.copyfile(folder / PARTS[part][0], target / "model.onnx")
+        (folder / "triton" / model / "config.pbtxt").write_text(
+            triton_config(manifest, model, max_batch)
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Running the exported parts
+# --------------------------------------------------------------------------------------------
+
+Runner = Callable[..., np.ndarray]
+RUNTIMES = ("onnxruntime", "torch")
+
+
+def _onnx_runner(path: Path, device: str) -> Runner:
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise IsplitError(
+                "this onnxruntime has no CUDA support: install onnxruntime-gpu, or use "
+                "--runtime torch (or --device cpu)"
+            )
+        providers.insert(0, "CUDAExecutionProvider")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:  # InvalidProtobuf, NoSuchFile, ...
+        raise IsplitError(f"cannot load {path} ({_first(e)}); export the folder again") from None
+    names = [i.name for i in session.get_inputs()]
+
+    def run(*arrays: np.ndarray) -> np.ndarray:
+        return session.run(None, dict(zip(names, arrays)))[0]
+
+    return run
+
+
+def _torch_runner(module: nn.Module, device: torch.device) -> Runner:
+    module = module.to(device).eval()
+
+    def run(*arrays: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            # Request tensors are read-only views of the body: copy those (np.require "W").
+            args = [torch.from_numpy(np.require(a, requirements="CW")).to(device) for a in arrays]
+            return module(*args).float().cpu().numpy()
+
+    return run
+
+
+def load_programs(
+    folder: str | Path,
+    manifest: Manifest,
+    parts: list[str],
+    runtime: str = "onnxruntime",
+    device: str = "cpu",
+) -> dict[str, Runner]:
+    """Runners for ``parts`` (``head``, ``tail``, ``tail_int8``) of an export: functions from
+    numpy arrays (in the part's input order) to the part's output.
+
+    ``onnxruntime`` runs the checked ``.onnx`` files; ``torch`` rebuilds the network from the
+    weights the manifest records (their fingerprint must match) and cuts it again, for GPUs
+    without onnxruntime-gpu. Neither loads pickled data."""
+    folder = Path(folder)
+    if runtime not in RUNTIMES:
+        raise IsplitError(f"unknown runtime {runtime!r}; use {' or '.join(RUNTIMES)}")
+    dev = resolve_device(device)
+    if runtime == "onnxruntime":
+        require("onnxruntime")
+        manifest.check_files(folder, [PARTS[p][0] for p in parts])
+        return {p: _onnx_runner(folder / PARTS[p][0], dev.type) for p in parts}
+    bottleneck = None
+    if manifest.bottleneck is not None:
+        manifest.check_files(folder, [BOTTLENECK_FILE])
+        bottleneck = folder / BOTTLENECK_FILE
+    split = split_parts(load_recorded(manifest.model), manifest.point, bottleneck)
+    modules = _modules(split)
+    return {p: _torch_runner(modules[p], dev) for p in parts}
