@@ -62,6 +62,24 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_predictor_args(p: argparse.ArgumentParser) -> None:
+    from isplit.predictors import PREDICTORS
+
+    p.add_argument(
+        "--predictors",
+        default=None,
+        help="further predictors of post-split accuracy to compute in the same pass, "
+        f"comma-separated ({', '.join(n for n in PREDICTORS if n != 'cui')}; CUI always); "
+        "see the README",
+    )
+    p.add_argument(
+        "--select-by",
+        default="cui",
+        help="the predictor whose maximum over the admissible points is the best split "
+        "(default: cui, the paper's)",
+    )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from isplit.train import train
 
@@ -173,6 +191,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         max_head_flops=args.max_head_flops,
         first=args.first,
         last=args.last,
+        predictors=args.predictors,
+        select_by=args.select_by,
     )
     if not args.quiet:
         print(result.table())
@@ -199,6 +219,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from isplit.validate import Settings, validate
 
     analysis = Analysis.load(args.analysis) if args.analysis else None
+    if analysis is not None and (args.predictors or args.select_by != "cui"):
+        raise IsplitError(
+            "--predictors and --select-by set up the analysis that validate runs itself; the "
+            f"--analysis folder has its own ({', '.join(analysis.predictor_names)}): rerun "
+            "`isplit analyze --predictors ...` into it, or leave --analysis out"
+        )
     if analysis is not None and args.model is None and args.weights is None:
         loaded = analysis.load_model()  # the network the run analysed
     else:
@@ -211,7 +237,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         out = Path(args.out or args.analysis)
     else:
         out = Path(args.out or "runs/validation")
-        analysis = _analyse_and_save(args, loaded, test, out)
+        analysis = _analyse_and_save(
+            args, loaded, test, out, predictors=args.predictors, select_by=args.select_by
+        )
         print(analysis.recommendation())
     points = args.points if args.points in ("auto", "all") else args.points.split(",")
     settings = Settings(
@@ -478,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", default=None, help="comma-separated split point names")
     p.add_argument("--first", default=None, help="first admissible point (name)")
     p.add_argument("--last", default=None, help="last admissible point (name)")
+    _add_predictor_args(p)
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser(
@@ -493,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="an analysis run folder to reuse (default: run the analysis first)",
     )
+    _add_predictor_args(p)
     p.add_argument(
         "--out",
         default=None,
