@@ -273,25 +273,31 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(f"unsplit accuracy: {report['unsplit_accuracy']:.4f}")
     print(
         f"{'point':<24}{'log10 CUI':>10}{'bytes':>9}{'encoded':>9}{'accuracy':>10}"
-        f"{'drop':>8}{'int8':>8}{'probe':>8}"
+        f"{'drop':>8}{'int8':>8}{'log. probe':>11}"
     )
     for p in report["points"]:
         print(
             f"{p['name']:<24}{math.log10(p['cui']) if p['cui'] > 0 else float('-inf'):>10.3f}"
             f"{p['bytes']:>9}{p['encoded_bytes']:>9}{p['accuracy']:>10.4f}"
-            f"{p['accuracy_drop']:>8.4f}{_fmt(p['accuracy_int8']):>8}{p['probe_accuracy']:>8.4f}"
+            f"{p['accuracy_drop']:>8.4f}{_fmt(p['accuracy_int8']):>8}{p['probe_accuracy']:>11.4f}"
         )
+    calibration = report.get("calibration", {})
     for name, c in report["correlation"].items():
+        cal = calibration.get(name, {})
         print(
-            f"{name:>6}: Spearman {_fmt(c['spearman'])} {_ci(c['spearman_ci'])}, Kendall "
+            f"{name:>14}: Spearman {_fmt(c['spearman'])} {_ci(c['spearman_ci'])}, Kendall "
             f"{_fmt(c['kendall'])} {_ci(c['kendall_ci'])}, prediction MAE "
-            f"{_fmt(report['prediction']['mae'][name])}"
+            f"{_fmt(report['prediction']['mae'][name])}, linear leave-one-out MAE "
+            f"{_fmt(cal.get('loo_mae'))}"
         )
     for r in report["regret"]:
+        others = ", ".join(f"{k} {_fmt(v)}" for k, v in r.get("regret_by", {}).items())
+        print(f"regret, {r['budget']}: isplit picks {r['pick']}: {_fmt(r['regret'])} ({others})")
+    best = report.get("best_predictor") or {}
+    if best.get("by_spearman"):
         print(
-            f"regret, {r['budget']}: isplit picks {r['pick']}: {_fmt(r['regret'])} "
-            f"(smallest bytes {_fmt(r['regret_smallest_bytes'])}, deepest "
-            f"{_fmt(r['regret_deepest'])}, probe {_fmt(r['regret_best_probe'])})"
+            f"best predictor here: {best['by_spearman']} by Spearman, "
+            f"{best.get('by_loo_mae')} by the error of its predicted accuracy"
         )
     print(f"wrote {out / 'validation.json'}, {out / 'validation.png'}")
     return 0
