@@ -8,6 +8,7 @@ from torch.utils.data import TensorDataset
 
 from isplit.analysis import analyze
 from isplit.models import load_model
+from isplit.report import write_report
 from isplit.stats import linear_calibration, loo_linear, predict_accuracy
 from isplit.validate import Settings, validate
 
@@ -79,6 +80,7 @@ def test_validate_scores_every_predictor_of_the_analysis(tmp_path):
         "features.42",
     ]
     settings = Settings(epochs=1, train_limit=160, test_limit=80, n_boot=20, batch_size=80)
+    analysis.save(tmp_path)
     report = validate(
         loaded.model, analysis, data, data, tmp_path, points=points, settings=settings
     )
@@ -108,7 +110,15 @@ def test_validate_scores_every_predictor_of_the_analysis(tmp_path):
             assert r["regret_by"][name] == pytest.approx(acc[within].max() - acc[i])
             assert r["pick_by"][name] == report["points"][i]["name"]
         assert r["regret_best_probe"] == r["regret_by"]["logistic-probe"]
-    assert report["best_predictor"]["by_spearman"] in names
+    best = report["best_predictor"]["by_spearman"]
+    assert best in names
+    assert report["correlation"][best]["spearman"] == max(
+        c["spearman"] for c in report["correlation"].values() if c["spearman"] is not None
+    )
+    page = (write_report(tmp_path, samples=0)).read_text()
+    assert "the best predictor of post-split accuracy was" in page
+    assert "<th>probe</th><th>taylor</th><th>cam-share</th>" in page  # the point table
+    assert "regret: combo-probe" in page and "Predicted accuracy at every admissible" in page
 
 
 def _within(analysis, budget):

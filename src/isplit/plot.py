@@ -154,7 +154,11 @@ def plot_validation(analysis, report: dict, path: str | Path) -> None:
     acc = [100 * p["accuracy"] for p in report["points"]]
     acc_ax.plot(vx, acc, "D-", color="tab:red", ms=6, label="accuracy with bottleneck")
     probe = [100 * p["probe_accuracy"] for p in report["points"]]
-    acc_ax.plot(vx, probe, "x:", color="tab:purple", ms=6, label="linear probe accuracy")
+    acc_ax.plot(vx, probe, "x:", color="tab:purple", ms=6, label="logistic probe accuracy")
+    if "probe" in analysis.predictors:
+        adm = np.array([p.admissible for p in analysis.points])
+        held = np.where(adm, 100 * analysis.predictors["probe"], np.nan)
+        acc_ax.plot(x, held, ".:", color="tab:brown", ms=4, label="probe (analysis, held-out)")
     acc_ax.axhline(
         100 * report["unsplit_accuracy"], color="tab:red", ls="--", lw=1, label="unsplit model"
     )

@@ -157,8 +157,8 @@ def predict_accuracy(
     predictor: np.ndarray, accuracy: np.ndarray, at: np.ndarray, level: float = 0.95
 ) -> np.ndarray | None:
     """Accuracy predicted at predictor values ``at`` by the line fitted on (``predictor``,
-    ``accuracy``), with a ``level`` prediction interval: [len(at), 3] (prediction, low, high);
-    None with fewer than 3 points."""
+    ``accuracy``), with a ``level`` prediction interval: [len(at), 3] (prediction, low, high),
+    clipped to [0, 1]; None with fewer than 3 points."""
     x = np.asarray(predictor, dtype=np.float64)
     y = np.asarray(accuracy, dtype=np.float64)
     at = np.asarray(at, dtype=np.float64)
@@ -169,7 +169,7 @@ def predict_accuracy(
     lever = (at - mx) ** 2 / sxx if sxx > 0 else np.zeros_like(at)
     half = t * sd * np.sqrt(1 + 1 / len(x) + lever)
     pred = a + b * at
-    return np.stack([pred, pred - half, pred + half], 1)
+    return np.clip(np.stack([pred, pred - half, pred + half], 1), 0.0, 1.0)
 
 
 def loo_linear(
