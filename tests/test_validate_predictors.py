@@ -1,5 +1,13 @@
 """validate scores every predictor of the analysis: calibration to an absolute accuracy with an
-interval, leave-one-out combinations of cheap signals, regret of each predictor's pick."""
+interval, leave-one-out combinations of cheap signals, regret of each predictor's pick; the
+experiment scripts that turn sweeps into the tables of docs/experiments.md."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,6 +127,83 @@ def test_validate_scores_every_predictor_of_the_analysis(tmp_path):
     assert "the best predictor of post-split accuracy was" in page
     assert "<th>probe</th><th>taylor</th><th>cam-share</th>" in page  # the point table
     assert "regret: combo-probe" in page and "Predicted accuracy at every admissible" in page
+
+    tables = _tables_module()
+    summary = tables.main([str(tmp_path), "--json", str(tmp_path / "summary.json")])
+    assert list(summary[tmp_path.name]["predictors"]) == names
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written == json.loads(json.dumps(summary))
+    for name in names:
+        row = summary[tmp_path.name]["predictors"][name]
+        assert row["max_regret"] == pytest.approx(
+            max(r["regret_by"][name] for r in report["regret"] if r["regret_by"][name] is not None)
+        )
+
+
+def _tables_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "predictor_tables.py"
+    spec = importlib.util.spec_from_file_location("predictor_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _doc(probe_ci, depth_ci, probe_regrets):
+    corr = {"spearman": 0.5, "kendall": 0.4, "kendall_ci": [0.1, 0.6]}
+    return {
+        "model": "m",
+        "settings": {"ratio": 8, "halve": False, "epochs": 4, "train_images": 8, "test_images": 5},
+        "unsplit_accuracy": 0.9,
+        "points": [],
+        "correlation": {
+            "probe": {**corr, "spearman_ci": probe_ci},
+            "depth": {**corr, "spearman_ci": depth_ci},
+        },
+        "prediction": {"k": 3, "mae": {"probe": 0.01, "depth": 0.02}},
+        "calibration": {},
+        "regret": [
+            {"budget": f"b{i}", "regret_by": {"probe": r, "depth": 0.0}}
+            for i, r in enumerate(probe_regrets)
+        ],
+    }
+
+
+def test_tables_judge_the_goals_of_the_issue():
+    tables = _tables_module()
+    above = tables.summarise(_doc([0.81, 0.95], [0.5, 0.8], [0.0, 0.01]))["probe"]
+    assert above["interval_above_depth"] is True and above["regret_within_goal"] is True
+    overlap = tables.summarise(_doc([0.79, 0.95], [0.5, 0.8], [0.0, 0.0101]))["probe"]
+    assert overlap["interval_above_depth"] is False and overlap["regret_within_goal"] is False
+    assert overlap["max_regret"] == 0.0101
+    md = tables.overview(
+        {"r": tables.summarise(_doc([0.81, 0.95], [0.5, 0.8], [0.0]))},
+        {"r": _doc([0, 0], [0, 0], [])},
+    )
+    assert "| probe | 0.50 [0.81, 0.95] ▲✓ | 1 | 1 |" in md
+
+
+@pytest.mark.slow
+def test_quick_sweep_script_end_to_end(tmp_path):
+    """benchmarks/predictors_sweep.sh in its QUICK mode on the demo VGG: analysis, both
+    bottleneck strengths, tables."""
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "QUICK": "1",
+        "NETS": "demo-vgg16",
+        "DEVICE": "cpu",
+        "ISPLIT": f"{sys.executable} -m isplit",
+        "PYTHON": sys.executable,
+        "PYTHONPATH": str(root / "src"),
+    }
+    subprocess.run(
+        ["bash", str(root / "benchmarks" / "predictors_sweep.sh"), str(tmp_path)],
+        env=env,
+        check=True,
+    )
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary) == {"demo-vgg16-c8", "demo-vgg16-c16h"}
+    assert "| probe |" in (tmp_path / "tables.md").read_text()
 
 
 def _within(analysis, budget):

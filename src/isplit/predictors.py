@@ -191,11 +191,11 @@ class LinearProbe:
         if width <= self.dim:
             return None
         p = self._proj[k]
-        if p is None or p.shape[0] != width:
+        if p is None or p.shape[0] != width or p.device != torch.device(device):
             gen = torch.Generator().manual_seed(1_000_003 * (k + 1) + width)
             p = torch.randn(width, self.dim, generator=gen) / self.dim**0.5
-            self._proj[k] = p
-        return p.to(device)
+            p = self._proj[k] = p.to(device)  # made on the CPU: the same on every device
+        return p
 
     def _features(self, pooled: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         out = []
@@ -241,7 +241,10 @@ class LinearProbe:
         if held.any():
             h = torch.from_numpy(held).to(dev)
             self._keep_heldout(
-                [f[h] for f in feats], torch.from_numpy(keys[held]), y[h].cpu(), prune=False
+                [f[h] for f in feats],
+                torch.from_numpy(keys[held]),
+                torch.as_tensor(np.asarray(labels)[held], dtype=torch.int64),
+                prune=False,
             )
 
     def _keep_heldout(self, feats, keys: torch.Tensor, labels: torch.Tensor, prune: bool) -> None:
