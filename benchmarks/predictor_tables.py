@@ -80,14 +80,15 @@ def summarise(doc: dict) -> dict:
 
 def sweep_tables(name: str, doc: dict, summary: dict) -> str:
     s = doc["settings"]
+    best = doc.get("best_predictor") or {}
     lines = [
         f"### {doc['model']}, {bottleneck(doc)} (`{name}`)",
         "",
         f"{len(doc['points'])} points validated; unsplit accuracy "
         f"{100 * doc['unsplit_accuracy']:.2f} % on {s['test_images']} test images; bottleneck "
-        f"trained {s['epochs']} epochs on {s['train_images']} images. Best predictor by "
-        f"Spearman: **{doc.get('best_predictor', {}).get('by_spearman')}**; by the error of its "
-        f"predicted accuracy: **{doc.get('best_predictor', {}).get('by_loo_mae')}**.",
+        f"trained {s['epochs']} epoch(s) on {s['train_images']} images. Best predictor by "
+        f"Spearman: **{best.get('by_spearman') or 'n/a'}**; by the error of its predicted "
+        f"accuracy: **{best.get('by_loo_mae') or 'n/a'}**.",
         "",
         "| predictor | Spearman [95 % CI] | Kendall [95 % CI] | MAE, monotone map "
         f"(k={doc['prediction']['k']}) | MAE, line (leave-one-out) | 95 % intervals cover "
@@ -172,7 +173,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not files:
         print(f"no validation.json under {', '.join(args.folders)}", file=sys.stderr)
         raise SystemExit(2)
-    docs = {f.parent.name: json.loads(f.read_text()) for f in files}
+    loaded = [(f.parent.name, json.loads(f.read_text())) for f in files]
+    # network by network, the stronger bottleneck (more channels kept) first
+    loaded.sort(key=lambda d: (d[1]["model"], d[1]["settings"]["ratio"], d[1]["settings"]["halve"]))
+    docs = dict(loaded)
     summaries = {name: summarise(doc) for name, doc in docs.items()}
     print("## Overview\n")
     print(overview(summaries, docs))

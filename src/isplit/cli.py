@@ -295,9 +295,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(f"regret, {r['budget']}: isplit picks {r['pick']}: {_fmt(r['regret'])} ({others})")
     best = report.get("best_predictor") or {}
     if best.get("by_spearman"):
+        by_mae = best.get("by_loo_mae")
         print(
-            f"best predictor here: {best['by_spearman']} by Spearman, "
-            f"{best.get('by_loo_mae')} by the error of its predicted accuracy"
+            f"best predictor here: {best['by_spearman']} by Spearman"
+            + (f", {by_mae} by the error of its predicted accuracy" if by_mae else "")
         )
     print(f"wrote {out / 'validation.json'}, {out / 'validation.png'}")
     return 0
