@@ -325,3 +325,22 @@ def test_an_interrupted_run_resumes_its_predictors(tiny, tiny_data, tiny_run, tm
     resumed = analyze(tiny, _Interrupting(tiny_data, 3), checkpoint=ckpt, **opts)
     for name, values in tiny_run.predictors.items():
         np.testing.assert_allclose(resumed.predictors[name], values, rtol=1e-6, err_msg=name)
+
+
+def test_cost_benchmark_tiny_run(capsys):
+    """benchmarks/predictor_cost.py: a tiny real run prints one JSON object with every variant."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "predictor_cost.py"
+    spec = importlib.util.spec_from_file_location("predictor_cost", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--models", "demo-vgg16", "--limit", "32", "--batch-size", "32", "--repeats", "1"]
+    report = module.main([*argv, "--variants", "probe", "taylor,cam-share"])
+    assert json.loads(capsys.readouterr().out) == report
+    r = report["models"]["demo-vgg16"]
+    assert set(r["seconds"]) == {"cui", "probe", "taylor,cam-share"}
+    assert all(v > 0 for v in r["seconds"].values())
+    assert set(r["extra"]) == {"probe", "taylor,cam-share"}
+    assert isinstance(r["probe_target_met"], bool)

@@ -182,6 +182,8 @@ class LinearProbe:
         self.held: list[torch.Tensor] = []  # [M, D] features of the kept held-out images
         self.held_keys = torch.zeros(0, dtype=torch.int64)
         self.held_labels = torch.zeros(0, dtype=torch.int64)
+        self._pending: list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]] = []
+        self._pending_rows = 0
         self._proj: list[torch.Tensor | None] | None = None
 
     def _projection(self, k: int, width: int, device) -> torch.Tensor | None:
@@ -248,15 +250,24 @@ class LinearProbe:
             )
 
     def _keep_heldout(self, feats, keys: torch.Tensor, labels: torch.Tensor, prune: bool) -> None:
-        self.held = [torch.cat([mine, f.to(mine.device)]) for mine, f in zip(self.held, feats)]
-        self.held_keys = torch.cat([self.held_keys, keys.cpu()])
-        self.held_labels = torch.cat([self.held_labels, labels.cpu()])
-        if prune or len(self.held_keys) > 2 * self.max_heldout:
+        # batches wait in a list and are pruned together once there are twice as many rows as
+        # kept: each row is copied O(1) times, not once per later batch
+        self._pending.append((list(feats), keys.cpu(), labels.cpu()))
+        self._pending_rows += len(keys)
+        if prune or len(self.held_keys) + self._pending_rows > 2 * self.max_heldout:
             self._prune()
 
     def _prune(self) -> None:
         """Keep the ``max_heldout`` held-out images with the smallest keys (a bottom-k sample:
         the same images whatever the order and sharding they arrived in), ordered by key."""
+        if self._pending:
+            self.held = [
+                torch.cat([h, *(f[k].to(h.device) for f, _, _ in self._pending)])
+                for k, h in enumerate(self.held)
+            ]
+            self.held_keys = torch.cat([self.held_keys, *(k for _, k, _ in self._pending)])
+            self.held_labels = torch.cat([self.held_labels, *(y for _, _, y in self._pending)])
+            self._pending, self._pending_rows = [], 0
         order = torch.argsort(self.held_keys)[: self.max_heldout]
         self.held_keys, self.held_labels = self.held_keys[order], self.held_labels[order]
         self.held = [h[order.to(h.device)] for h in self.held]
@@ -264,6 +275,7 @@ class LinearProbe:
     def merge(self, other: LinearProbe) -> LinearProbe:
         if not other.sx:
             return self
+        other._prune()
         if not self.sx:
             self._start(other.held)
         dev = self.sx[0].device
@@ -322,9 +334,10 @@ class LinearProbe:
         return mean, std, w, prior
 
     def values(self) -> np.ndarray:
+        if self.sx:
+            self._prune()
         if not self.sx or int(self.n) == 0 or len(self.held_keys) == 0:
             return np.full(self.num_points, np.nan)
-        self._prune()
         labels = _np(self.held_labels)
         out = np.empty(self.num_points)
         for k in range(self.num_points):
