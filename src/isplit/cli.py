@@ -18,7 +18,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="torchvision name, demo-vgg16, demo-resnet50, "
+        help="torchvision name, demo-vgg16, demo-resnet50, demo-mobilenet, "
         "or package.module:factory (default: demo-vgg16)",
     )
     p.add_argument(

@@ -53,7 +53,7 @@ PREDICTORS: dict[str, str] = {
     "cam-share": "share of the Grad-CAM map's mass that survives the ReLU (scale-free CUI)",
 }
 PROBE_DIM = 512  # wider pooled features are randomly projected to this many dimensions
-PROBE_RIDGE = 1e-2  # ridge penalty on standardised features
+PROBE_RIDGE = 1e-3  # ridge penalty on standardised features (0.01 cost early points 1-3 pp)
 PROBE_HOLDOUT = 0.2  # share of the images held out for scoring the probe
 PROBE_MAX_HELDOUT = 2000  # held-out images kept for scoring (smallest hashes)
 _HOLDOUT_KEY = int(PROBE_HOLDOUT * 2**63)
