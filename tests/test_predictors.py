@@ -344,3 +344,9 @@ def test_cost_benchmark_tiny_run(capsys):
     assert all(v > 0 for v in r["seconds"].values())
     assert set(r["extra"]) == {"probe", "taylor,cam-share"}
     assert isinstance(r["probe_target_met"], bool)
+
+
+def test_validate_of_a_saved_run_rejects_predictor_options(cli_error, tiny_run, tmp_path):
+    tiny_run.save(tmp_path, plot=False)
+    err = cli_error("validate", "--analysis", str(tmp_path), "--predictors", "taylor")
+    assert "--predictors" in err and "cui, probe, taylor, cam-share" in err
