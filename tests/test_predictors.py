@@ -14,7 +14,7 @@ from isplit.analysis import Analysis, analyze
 from isplit.cli import main
 from isplit.curves import local_maxima
 from isplit.graph import ModelGraph
-from isplit.importance import GradCAM
+from isplit.importance import EXTRAS, GradCAM
 from isplit.predictors import (
     PROBE_HOLDOUT,
     PROBE_RIDGE,
@@ -350,3 +350,16 @@ def test_validate_of_a_saved_run_rejects_predictor_options(cli_error, tiny_run, 
     tiny_run.save(tmp_path, plot=False)
     err = cli_error("validate", "--analysis", str(tmp_path), "--predictors", "taylor")
     assert "--predictors" in err and "cui, probe, taylor, cam-share" in err
+
+
+def test_extras_of_half_precision_tensors_are_summed_in_float32(tiny):
+    cam = GradCAM(ModelGraph(tiny, (2, 8, 8)), ["r1"])
+    g = torch.Generator().manual_seed(0)
+    a, grad = torch.rand(4, 6, 8, 8, generator=g), torch.randn(4, 6, 8, 8, generator=g)
+    alpha = grad.mean((2, 3))
+    m = cam._map(a, alpha)
+    exact = cam.extras_of(a.double(), grad.double(), alpha.double(), m.double(), EXTRAS)
+    half = cam.extras_of(a.bfloat16(), grad.bfloat16(), alpha.bfloat16(), m.bfloat16(), EXTRAS)
+    for name in EXTRAS:
+        assert half[name].dtype == torch.float32
+        torch.testing.assert_close(half[name].double(), exact[name], rtol=0.05, atol=0.02)

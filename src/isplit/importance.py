@@ -199,6 +199,8 @@ class GradCAM:
                         / sum_ij sum_c |alpha_c| |A[c,i,j]|   (0 where that is 0)  [N]
             pooled    = mean_ij A[c,i,j]                                          [N, C]
         """
+        if a.dtype in (torch.float16, torch.bfloat16):  # sums over whole tensors: float32
+            a, g, alpha, m = a.float(), g.float(), alpha.float(), m.float()
         n, c = a.shape[:2]
         flat_a, flat_g = a.reshape(n, c, -1), g.reshape(n, c, -1)
         out: dict[str, torch.Tensor] = {}
