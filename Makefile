@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.isplit-setup
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_EPOCHS ?= 15
+DEMO_NETS ?= demo-vgg16 demo-resnet50 demo-mobilenet
 
-.PHONY: setup demo test lint bench bench-serve demo-weights
+.PHONY: setup demo test lint bench bench-serve demo-weights predictors-sweep
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,11 +44,15 @@ bench: setup
 bench-serve: setup
 	$(BIN)/python benchmarks/serve.py
 
-# Reproduces the packaged demo weights (CPU; see README for the time it takes).
+# Reproduces the packaged demo weights (CPU; see README for the time it takes). One network:
+# make demo-weights DEMO_NETS=demo-mobilenet
 demo-weights: setup
-	$(BIN)/isplit train --model demo-vgg16 --weights none --data fashion-mnist \
-	  --epochs $(DEMO_EPOCHS) --batch-size 128 --augment shift+flip --seed 0 \
-	  --out src/isplit/weights/demo-vgg16.safetensors
-	$(BIN)/isplit train --model demo-resnet50 --weights none --data fashion-mnist \
-	  --epochs $(DEMO_EPOCHS) --batch-size 128 --augment shift+flip --seed 0 \
-	  --out src/isplit/weights/demo-resnet50.safetensors
+	for net in $(DEMO_NETS); do \
+	  $(BIN)/isplit train --model $$net --weights none --data fashion-mnist \
+	    --epochs $(DEMO_EPOCHS) --batch-size 128 --augment shift+flip --seed 0 \
+	    --out src/isplit/weights/$$net.safetensors || exit 1; \
+	done
+
+# The exhaustive sweeps of docs/experiments.md (hours on a 2-core CPU; QUICK=1 for a tiny check).
+predictors-sweep: setup
+	PATH=$(abspath $(BIN)):$$PATH PYTHON=$(BIN)/python benchmarks/predictors_sweep.sh runs/predictors

@@ -203,3 +203,10 @@ def test_the_package_imports_its_api_on_first_use():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_cli_predictor_names_match_the_library():
+    from isplit.cli import PREDICTOR_NAMES
+    from isplit.predictors import PREDICTORS
+
+    assert list(PREDICTOR_NAMES) == [n for n in PREDICTORS if n != "cui"]

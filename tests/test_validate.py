@@ -219,7 +219,7 @@ def test_validate_cli_end_to_end_and_errors(cli_error, tmp_path):
         } <= p.keys()
         assert 0 <= p["accuracy"] <= 1 and 0 <= p["accuracy_int8"] <= 1
     assert doc["points"][-1]["accuracy"] > 0.5  # next to the logits two epochs are enough
-    for k in ("cui", "bytes", "depth", "probe"):
+    for k in ("cui", "bytes", "depth", "logistic-probe"):
         assert {"spearman", "kendall", "spearman_ci", "kendall_ci"} <= doc["correlation"][k].keys()
         assert k in doc["prediction"]["mae"]
     assert len(doc["regret"]) == 3 and 0 < doc["unsplit_accuracy"] <= 1

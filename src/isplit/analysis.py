@@ -31,6 +31,7 @@ from isplit.graph import ModelGraph, SplitPoint
 from isplit.importance import REDUCTIONS, TARGETS, GradCAM
 from isplit.io import atomic_write_json, atomic_write_npz, read_json
 from isplit.models import LoadedModel, loaded_info, resolve_device, weights_fingerprint
+from isplit.predictors import PREDICTORS, PredictorSet, parse_predictors
 from isplit.protocols import PROTOCOLS, official_points
 
 log = logging.getLogger("isplit")
@@ -78,10 +79,34 @@ class Analysis:
     total_flops: float | None = None  # the whole model's FLOPs at batch 1
     total_params: int | None = None  # the whole model's parameters
     fingerprint: str | None = None  # model, weights, data and settings of the run
+    # further predictors of post-split accuracy (isplit.predictors): name -> [K]
+    predictors: dict[str, np.ndarray] = field(default_factory=dict)
+    select_by: str = "cui"  # the predictor whose maximum is the best split
 
     @property
     def point_names(self) -> list[str]:
         return [p.name for p in self.points]
+
+    @property
+    def predictor_names(self) -> list[str]:
+        """``cui`` and the further predictors this run computed, in the order asked for."""
+        return ["cui", *self.predictors]
+
+    def curve(self, name: str) -> np.ndarray:
+        """The per-point values [K] of predictor ``name`` (``cui`` or one the run computed)."""
+        if name == "cui":
+            return self.cui
+        if name not in self.predictors:
+            raise IsplitError(
+                f"this analysis has no predictor {name!r} (it has "
+                f"{', '.join(self.predictor_names)}); rerun analyze with --predictors {name}"
+            )
+        return self.predictors[name]
+
+    @property
+    def selection(self) -> np.ndarray:
+        """The curve whose maximum over the admissible points is the best split."""
+        return self.curve(self.select_by)
 
     def point(self, name: str) -> SplitPoint:
         return self.points[self.point_names.index(name)]
@@ -102,7 +127,7 @@ class Analysis:
             return out
         for share in shares:
             mask = [p.admissible and p.head_flops <= share * self.total_flops for p in self.points]
-            i = best_point(self.cui, mask)
+            i = best_point(self.selection, mask)
             out.append(
                 {
                     "max_flop_share": share,
@@ -132,6 +157,8 @@ class Analysis:
             d["cui"] = _num(c)
             d["log10_cui"] = _num(np.log10(c)) if c > 0 else None
             d["candidate"] = p.name in self.candidates
+            for name, values in self.predictors.items():
+                d[name] = _num(values[len(points)])
             points.append(d)
         return {
             "model": self.model,
@@ -144,6 +171,8 @@ class Analysis:
             "skipped_images": len(self.skipped_images),
             "skipped_files": self.skipped_images,
             "points": points,
+            "predictors": self.predictor_names,
+            "select_by": self.select_by,
             "candidates": self.candidates,
             "best": self.best,
             "nearly_all_on_device": self.nearly_all_on_device,
@@ -226,6 +255,12 @@ class Analysis:
             total_flops=doc.get("total_flops"),
             total_params=doc.get("total_params"),
             fingerprint=doc.get("fingerprint"),
+            predictors={
+                name: np.array([np.nan if p.get(name) is None else p[name] for p in doc["points"]])
+                for name in doc.get("predictors", ["cui"])
+                if name != "cui"
+            },
+            select_by=doc.get("select_by", "cui"),
         )
 
     def load_model(self) -> LoadedModel:
@@ -242,10 +277,12 @@ class Analysis:
         for b in self.budget_picks():
             if b["best"] is not None:
                 picks.setdefault(b["best"], []).append(f"best<={b['max_flop_share']:.0%}")
+        extra = "".join(f"{n:>11}" for n in self.predictors)
         rows = [
-            f"{'point':<28}{'shape':>18}{'bytes':>12}{'MFLOPs':>10}{'FLOPs%':>8}{'log10 CUI':>11}  "
+            f"{'point':<28}{'shape':>18}{'bytes':>12}{'MFLOPs':>10}{'FLOPs%':>8}{'log10 CUI':>11}"
+            f"{extra}  "
         ]
-        for p, c in zip(self.points, self.cui):
+        for i, (p, c) in enumerate(zip(self.points, self.cui)):
             mark = (
                 "best"
                 if p.name == self.best
@@ -255,9 +292,10 @@ class Analysis:
             lc = f"{np.log10(c):.3f}" if c > 0 else "-inf"
             share = self.flop_share(p)
             pct = "" if share is None else f"{100 * share:.1f}"
+            values = "".join(f"{v[i]:>11.4f}" for v in self.predictors.values())
             rows.append(
                 f"{p.name:<28}{'x'.join(map(str, p.shape)):>18}{p.bytes:>12}"
-                f"{p.head_flops / 1e6:>10.1f}{pct:>8}{lc:>11}  {mark}"
+                f"{p.head_flops / 1e6:>10.1f}{pct:>8}{lc:>11}{values}  {mark}"
             )
         return "\n".join(rows)
 
@@ -272,8 +310,9 @@ class Analysis:
             else f" = {fs:.0%} of the model's FLOPs"
             + ("" if ps is None else f", {ps:.0%} of its parameters")
         )
+        by = "" if self.select_by == "cui" else f" (by {self.select_by})"
         lines = [
-            f"best split: {p.name} ({'x'.join(map(str, p.shape))}, {p.bytes} bytes at "
+            f"best split{by}: {p.name} ({'x'.join(map(str, p.shape))}, {p.bytes} bytes at "
             f"batch 1, head {p.head_flops / 1e6:.1f} MFLOPs{shares}); candidates: "
             f"{', '.join(self.candidates) or 'none'}"
         ]
@@ -388,6 +427,8 @@ def analyze(
     progress: bool = False,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_seconds: float = 60.0,
+    predictors: str | Sequence[str] | None = None,
+    select_by: str = "cui",
 ) -> Analysis:
     """Run the I-SPLIT analysis of ``model`` on ``data`` (a Dataset of (image, label) or a
     DataLoader). See the README for the options; the result is an ``Analysis``.
@@ -397,7 +438,17 @@ def analyze(
     name, weights and seed it was loaded by (so that ``isplit report`` / ``validate`` can rebuild
     it from the run folder), any other under its class name. The model's weights are
     fingerprinted (sha256) into the run; its ``training`` flag and parameter flags are restored
-    afterwards."""
+    afterwards.
+
+    ``predictors``: further per-point predictors of post-split accuracy to compute in the same
+    pass (:data:`isplit.predictors.PREDICTORS`; CUI always); ``select_by``: the one whose maximum
+    over the admissible points is the best split (default ``cui``; added to ``predictors``)."""
+    names = parse_predictors(predictors)
+    if select_by not in PREDICTORS:
+        raise IsplitError(
+            f"--select-by must be one of the predictors {', '.join(PREDICTORS)}, not {select_by!r}"
+        )
+    names = parse_predictors([*names, select_by])
     if protocol not in PROTOCOLS:
         raise IsplitError(f"--protocol must be one of {PROTOCOLS}, not {protocol!r}")
     if protocol == "official":
@@ -459,6 +510,8 @@ def analyze(
             progress=progress,
             checkpoint=checkpoint,
             checkpoint_seconds=checkpoint_seconds,
+            predictors=names,
+            select_by=select_by,
         )
 
 
@@ -506,6 +559,8 @@ def _run(
     progress,
     checkpoint,
     checkpoint_seconds,
+    predictors,
+    select_by,
 ) -> Analysis:
     settings = {
         "target": target,
@@ -518,12 +573,15 @@ def _run(
         "weights": record.get("weights"),
         "seed": record.get("seed"),
         "weights_sha256": record["weights_sha256"],
+        "predictors": predictors,
+        "select_by": select_by,
     }
     if record.get("num_classes") is not None:
         settings["num_classes"] = record["num_classes"]
     if record.get("preprocess") is not None:
         settings["preprocess"] = record["preprocess"]
     acc: CurveAccumulator | None = None
+    preds: PredictorSet | None = None
     start = 0
     ckpt = Path(checkpoint) if checkpoint else None
     budget = {
@@ -540,7 +598,7 @@ def _run(
     ).hexdigest()[:16]
     resumed_skipped: list[str] = []  # bad files skipped before a resume
     if ckpt is not None and ckpt.exists():
-        acc, start, resumed_skipped = _load_checkpoint(ckpt, fingerprint)
+        acc, preds, start, resumed_skipped = _load_checkpoint(ckpt, fingerprint, predictors)
         log.warning("resuming the analysis from %s: %d of %d images done", ckpt, start, n_total)
 
     if isinstance(source, DataLoader):
@@ -576,27 +634,26 @@ def _run(
             if acc is None:
                 n_classes = len(class_names) if class_names else None
                 acc = _new_accumulator(len(chosen), n_classes, cam, x, device)
-            res = cam(x.to(device), y.to(device), target=target)
+            if preds is None:
+                preds = PredictorSet(predictors, len(chosen), len(acc.counts))
+            res = cam(x.to(device), y.to(device), target=target, extras=preds.needs)
             labels = y.numpy()
             if labels.size and labels.max() >= len(acc.counts):
                 raise IsplitError(
                     f"label {labels.max()} is outside the {len(acc.counts)} classes of the data set"
                 )
-            acc.add(
-                res.cui.cpu().numpy(),
-                labels,
-                res.logits.argmax(1).cpu().numpy(),
-                np.arange(seen, seen + len(labels)),
-            )
+            index = np.arange(seen, seen + len(labels))
+            acc.add(res.cui.cpu().numpy(), labels, res.logits.argmax(1).cpu().numpy(), index)
+            preds.add(res, labels, index)
             seen += len(labels)
             bar.update(len(labels))
             skipped = resumed_skipped + list(loader.skipped)
             position = min((b + 1) * per_batch + (0 if skip_batches else start), n_total)
             if ckpt is not None and time.monotonic() - last_save > checkpoint_seconds:
-                _save_checkpoint(ckpt, acc, position, skipped, fingerprint)
+                _save_checkpoint(ckpt, acc, preds, position, skipped, fingerprint)
                 last_save = time.monotonic()
     except KeyboardInterrupt:
-        message = _interrupted(ckpt, acc, position, n_total, skipped, fingerprint)
+        message = _interrupted(ckpt, acc, preds, position, n_total, skipped, fingerprint)
         raise AnalysisInterrupted(message) from None
     finally:
         bar.close()
@@ -608,8 +665,10 @@ def _run(
         class_names = [str(i) for i in range(len(acc.counts))]
     settings.update(budget)
     curve = acc.global_curve()
+    values = preds.values()
+    selection = curve if select_by == "cui" else values[select_by]
     mask = [p.admissible for p in chosen]
-    best = best_point(curve, mask)
+    best = best_point(selection, mask)
     arrays = acc.arrays()
     class_curves = acc.class_curves()
     result = Analysis(
@@ -622,12 +681,14 @@ def _run(
         per_image=arrays["cui"],
         labels=arrays["labels"],
         predictions=arrays["predictions"],
-        candidates=[chosen[i].name for i in local_maxima(curve, mask)],
+        candidates=[chosen[i].name for i in local_maxima(selection, mask)],
         best=None if best is None else chosen[best].name,
         skipped_images=skipped,
         total_flops=float(graph.total_flops),
         total_params=int(sum(p.numel() for p in model.parameters())),
         fingerprint=fingerprint,
+        predictors=values,
+        select_by=select_by,
     )
     if ckpt is not None and ckpt.exists():
         ckpt.unlink()
@@ -653,6 +714,7 @@ def _no_admissible(points: list[SplitPoint], budget: dict) -> str:
 def _interrupted(
     ckpt: Path | None,
     acc: CurveAccumulator | None,
+    preds: PredictorSet | None,
     position: int,
     n_total: int,
     skipped: list[str],
@@ -661,7 +723,7 @@ def _interrupted(
     """Save what an interrupted analysis has done; the message says what and how to resume."""
     if ckpt is None or acc is None or acc.images == 0:
         return "interrupted before any image was analysed; nothing was saved"
-    _save_checkpoint(ckpt, acc, position, skipped, fingerprint)
+    _save_checkpoint(ckpt, acc, preds, position, skipped, fingerprint)
     return (
         f"interrupted: {position} of {n_total} images analysed, saved in {ckpt}; rerun the "
         "same command to resume from there"
@@ -691,13 +753,21 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def _save_checkpoint(
-    path: Path, acc: CurveAccumulator, position: int, skipped: list[str], fingerprint: str
+    path: Path,
+    acc: CurveAccumulator,
+    preds: PredictorSet | None,
+    position: int,
+    skipped: list[str],
+    fingerprint: str,
 ) -> None:
     meta = json.dumps({"position": position, "skipped": skipped, "fingerprint": fingerprint})
-    atomic_write_npz(path, meta=np.array(meta), **acc.state())
+    more = preds.state() if preds is not None else {}
+    atomic_write_npz(path, meta=np.array(meta), **acc.state(), **more)
 
 
-def _load_checkpoint(path: Path, fingerprint: str) -> tuple[CurveAccumulator, int, list[str]]:
+def _load_checkpoint(
+    path: Path, fingerprint: str, predictors: Sequence[str]
+) -> tuple[CurveAccumulator, PredictorSet, int, list[str]]:
     with np.load(path, allow_pickle=False) as npz:
         state = {k: npz[k] for k in npz.files}
     meta = json.loads(str(state.pop("meta")))
@@ -707,4 +777,8 @@ def _load_checkpoint(path: Path, fingerprint: str) -> tuple[CurveAccumulator, in
             "data or settings); rerun with the same ones to resume, or delete it or use another "
             "--out to start afresh"
         )
-    return CurveAccumulator.from_state(state), int(meta["position"]), list(meta["skipped"])
+    acc = CurveAccumulator.from_state(
+        {k: v for k, v in state.items() if not k.startswith("predictor/")}
+    )
+    preds = PredictorSet.from_state(predictors, acc.sums.shape[1], len(acc.counts), state)
+    return acc, preds, int(meta["position"]), list(meta["skipped"])

@@ -18,6 +18,9 @@ from pathlib import Path
 from isplit.errors import IsplitError
 
 DEVICES = ["cpu", "cuda", "auto"]
+#: The further predictors (isplit.predictors.PREDICTORS without "cui"; kept here so that
+#: --help does not import torch; a test checks they agree).
+PREDICTOR_NAMES = ("probe", "taylor", "cam-share")
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -98,7 +101,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="torchvision name, demo-vgg16, demo-resnet50, "
+        help="torchvision name, demo-vgg16, demo-resnet50, demo-mobilenet, "
         "or package.module:factory (default: demo-vgg16)",
     )
     p.add_argument(
@@ -186,6 +189,23 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
         "--limit", type=_count, default=None, help="use at most this many images (default: all)"
     )
     _add_quiet_arg(p)
+
+
+def _add_predictor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--predictors",
+        nargs="+",
+        action=_list_of(str),
+        default=None,
+        help="further predictors of post-split accuracy to compute in the same pass: "
+        f"{', '.join(PREDICTOR_NAMES)} (a,b or a b; CUI always); see the README",
+    )
+    p.add_argument(
+        "--select-by",
+        default="cui",
+        help="the predictor whose maximum over the admissible points is the best split "
+        "(default: cui, the paper's)",
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -299,6 +319,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         max_head_flops=args.max_head_flops,
         first=args.first,
         last=args.last,
+        predictors=args.predictors,
+        select_by=args.select_by,
     )
     print(result.table())
     if result.skipped_images:
@@ -324,6 +346,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from isplit.validate import Settings, validate
 
     analysis = Analysis.load(args.analysis) if args.analysis else None
+    if analysis is not None and (args.predictors or args.select_by != "cui"):
+        raise IsplitError(
+            "--predictors and --select-by set up the analysis that validate runs itself; the "
+            f"--analysis folder has its own ({', '.join(analysis.predictor_names)}): rerun "
+            "`isplit analyze --predictors ...` into it, or leave --analysis out"
+        )
     if analysis is not None and args.model is None and args.weights is None:
         loaded = analysis.load_model()  # the network the run analysed
     else:
@@ -336,7 +364,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         out = Path(args.out or args.analysis)
     else:
         out = Path(args.out or "runs/validation")
-        analysis = _analyse_and_save(args, loaded, test, out)
+        analysis = _analyse_and_save(
+            args, loaded, test, out, predictors=args.predictors, select_by=args.select_by
+        )
         print(analysis.recommendation())
     points = args.points[0] if args.points in (["auto"], ["all"]) else args.points
     settings = Settings(
@@ -370,30 +400,40 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(f"unsplit accuracy: {report['unsplit_accuracy']:.4f}")
     print(
         f"{'point':<24}{'log10 CUI':>10}{'bytes':>9}{'encoded':>9}{'accuracy':>10}"
-        f"{'drop':>8}{'int8':>8}{'probe':>8}"
+        f"{'drop':>8}{'int8':>8}{'log. probe':>11}"
     )
     for p in report["points"]:
         print(
             f"{p['name']:<24}{math.log10(p['cui']) if p['cui'] > 0 else float('-inf'):>10.3f}"
             f"{p['bytes']:>9}{p['encoded_bytes']:>9}{p['accuracy']:>10.4f}"
-            f"{p['accuracy_drop']:>8.4f}{_fmt(p['accuracy_int8']):>8}{p['probe_accuracy']:>8.4f}"
+            f"{p['accuracy_drop']:>8.4f}{_fmt(p['accuracy_int8']):>8}{p['probe_accuracy']:>11.4f}"
             + ("" if p["learned"] else "  did not learn")
         )
     reliable = report["reliability"]["reliable"]
     if not reliable:
         print(f"NOT RELIABLE: {report['reliability']['reason']}")
+    calibration = report.get("calibration", {})
     for name, c in report["correlation"].items():
+        cal = calibration.get(name, {})
         print(
-            f"{name:>6}: Spearman {_fmt(c['spearman'])} {_ci(c['spearman_ci'])}, Kendall "
+            f"{name:>14}: Spearman {_fmt(c['spearman'])} {_ci(c['spearman_ci'])}, Kendall "
             f"{_fmt(c['kendall'])} {_ci(c['kendall_ci'])}, prediction MAE "
-            f"{_fmt(report['prediction']['mae'][name])}" + ("" if reliable else " (unreliable)")
+            f"{_fmt(report['prediction']['mae'][name])}, linear leave-one-out MAE "
+            f"{_fmt(cal.get('loo_mae'))}" + ("" if reliable else " (unreliable)")
         )
     for r in report["regret"]:
+        others = ", ".join(f"{k} {_fmt(v)}" for k, v in r.get("regret_by", {}).items())
         print(
-            f"regret, {r['budget']}: isplit picks {r['pick']}: {_fmt(r['regret'])} "
-            f"(smallest bytes {_fmt(r['regret_smallest_bytes'])}, deepest "
-            f"{_fmt(r['regret_deepest'])}, probe {_fmt(r['regret_best_probe'])})"
+            f"regret, {r['budget']}: isplit picks {r['pick']}: {_fmt(r['regret'])} ({others})"
             + ("" if r["reliable"] else " (unreliable)")
+        )
+    best = report.get("best_predictor") or {}
+    if best.get("by_spearman"):
+        by_mae = best.get("by_loo_mae")
+        print(
+            f"best predictor here: {best['by_spearman']} by Spearman"
+            + (f", {by_mae} by the error of its predicted accuracy" if by_mae else "")
+            + ("" if reliable else " (unreliable)")
         )
     print(f"wrote {out / 'validation.json'}, {out / 'validation.png'}")
     return 0
@@ -796,6 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--first", default=None, help="first admissible point (name; default: the first)"
     )
     p.add_argument("--last", default=None, help="last admissible point (name; default: the last)")
+    _add_predictor_args(p)
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser(
@@ -811,6 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="an analysis run folder to reuse (default: run the analysis first)",
     )
+    _add_predictor_args(p)
     p.add_argument(
         "--out",
         default=None,

@@ -1,8 +1,11 @@
-"""The built-in demo networks: slim VGG16 and ResNet-50 for 1 x 32 x 32 inputs, 10 classes.
+"""The built-in demo networks: slim VGG16, ResNet-50 and MobileNetV2 for 1 x 32 x 32 inputs, 10
+classes.
 
-They mirror the two networks of the I-SPLIT paper layer for layer (same depth, same block
+The first two mirror the two networks of the I-SPLIT paper layer for layer (same depth, same block
 pattern, same torchvision module names, so split point names read the same), with channel widths
-cut so that both train on a CPU and their weights ship inside the package. Inputs are
+cut so that both train on a CPU and their weights ship inside the package. The third is a family
+the paper did not use: MobileNetV2's inverted residuals (1x1 expansion, 3x3 depthwise convolution,
+linear 1x1 projection, a skip connection where the shape allows), at half width. Inputs are
 Fashion-MNIST images zero-padded from 28 to 32 pixels (:data:`DEMO_PREPROCESS`).
 
 Both are traceable by ``torch.fx``: their ``forward`` has no data-dependent control flow.
@@ -148,9 +151,77 @@ class DemoResNet50(nn.Module):
         return self.fc(x)
 
 
+def _conv_bn_relu6(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1):
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU6(inplace=True),
+    )
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expansion (unless ``expand`` is 1), 3x3 depthwise convolution
+    (carries the stride), linear 1x1 projection; input added back when the shape is kept."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = [] if expand == 1 else [_conv_bn_relu6(cin, hidden, 1)]
+        layers += [
+            _conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.use_res_connect = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_res_connect:
+            return x + self.conv(x)
+        return self.conv(x)
+
+
+# MobileNetV2's stages (expansion t, output channels c, blocks n, first stride s) at width 0.5;
+# the stem keeps stride 1 so that 32 px inputs reach the last stage at 2 x 2.
+_MOBILENET_STAGES = [(1, 8, 1, 1), (6, 16, 2, 2), (6, 16, 3, 2), (6, 32, 4, 2), (6, 48, 3, 1),
+                     (6, 80, 3, 2), (6, 160, 1, 1)]  # fmt: skip
+
+
+class DemoMobileNetV2(nn.Module):
+    """MobileNetV2 (17 inverted residual blocks) at width 0.5: stem, blocks, 1x1 conv to 640
+    features, global average pooling, dropout, linear classifier (torchvision's module names)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [_conv_bn_relu6(in_channels, 16, 3)]
+        channels = 16
+        for t, c, n, s in _MOBILENET_STAGES:
+            for i in range(n):
+                layers.append(InvertedResidual(channels, c, s if i == 0 else 1, t))
+                channels = c
+        layers.append(_conv_bn_relu6(channels, 640, 1))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(640, num_classes))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
 DEMO_MODELS: dict[str, type[nn.Module]] = {
     "demo-vgg16": DemoVGG16,
     "demo-resnet50": DemoResNet50,
+    "demo-mobilenet": DemoMobileNetV2,
 }
 
 

@@ -15,7 +15,7 @@ stops there (nothing before the first point is differentiated; parameters are fr
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +26,12 @@ from isplit.graph import ModelGraph
 
 TARGETS = ("label", "predicted")
 REDUCTIONS = ("mean", "sum")
+#: Per-point quantities ``GradCAM`` can compute beside the CUI, in the same backward hooks (for
+#: the predictors of :mod:`isplit.predictors`): ``taylor`` [N] sum over channels and positions
+#: of gradient x activation; ``cam_share`` [N] the Grad-CAM map's mass over the mass it could have
+#: without cancellation (see :meth:`GradCAM.extras_of`); ``pooled`` [N, C] the globally
+#: average-pooled activation.
+EXTRAS = ("taylor", "cam_share", "pooled")
 
 
 def _leaf(t: torch.Tensor) -> torch.Tensor:
@@ -38,6 +44,8 @@ class BatchImportance:
     targets: torch.Tensor  # [N] the class whose score was differentiated
     cui: torch.Tensor  # [N, K] one value per image per point
     maps: list[torch.Tensor] | None  # K tensors [N, *spatial] when asked for
+    # name -> K tensors, one per point ([N] or [N, C]), for the ``extras`` asked for
+    extras: dict[str, list[torch.Tensor]] | None = None
 
 
 class GradCAM:
@@ -94,9 +102,13 @@ class GradCAM:
         labels: torch.Tensor | None = None,
         target: str = "label",
         keep_maps: bool = False,
+        extras: Collection[str] = (),
     ) -> BatchImportance:
         if target not in TARGETS:
             raise IsplitError(f"--target must be one of {TARGETS}, not {target!r}")
+        unknown = set(extras) - set(EXTRAS)
+        if unknown:
+            raise ValueError(f"unknown extras {sorted(unknown)}; known: {EXTRAS}")
         with torch.enable_grad():
             logits, acts = self.module(x)
             if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
@@ -116,8 +128,9 @@ class GradCAM:
             # Each point's map is made as soon as its gradient exists (a hook), so gradients
             # are freed during the backward pass instead of all being held until its end.
             maps: list[torch.Tensor | None] = [None] * len(acts)
+            extra: dict[str, list] = {name: [None] * len(acts) for name in extras}
             handles = [
-                a.register_hook(self._hook(maps, k, a.detach()))
+                a.register_hook(self._hook(maps, extra, k, a.detach()))
                 for k, a in enumerate(acts)
                 if k > 0 and a.requires_grad
             ]
@@ -127,35 +140,81 @@ class GradCAM:
                 for h in handles:
                     h.remove()
         with torch.no_grad():
-            maps[0] = self.cam(acts[0].detach(), torch.zeros_like(acts[0]) if g0 is None else g0)
+            a0 = acts[0].detach()
+            self._point(maps, extra, 0, a0, torch.zeros_like(a0) if g0 is None else g0)
             for k, a in enumerate(acts):
                 if maps[k] is None:  # the score does not depend on this point
-                    maps[k] = self.cam(a.detach(), torch.zeros_like(a))
+                    self._point(maps, extra, k, a.detach(), torch.zeros_like(a))
             cui = torch.stack([m.reshape(m.shape[0], -1).mean(1) for m in maps], 1)
         return BatchImportance(
             logits=logits.detach(),
             targets=idx,
             cui=cui,
             maps=maps if keep_maps else None,
+            extras=extra if extras else None,
         )
 
-    def _hook(self, maps: list, k: int, a: torch.Tensor):
+    def _hook(self, maps: list, extra: dict, k: int, a: torch.Tensor):
         def hook(grad: torch.Tensor) -> None:
-            maps[k] = self.cam(a, grad)
+            self._point(maps, extra, k, a, grad)
 
         return hook
+
+    def _point(self, maps: list, extra: dict, k: int, a: torch.Tensor, g: torch.Tensor) -> None:
+        if a.dim() == 1:  # [N]: one channel, no positions
+            a, g = a[:, None], g[:, None]
+        alpha = g.flatten(2).mean(2) if a.dim() > 2 else g  # [N, C]
+        maps[k] = self._map(a, alpha)
+        if extra:
+            for name, value in self.extras_of(a, g, alpha, maps[k], extra.keys()).items():
+                extra[name][k] = value
 
     def cam(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Grad-CAM map [N, *spatial] from activation and gradient [N, C, *spatial]."""
         if a.dim() == 1:  # [N]: one channel, no positions
             a, g = a[:, None], g[:, None]
+        return self._map(a, g.flatten(2).mean(2) if a.dim() > 2 else g)
+
+    def _map(self, a: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         n, c = a.shape[:2]
-        alpha = g.flatten(2).mean(2) if a.dim() > 2 else g  # [N, C]
         weighted = torch.bmm(alpha[:, None, :], a.reshape(n, c, -1))  # [N, 1, positions]
         m = weighted.reshape(n, *a.shape[2:])
         if self.reduction == "mean":
             m = m / c
         return torch.relu(m)
+
+    def extras_of(
+        self,
+        a: torch.Tensor,
+        g: torch.Tensor,
+        alpha: torch.Tensor,
+        m: torch.Tensor,
+        names: Collection[str],
+    ) -> dict[str, torch.Tensor]:
+        """The ``names`` (of :data:`EXTRAS`) for activation ``a``, gradient ``g`` [N, C, ...],
+        the channel weights ``alpha`` [N, C] and the Grad-CAM map ``m`` made from them::
+
+            taylor    = sum_{c,i,j} g[c,i,j] * A[c,i,j]                           [N]
+            cam_share = sum_ij ReLU(sum_c alpha_c A[c,i,j])
+                        / sum_ij sum_c |alpha_c| |A[c,i,j]|   (0 where that is 0)  [N]
+            pooled    = mean_ij A[c,i,j]                                          [N, C]
+        """
+        if a.dtype in (torch.float16, torch.bfloat16):  # sums over whole tensors: float32
+            a, g, alpha, m = a.float(), g.float(), alpha.float(), m.float()
+        n, c = a.shape[:2]
+        flat_a, flat_g = a.reshape(n, c, -1), g.reshape(n, c, -1)
+        out: dict[str, torch.Tensor] = {}
+        if "taylor" in names:
+            out["taylor"] = torch.linalg.vecdot(flat_g.reshape(n, -1), flat_a.reshape(n, -1))
+        if "cam_share" in names:
+            # |sum_c alpha_c A_c| <= sum_c |alpha_c| |A_c| at every position, so the share is
+            # in [0, 1] whatever the scale of A, of the gradient, of C and of H x W.
+            bound = torch.linalg.vecdot(alpha.abs(), torch.linalg.vector_norm(flat_a, 1, dim=2))
+            mass = m.reshape(n, -1).sum(1) * (c if self.reduction == "mean" else 1)
+            out["cam_share"] = torch.where(bound > 0, mass / bound, torch.zeros_like(mass))
+        if "pooled" in names:
+            out["pooled"] = flat_a.mean(2)
+        return out
 
 
 _RELUS = (torch.relu, torch.nn.functional.relu)

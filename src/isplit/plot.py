@@ -44,16 +44,64 @@ def _save(fig, path: str | Path) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def _normalised(values, mask) -> np.ndarray:
+    """``values`` scaled to [0, 1] over the points in ``mask`` (min-max), for one shared axis."""
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v) & np.asarray(mask, bool)
+    if not finite.any():
+        return np.full(len(v), np.nan)
+    lo, hi = v[finite].min(), v[finite].max()
+    return (v - lo) / (hi - lo) if hi > lo else np.where(np.isfinite(v), 0.5, np.nan)
+
+
+def _predictor_axis(ax, analysis, admissible) -> None:
+    """Every predictor of the run at the admissible points, min-max normalised there (log10 for
+    CUI), each one's maximum marked; the selecting predictor's candidates starred."""
+    x = np.arange(len(analysis.points))
+    for j, name in enumerate(analysis.predictor_names):
+        values = _log10(analysis.cui) if name == "cui" else analysis.curve(name)
+        y = np.where(admissible, _normalised(values, admissible), np.nan)
+        chosen = name == analysis.select_by
+        label = ("log10 " if name == "cui" else "") + name
+        if chosen:
+            label += " (selects the best split)"
+        line = ax.plot(x, y, ".-", lw=2.2 if chosen else 1.2, label=label, color=f"C{j}")[0]
+        top = np.where(admissible, np.nan_to_num(y, nan=-np.inf), -np.inf)
+        ax.plot([int(np.argmax(top))], [np.max(top)], "o", ms=7, color=line.get_color())
+    names = analysis.point_names
+    cand = [names.index(c) for c in analysis.candidates]
+    sel = _normalised(
+        _log10(analysis.cui) if analysis.select_by == "cui" else analysis.selection, admissible
+    )
+    if cand:
+        ax.plot(x[cand], sel[cand], "*", color="black", ms=12, label="candidate (local max)")
+    ax.set_ylabel("predictor, scaled to [0, 1]\nover the admissible points")
+    ax.set_ylim(-0.05, 1.1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(
+        "predictors of post-split accuracy at the admissible points (large dot: maximum)",
+        fontsize=9,
+    )
+
+
 def plot_curves(analysis, path: str | Path) -> None:
-    """Write ``curves.png`` for an ``Analysis``."""
+    """Write ``curves.png`` for an ``Analysis``: log10 CUI, the further predictors (when the run
+    has any) and the output-size (CDE) curve."""
     names = analysis.point_names
     x = np.arange(len(names))
     admissible = np.array([p.admissible for p in analysis.points])
     y = _log10(analysis.cui)
     width = max(8.0, 0.32 * len(names) + 2)
-    fig, (ax, ax2) = plt.subplots(
-        2, 1, figsize=(width, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+    more = bool(analysis.predictors)
+    fig, axes = plt.subplots(
+        3 if more else 2,
+        1,
+        figsize=(width, 10.5 if more else 7.5),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 3, 2] if more else [3, 2]},
     )
+    ax = axes[0]
     ax.plot(x, y, "-", color="tab:blue", lw=1.5, label="CUI (mean over images)")
     ax.plot(x[admissible], y[admissible], "o", color="tab:blue", ms=4, label="admissible point")
     ax.plot(
@@ -66,12 +114,14 @@ def plot_curves(analysis, path: str | Path) -> None:
         label="not admissible",
     )
     cand = [names.index(c) for c in analysis.candidates]
-    if cand:
+    if cand and analysis.select_by == "cui":
         ax.plot(x[cand], y[cand], "*", color="tab:orange", ms=14, label="candidate (local max)")
     if analysis.best is not None:
         b = names.index(analysis.best)
-        ax.axvline(b, color="tab:red", ls="--", lw=1)
-        ax.plot([b], [y[b]], "*", color="tab:red", ms=18, label=f"best split: {analysis.best}")
+        by = "" if analysis.select_by == "cui" else f" (by {analysis.select_by})"
+        for a in axes[:-1]:
+            a.axvline(b, color="tab:red", ls="--", lw=1)
+        ax.plot([b], [y[b]], "*", color="tab:red", ms=18, label=f"best split{by}: {analysis.best}")
     s = analysis.settings
     ax.set_ylabel("log10 CUI")
     ax.set_title(
@@ -82,8 +132,10 @@ def plot_curves(analysis, path: str | Path) -> None:
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
+    if more:
+        _predictor_axis(axes[1], analysis, admissible)
 
-    _cde_axis(ax2, analysis)
+    _cde_axis(axes[-1], analysis)
     _save(fig, path)
 
 
@@ -102,7 +154,11 @@ def plot_validation(analysis, report: dict, path: str | Path) -> None:
     acc = [100 * p["accuracy"] for p in report["points"]]
     acc_ax.plot(vx, acc, "D-", color="tab:red", ms=6, label="accuracy with bottleneck")
     probe = [100 * p["probe_accuracy"] for p in report["points"]]
-    acc_ax.plot(vx, probe, "x:", color="tab:purple", ms=6, label="linear probe accuracy")
+    acc_ax.plot(vx, probe, "x:", color="tab:purple", ms=6, label="logistic probe accuracy")
+    if "probe" in analysis.predictors:
+        adm = np.array([p.admissible for p in analysis.points])
+        held = np.where(adm, 100 * analysis.predictors["probe"], np.nan)
+        acc_ax.plot(x, held, ".:", color="tab:brown", ms=4, label="probe (analysis, held-out)")
     acc_ax.axhline(
         100 * report["unsplit_accuracy"], color="tab:red", ls="--", lw=1, label="unsplit model"
     )

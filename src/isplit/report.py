@@ -38,9 +38,16 @@ MAX_MAP_POINTS = 10  # columns of the Grad-CAM figure (the highest-CUI candidate
 # Names of the accuracy predictors in validation.json, as a reader should see them.
 PREDICTORS = {
     "cui": "CUI (I-SPLIT)",
+    "probe": "probe (analysis, held-out images)",
+    "taylor": "Taylor share",
+    "cam-share": "Grad-CAM share",
     "bytes": "− output bytes (CDE)",
     "depth": "depth",
-    "probe": "linear probe",
+    "logistic-probe": "logistic probe (validation's training images)",
+    "combo": "combination: CUI, bytes, depth (leave-one-out)",
+    "combo-probe": "combination: CUI, bytes, depth, probe (leave-one-out)",
+    # validation.json files written before the predictors were added
+    "probe_legacy": "linear probe",
 }
 
 
@@ -66,7 +73,7 @@ def write_report(
     validation = read_json(run / "validation.json") if (run / "validation.json").is_file() else None
 
     sections = [
-        _summary(analysis),
+        _summary(analysis, validation),
         _curves(analysis, run),
         _points_table(analysis),
         _classes(analysis),
@@ -369,7 +376,7 @@ def _table(header: list[str], rows: list[tuple[str, list[str]]], cls: str = "") 
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>'
 
 
-def _summary(a: Analysis) -> tuple[str, str, str]:
+def _summary(a: Analysis, validation: dict | None = None) -> tuple[str, str, str]:
     s, d = a.settings, a.dataset
     weights = s.get("weights") or "unknown"
     if weights == "none":
@@ -409,6 +416,17 @@ def _summary(a: Analysis) -> tuple[str, str, str]:
             + (f" ({_e(', '.join(budgets))})" if budgets else ""),
         ),
     ]
+    if a.predictors:
+        rows.append(
+            (
+                "Predictors",
+                ", ".join(_e(n) for n in a.predictor_names)
+                + f"; the best split is the maximum of <b>{_e(a.select_by)}</b>",
+            )
+        )
+    found = _found_best(validation)
+    if found:
+        rows.append(("Validation", found))
     items = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     body = (
         f'<table class="facts">{items}</table>\n'
@@ -416,6 +434,29 @@ def _summary(a: Analysis) -> tuple[str, str, str]:
         f"{_e(a.recommendation()).replace(chr(10), '<br>')}</p>"
     )
     return _section("summary", "Summary", body)
+
+
+def _found_best(v: dict | None) -> str:
+    """What the run's own validation says about the predictors (escaped HTML; '' without one)."""
+    best = (v or {}).get("best_predictor") or {}
+    name = best.get("by_spearman")
+    if not name:
+        return ""
+    c = v["correlation"][name]
+    lo, hi = c["spearman_ci"]
+    text = (
+        f"over the {len(v['points'])} validated points, the best predictor of post-split "
+        f"accuracy was <b>{_e(PREDICTORS.get(name, name))}</b> (Spearman "
+        f"{_num(c['spearman'], '.2f')} [{_num(lo, '.2f')}, {_num(hi, '.2f')}])"
+    )
+    by_mae = best.get("by_loo_mae")
+    if by_mae and by_mae != name:
+        mae = v["calibration"][by_mae]["loo_mae"]
+        text += (
+            f"; the smallest error of a predicted accuracy came from "
+            f"<b>{_e(PREDICTORS.get(by_mae, by_mae))}</b> ({_pp(mae)} leave-one-out)"
+        )
+    return text + "."
 
 
 def _curves(a: Analysis, run: Path) -> tuple[str, str, str]:
@@ -454,11 +495,13 @@ def _points_table(a: Analysis) -> tuple[str, str, str]:
                     f"{p.bytes:,}",
                     f"{p.head_flops / 1e6:.2f}",
                     f"{np.log10(c):.3f}" if c > 0 else "−∞",
+                    *(_num(v[i]) for v in a.predictors.values()),
                     mark,
                 ],
             )
         )
-    header = ["#", "point", "op", "shape (C×H×W)", "bytes", "head MFLOPs", "log10 CUI", ""]
+    header = ["#", "point", "op", "shape (C×H×W)", "bytes", "head MFLOPs", "log10 CUI"]
+    header += [_e(n) for n in a.predictors] + [""]
     body = (
         "<p>Bytes are those of the tensor crossing the link for one image (float32); head "
         "MFLOPs are the device's share of the work. Grey rows are not admissible.</p>\n"
@@ -588,7 +631,7 @@ def _validation(
             "accuracy",
             "drop",
             "accuracy, int8 code",
-            "probe accuracy",
+            "logistic probe accuracy",
             "train s",
         ],
         prow,
@@ -596,18 +639,21 @@ def _validation(
     )
     mae = v.get("prediction", {}).get("mae", {})
     unreliable = reliability.get("reliable") is False
+    cal = v.get("calibration", {})
     crow = []
     for key, c in v.get("correlation", {}).items():
         crow.append(
             (
-                ("ours " if key == "cui" else "") + ("unreliable" if unreliable else ""),
+                ("ours " if key == a.select_by else "") + ("unreliable" if unreliable else ""),
                 [
-                    _e(PREDICTORS.get(key, key)),
+                    _e(PREDICTORS.get("probe_legacy" if key == "probe" and not cal else key, key)),
                     f"{_num(c.get('spearman'), '.2f')} "
                     f"[{_num(c['spearman_ci'][0], '.2f')}, {_num(c['spearman_ci'][1], '.2f')}]",
                     f"{_num(c.get('kendall'), '.2f')} "
                     f"[{_num(c['kendall_ci'][0], '.2f')}, {_num(c['kendall_ci'][1], '.2f')}]",
-                    _pct(mae.get(key)),
+                    _pp(mae.get(key)),
+                    _pp(cal.get(key, {}).get("loo_mae")),
+                    _pct(cal.get(key, {}).get("loo_coverage")),
                 ],
             )
         )
@@ -617,13 +663,23 @@ def _validation(
             "predictor of accuracy",
             "Spearman [95 % CI]",
             "Kendall [95 % CI]",
-            f"prediction MAE (fit on {_e(k)} points)",
+            f"prediction MAE (monotone map fit on {_e(k)} points)",
+            "accuracy predicted by a line: leave-one-out MAE",
+            "its 95 % intervals cover",
         ],
         crow,
         "num",
     )
     rrow = []
+    names = list(v.get("correlation", {})) if any("regret_by" in r for r in v["regret"]) else []
     for r in v.get("regret", []):
+        if names:
+            others = [_pp(r["regret_by"].get(n)) for n in names]
+        else:  # written before every predictor's pick was scored
+            others = [
+                _pp(r.get(key))
+                for key in ("regret_smallest_bytes", "regret_deepest", "regret_best_probe")
+            ]
         rrow.append(
             (
                 "" if r.get("reliable", True) else "unreliable",
@@ -632,25 +688,21 @@ def _validation(
                     f"<code>{_e(r['pick'])}</code>" if r.get("pick") else "none",
                     _pct(r.get("best_accuracy")),
                     _pp(r.get("regret")),
-                    _pp(r.get("regret_smallest_bytes")),
-                    _pp(r.get("regret_deepest")),
-                    _pp(r.get("regret_best_probe")),
+                    *others,
                 ],
             )
         )
+    labels = [f"regret: {_e(n)}" for n in names] or [
+        "regret: smallest bytes",
+        "regret: deepest",
+        "regret: best probe",
+    ]
     regret = _table(
-        [
-            "budget",
-            "isplit's pick",
-            "best accuracy found",
-            "regret of isplit",
-            "regret: smallest bytes",
-            "regret: deepest",
-            "regret: best probe",
-        ],
+        ["budget", "isplit's pick", "best accuracy found", "regret of isplit", *labels],
         rrow,
         "num",
     )
+    predicted = _predicted_accuracy(v)
     body = (
         intro
         + "\n"
@@ -659,12 +711,15 @@ def _validation(
         + points
         + "\n<h3>Does CUI predict accuracy?</h3>\n<p>Rank correlation of the measured accuracy "
         "with each predictor over the validated points (95 % bootstrap interval over test "
-        "images), and the mean absolute error of a monotone map fitted on a few retrained "
-        "points and used to predict the others. n/a: too few points.</p>\n"
+        "images); the mean absolute error of a monotone map fitted on a few retrained "
+        "points and used to predict the others; and the error of an absolute prediction: a "
+        "line fitted on all validated points but one predicts that one's accuracy, with a 95 % "
+        "prediction interval (how often the intervals held the measured accuracy). The "
+        "combinations are such leave-one-out predictions themselves. n/a: too few points.</p>\n"
         + corr
         + "\n<h3>Regret under budgets</h3>\n<p>The best accuracy among the validated points "
         "within each budget minus the accuracy of the pick (lower is better; n/a: no validated "
-        "point within the budget).</p>\n" + regret
+        "point within the budget).</p>\n" + regret + predicted
     )
     return _section("validation", "Validation", body)
 
@@ -713,6 +768,37 @@ def _plan(run: Path) -> tuple[str, str, str]:
         f"ms; on the server, sending the 8-bit image, {_num(b['server_only_ms'], '.2f')} ms.</p>"
     )
     return _section("plan", "Latency plan", intro + figure + _table(header, rows) + outro)
+
+
+def _predicted_accuracy(v: dict) -> str:
+    """The accuracy after a split predicted at every admissible point by the predictor whose
+    prediction erred least (leave-one-out) over the validated points, with its interval."""
+    cal = v.get("calibration") or {}
+    usable = {k: c for k, c in cal.items() if c.get("predicted") and c.get("loo_mae") is not None}
+    if not usable:
+        return ""
+    name = min(usable, key=lambda k: usable[k]["loo_mae"])
+    measured = {p["name"]: p["accuracy"] for p in v["points"]}
+    rows = [
+        (
+            "best" if point in measured else "",
+            [
+                f"<code>{_e(point)}</code>",
+                _pct(pred),
+                f"[{_pct(lo)}, {_pct(hi)}]",
+                _pct(measured.get(point)),
+            ],
+        )
+        for point, (pred, lo, hi) in usable[name]["predicted"].items()
+    ]
+    return (
+        f"\n<h3>Predicted accuracy at every admissible point</h3>\n<p>A line fitted on the "
+        f"validated points maps <b>{_e(PREDICTORS.get(name, name))}</b> (the predictor whose "
+        f"predicted accuracy erred least, {_pp(usable[name]['loo_mae'])} leave-one-out) to the "
+        "accuracy after a split, with a 95 % prediction interval; highlighted rows were "
+        "retrained.</p>\n"
+        + _table(["point", "predicted accuracy", "95 % interval", "measured"], rows, "num")
+    )
 
 
 def _gradcam(a: Analysis, maps: SampleMaps | None, samples: int | None) -> tuple[str, str, str]:

@@ -84,3 +84,112 @@ def regret(accuracy: np.ndarray, within: np.ndarray, choice: int | None) -> dict
     best = float(accuracy[within].max())
     chosen = float(accuracy[choice])
     return {"best_accuracy": best, "chosen_accuracy": chosen, "regret": best - chosen}
+
+
+def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, float]:
+    """Least-squares line y = a + b x: a, b, the residual standard deviation (n - 2 degrees of
+    freedom; 0 with fewer), the mean of x and its sum of squared deviations."""
+    mx = float(x.mean())
+    sxx = float(((x - mx) ** 2).sum())
+    b = float(((x - mx) * (y - y.mean())).sum() / sxx) if sxx > 0 else 0.0
+    a = float(y.mean() - b * mx)
+    dof = len(x) - 2
+    sd = float(np.sqrt(((y - a - b * x) ** 2).sum() / dof)) if dof > 0 else 0.0
+    return a, b, sd, mx, sxx
+
+
+def linear_calibration(
+    predictor: np.ndarray,
+    accuracy: np.ndarray,
+    k: int = 3,
+    level: float = 0.95,
+    max_subsets: int = 200,
+    seed: int = 0,
+) -> dict:
+    """Map ``predictor`` to accuracy with a least-squares line, and how well that predicts.
+
+    - ``fit``: the line over all points (intercept, slope, residual sd) — what predicts the
+      accuracy at points that were not retrained (:func:`predict_accuracy`);
+    - ``loo_mae``: leave-one-out: the line fitted on all other points predicts each point;
+      ``loo_coverage``: the share of points inside their ``level`` prediction interval
+      (Student t, n - 3 degrees of freedom), ``loo_halfwidth`` the mean half-width;
+    - ``k_mae``: as :func:`prediction_mae` but with the line: fitted on ``k`` points, predicting
+      the others, averaged over the k-subsets.
+    """
+    x = np.asarray(predictor, dtype=np.float64)
+    y = np.asarray(accuracy, dtype=np.float64)
+    p = len(x)
+    out: dict = {"points": p, "fit": None, "loo_mae": None, "loo_coverage": None}
+    out.update({"loo_halfwidth": None, "k_mae": None})
+    if p < 3 or not np.isfinite(x).all():
+        return out
+    a, b, sd, _, _ = _line(x, y)
+    out["fit"] = {"intercept": a, "slope": b, "residual_sd": sd}
+    if p >= 4:
+        errors, inside, half = [], [], []
+        t = stats.t.ppf(0.5 + level / 2, p - 3)
+        for i in range(p):
+            rest = np.arange(p) != i
+            ai, bi, si, mx, sxx = _line(x[rest], y[rest])
+            pred = ai + bi * x[i]
+            se = si * np.sqrt(1 + 1 / (p - 1) + ((x[i] - mx) ** 2 / sxx if sxx > 0 else 0.0))
+            errors.append(abs(y[i] - pred))
+            half.append(t * se)
+            inside.append(errors[-1] <= half[-1])
+        out["loo_mae"] = float(np.mean(errors))
+        out["loo_coverage"] = float(np.mean(inside))
+        out["loo_halfwidth"] = float(np.mean(half))
+    if 2 <= k < p:
+        subsets = list(itertools.combinations(range(p), k))
+        if len(subsets) > max_subsets:
+            rng = np.random.default_rng(seed)
+            subsets = [subsets[i] for i in rng.choice(len(subsets), max_subsets, replace=False)]
+        errs = []
+        for fit in subsets:
+            rest = np.setdiff1d(np.arange(p), fit)
+            ai, bi, *_ = _line(x[list(fit)], y[list(fit)])
+            errs.append(np.abs(ai + bi * x[rest] - y[rest]).mean())
+        out["k_mae"] = float(np.mean(errs))
+    return out
+
+
+def predict_accuracy(
+    predictor: np.ndarray, accuracy: np.ndarray, at: np.ndarray, level: float = 0.95
+) -> np.ndarray | None:
+    """Accuracy predicted at predictor values ``at`` by the line fitted on (``predictor``,
+    ``accuracy``), with a ``level`` prediction interval: [len(at), 3] (prediction, low, high),
+    clipped to [0, 1]; None with fewer than 3 points."""
+    x = np.asarray(predictor, dtype=np.float64)
+    y = np.asarray(accuracy, dtype=np.float64)
+    at = np.asarray(at, dtype=np.float64)
+    if len(x) < 3 or not np.isfinite(x).all():
+        return None
+    a, b, sd, mx, sxx = _line(x, y)
+    t = stats.t.ppf(0.5 + level / 2, len(x) - 2)
+    lever = (at - mx) ** 2 / sxx if sxx > 0 else np.zeros_like(at)
+    half = t * sd * np.sqrt(1 + 1 / len(x) + lever)
+    pred = a + b * at
+    return np.clip(np.stack([pred, pred - half, pred + half], 1), 0.0, 1.0)
+
+
+def loo_linear(
+    features: np.ndarray, accuracy: np.ndarray, ridge: float = 1e-3
+) -> np.ndarray | None:
+    """Leave-one-out predictions of a small linear model of accuracy on ``features`` [P, F]
+    (standardised on the fitting points, intercept, ridge ``ridge`` against singular fits): each
+    point's accuracy predicted by the model fitted on all the others. None with fewer than
+    F + 3 points."""
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(accuracy, dtype=np.float64)
+    p, f = x.shape
+    if p < f + 3 or not np.isfinite(x).all():
+        return None
+    out = np.empty(p)
+    for i in range(p):
+        rest = np.arange(p) != i
+        mean, std = x[rest].mean(0), x[rest].std(0)
+        std = np.where(std > 0, std, 1.0)
+        z = (x[rest] - mean) / std
+        w = np.linalg.solve(z.T @ z + ridge * len(z) * np.eye(f), z.T @ (y[rest] - y[rest].mean()))
+        out[i] = y[rest].mean() + ((x[i] - mean) / std) @ w
+    return out

@@ -37,12 +37,31 @@ from isplit.errors import IsplitError
 from isplit.graph import ModelGraph
 from isplit.io import atomic_write_json, read_json
 from isplit.models import weights_fingerprint
-from isplit.stats import prediction_mae, rank_correlations, regret
+from isplit.stats import (
+    linear_calibration,
+    loo_linear,
+    predict_accuracy,
+    prediction_mae,
+    rank_correlations,
+    regret,
+)
 
 log = logging.getLogger("isplit")
 
 MEMMAP_BYTES = 2 * 1024**3  # cached head outputs larger than this go to disk
-PREDICTORS = ("cui", "bytes", "depth", "probe")
+#: Predictors scored beside those the analysis computed (``cui`` and :mod:`isplit.predictors`):
+#: the baselines minus output bytes and depth (the point's position in the analysis), and a
+#: logistic-regression probe fitted here on the training images at each validated point.
+BASELINES = ("bytes", "depth", "logistic-probe")
+#: Combinations of cheap signals, fitted here: a linear model of accuracy on these features
+#: (log10 CUI, log2 output bytes, depth, the analysis probe), leave-one-out over the validated
+#: points, whose prediction for each point is that point's score.
+COMBINATIONS = {
+    "combo": ("cui", "bytes", "depth"),
+    "combo-probe": ("cui", "bytes", "depth", "probe"),
+}
+#: Predictors whose value is itself an accuracy (their raw error as a prediction is reported).
+ACCURACY_VALUED = ("probe", "logistic-probe")
 #: A bottleneck did not learn when its accuracy is within this of chance (absolute) ...
 CHANCE_MARGIN = 0.05
 #: ... or when it keeps less than this share of the unsplit model's margin over chance.
@@ -142,7 +161,7 @@ def budgets(analysis: Analysis, settings: Settings, total_flops: int) -> list[di
             {"budget": f"bytes on the link <= {b}", "kind": "bytes", "limit": b, "within": within}
         )
     for b in out:
-        pick = best_point(analysis.cui, adm & b["within"])
+        pick = best_point(analysis.selection, adm & b["within"])
         b["pick"] = None if pick is None else analysis.points[pick].name
     return out
 
@@ -518,13 +537,8 @@ def _report(
     idx = [order.index(r["name"]) for r in results]
     acc = np.array([r["accuracy"] for r in results])
     correct = np.array([[c == "1" for c in r["correct"]] for r in results])
-    cui = analysis.cui[idx]
-    predictors = {
-        "cui": cui,
-        "bytes": -np.array([analysis.points[i].bytes for i in idx], dtype=float),
-        "depth": np.array(idx, dtype=float),
-        "probe": np.array([r["probe_accuracy"] for r in results]),
-    }
+    predictors = _scores(analysis, idx, results)
+    predictors.update(_combinations(predictors, acc))
     points = []
     for r, i in zip(results, idx):
         p = analysis.points[i]
@@ -546,6 +560,7 @@ def _report(
                 "final_loss": r["losses"][-1] if r["losses"] else None,
                 "learned": why is None,
                 "not_learned_reason": why,
+                "scores": {k: _num(v[len(points)]) for k, v in predictors.items()},
             }
         )
     reliability = _reliability(points, unsplit, chance)
@@ -579,17 +594,19 @@ def _report(
                 )
             ),
         }
-        # the simple baselines' picks under the same budget, for comparison
+        # every predictor's pick under the same budget, for comparison
+        entry["regret_by"] = {k: _regret_of_pick(acc, within, v) for k, v in predictors.items()}
+        entry["pick_by"] = {
+            k: _pick(within, v, [r["name"] for r in results]) for k, v in predictors.items()
+        }
         for label, key in (
             ("smallest_bytes", "bytes"),
             ("deepest", "depth"),
-            ("best_probe", "probe"),
+            ("best_probe", "logistic-probe"),
         ):
-            score = np.where(within, predictors[key], -np.inf)
-            entry[f"regret_{label}"] = (
-                regret(acc, within, int(np.argmax(score)))["regret"] if within.any() else None
-            )
+            entry[f"regret_{label}"] = entry["regret_by"][key]
         regrets.append(entry)
+    calibration = _calibration(analysis, predictors, acc, settings)
     return {
         "model": model_name,
         "analysis": {"dataset": analysis.dataset.get("name"), "settings": analysis.settings},
@@ -604,5 +621,111 @@ def _report(
         "points": points,
         "correlation": correlation,
         "prediction": {"k": settings.k, "mae": prediction},
+        "calibration": calibration,
+        "best_predictor": _best_predictor(correlation, calibration),
         "regret": regrets,
     }
+
+
+def _num(v) -> float | None:
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
+def _scores(analysis: Analysis, idx: list[int], results: list[dict]) -> dict[str, np.ndarray]:
+    """Every predictor's score at the validated points (higher: more accuracy expected): those
+    the analysis computed, then the baselines."""
+    out = {
+        name: np.asarray(analysis.curve(name), dtype=float)[idx]
+        for name in analysis.predictor_names
+    }
+    out["bytes"] = -np.array([analysis.points[i].bytes for i in idx], dtype=float)
+    out["depth"] = np.array(idx, dtype=float)
+    out["logistic-probe"] = np.array([r["probe_accuracy"] for r in results])
+    return out
+
+
+def _everywhere(analysis: Analysis, name: str) -> np.ndarray | None:
+    """A predictor's score at every analysed point, where it has one without retraining."""
+    if name in analysis.predictor_names:
+        return np.asarray(analysis.curve(name), dtype=float)
+    if name == "bytes":
+        return -np.array([p.bytes for p in analysis.points], dtype=float)
+    if name == "depth":
+        return np.arange(len(analysis.points), dtype=float)
+    return None
+
+
+def _feature(name: str, score: np.ndarray) -> np.ndarray:
+    """The scale on which a predictor relates linearly to accuracy, if anywhere: log10 for CUI
+    (it spans orders of magnitude), minus log2 for the output bytes, the score itself else."""
+    score = np.asarray(score, dtype=float)
+    if name == "cui":
+        return np.log10(np.maximum(score, 1e-30))
+    if name == "bytes":
+        return -np.log2(-score)
+    return score
+
+
+def _combinations(scores: dict[str, np.ndarray], acc: np.ndarray) -> dict[str, np.ndarray]:
+    """The leave-one-out predictions of each combination whose parts were all scored."""
+    out = {}
+    for name, parts in COMBINATIONS.items():
+        if all(p in scores and np.isfinite(scores[p]).all() for p in parts):
+            features = np.stack([_feature(p, scores[p]) for p in parts], 1)
+            predicted = loo_linear(features, acc)
+            if predicted is not None:
+                out[name] = predicted
+    return out
+
+
+def _calibration(analysis: Analysis, scores: dict, acc: np.ndarray, settings: Settings) -> dict:
+    """Each predictor mapped to post-split accuracy (a line on its :func:`_feature`) and the
+    error of that absolute prediction; the predicted accuracy with a 95 % interval at every
+    admissible analysed point where the predictor has a value; and, for predictors that are
+    accuracies themselves, the error of taking them as the prediction unchanged."""
+    adm = [i for i, p in enumerate(analysis.points) if p.admissible]
+    out = {}
+    for name, score in scores.items():
+        if name in COMBINATIONS:  # already a prediction of accuracy, leave-one-out
+            out[name] = {"points": len(acc), "loo_mae": float(np.abs(score - acc).mean())}
+            continue
+        x = _feature(name, score)
+        entry = linear_calibration(x, acc, settings.k, seed=settings.seed)
+        values = _everywhere(analysis, name)
+        predicted = (
+            None if values is None else predict_accuracy(x, acc, _feature(name, values[adm]))
+        )
+        if predicted is not None:
+            entry["predicted"] = {
+                analysis.points[i].name: [float(v) for v in row] for i, row in zip(adm, predicted)
+            }
+        if name in ACCURACY_VALUED:
+            entry["raw_mae"] = float(np.abs(acc - score).mean())
+            entry["raw_bias"] = float((acc - score).mean())
+        out[name] = entry
+    return out
+
+
+def _best_predictor(correlation: dict, calibration: dict) -> dict:
+    """The predictor with the highest Spearman correlation, and the one with the lowest
+    leave-one-out error of its predicted accuracy, over the validated points."""
+    rho = {k: c["spearman"] for k, c in correlation.items() if c["spearman"] is not None}
+    mae = {k: c["loo_mae"] for k, c in calibration.items() if c.get("loo_mae") is not None}
+    return {
+        "by_spearman": max(rho, key=rho.get) if rho else None,
+        "by_loo_mae": min(mae, key=mae.get) if mae else None,
+    }
+
+
+def _pick(within: np.ndarray, score: np.ndarray, names: list[str]) -> str | None:
+    ok = within & np.isfinite(score)
+    return names[int(np.flatnonzero(ok)[np.argmax(score[ok])])] if ok.any() else None
+
+
+def _regret_of_pick(acc: np.ndarray, within: np.ndarray, score: np.ndarray) -> float | None:
+    """The regret of the point ``score`` ranks highest among the validated points within."""
+    ok = within & np.isfinite(score)
+    if not ok.any():
+        return None
+    return regret(acc, within, int(np.flatnonzero(ok)[np.argmax(score[ok])]))["regret"]

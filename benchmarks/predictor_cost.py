@@ -1,0 +1,97 @@
+"""Extra cost of the predictors in the analysis pass: ``analyze()`` with and without them.
+
+For each model (a demo network with its packaged weights, or ``--weights``) on the first
+``--limit`` images of the Fashion-MNIST test set, the wall time of the whole ``analyze()`` call
+with CUI alone and with each predictor set of ``--variants`` (default: each predictor alone, and
+all of them). Each variant runs once for warm-up, then ``--repeats`` times, round-robin across
+variants so that background load hits all of them alike; the median is reported, and
+``extra[variant] = median(variant) / median(cui) - 1`` (the issue's target: under 0.5 for the
+probe). Ratios are measured in one run; absolute numbers depend on the machine. Run it on an
+otherwise idle machine: under contention the ratios mean little.
+
+    python benchmarks/predictor_cost.py [--models demo-vgg16 demo-resnet50] [--limit 10000] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Sequence
+
+import torch
+
+from isplit.analysis import analyze
+from isplit.data import load_dataset
+from isplit.models import load_model, resolve_device
+
+TARGET_PROBE_EXTRA = 0.5
+DEFAULT_VARIANTS = ["probe", "taylor", "cam-share", "probe,taylor,cam-share"]
+
+
+def _time(run) -> float:
+    start = time.perf_counter()
+    run()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["demo-vgg16", "demo-resnet50"])
+    p.add_argument("--weights", default=None, help="weights for every model (default: packaged)")
+    p.add_argument("--limit", type=int, default=10_000, help="images analysed per run")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data-root", default=None)
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    report: dict = {
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "device": device.type,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "target_probe_extra": TARGET_PROBE_EXTRA,
+        "models": {},
+    }
+    for name in args.models:
+        loaded = load_model(name, args.weights)
+        data = load_dataset("fashion-mnist", "test", loaded.preprocess, root=args.data_root)
+        variants = ["cui", *args.variants]
+        times: dict[str, list[float]] = {v: [] for v in variants}
+
+        def run(variant: str, loaded=loaded, data=data) -> None:
+            analyze(
+                loaded,
+                data,
+                limit=args.limit,
+                batch_size=args.batch_size,
+                device=device,
+                predictors=None if variant == "cui" else variant,
+            )
+
+        for v in variants:  # warm-up
+            run(v)
+        for _ in range(args.repeats):
+            for v in variants:
+                times[v].append(_time(lambda v=v: run(v)))
+        median = {v: statistics.median(t) for v, t in times.items()}
+        report["models"][name] = {
+            "seconds": median,
+            "extra": {v: median[v] / median["cui"] - 1 for v in args.variants},
+        }
+        if "probe" in args.variants:
+            extra = report["models"][name]["extra"]["probe"]
+            report["models"][name]["probe_target_met"] = extra < TARGET_PROBE_EXTRA
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Exhaustive validation sweeps behind docs/experiments.md ("Which signal predicts post-split
+# accuracy?"): every admissible point of each demo network is cut, a bottleneck is trained there
+# and tested, and every predictor of the analysis (CUI, probe, taylor, cam-share) is scored with
+# the baselines (bytes, depth, logistic probe) and the leave-one-out combinations.
+#
+#   benchmarks/predictors_sweep.sh [OUT]          # default OUT: runs/predictors
+#
+# Writes OUT/<net>/ (the analysis: curves.json, per_image.npz, curves.png), OUT/<net>-c8/ and
+# OUT/<net>-c16h/ (validation.json, validation.png, validation_points/), then OUT/tables.md and
+# OUT/summary.json (benchmarks/predictor_tables.py). Rerunning resumes: finished points are kept.
+#
+# Environment:
+#   ISPLIT     the command (default: isplit; on a machine without the console script:
+#              ISPLIT="python3 -m isplit" with PYTHONPATH=src)
+#   PYTHON     python for the table script (default: python3)
+#   DATA_ROOT  where the Fashion-MNIST .gz files are (default: isplit's search path)
+#   DEVICE     cpu, cuda or auto (default: auto)
+#   NETS       which networks (default: "demo-vgg16 demo-resnet50 demo-mobilenet")
+#   QUICK=1    a tiny end-to-end check instead of the real sweep: 400 analysed images, 3 points
+#              per network, 300 training / 200 test images, 1 epoch, 50 bootstrap resamples
+#
+# demo-mobilenet needs its weights first: `make demo-weights` (or pass them: MOBILENET_WEIGHTS).
+set -euo pipefail
+
+OUT=${1:-runs/predictors}
+ISPLIT=${ISPLIT:-isplit}
+PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-auto}
+NETS=${NETS:-demo-vgg16 demo-resnet50 demo-mobilenet}
+PREDICTORS=probe,taylor,cam-share
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+common=(--device "$DEVICE" --quiet)
+[ -n "${DATA_ROOT:-}" ] && common+=(--data-root "$DATA_ROOT")
+
+if [ "${QUICK:-0}" = 1 ]; then
+  analyse=(--limit 400)
+  validate=(--train-limit 300 --test-limit 200 --epochs 1 --bootstrap 50)
+else
+  analyse=()  # the whole Fashion-MNIST test set, 10 000 images
+  validate=(--points all)  # defaults: 4 epochs, 8 000 training and 5 000 test images
+fi
+
+# Points of the quick check (one early, one middle, one late admissible point per network).
+quick_points() {
+  case "$1" in
+    demo-vgg16) echo features.6,features.23,features.42 ;;
+    demo-resnet50) echo maxpool,layer2.1.relu_2,layer4.2.relu_2 ;;
+    demo-mobilenet) echo features.3.add,features.10.add,features.18.2 ;;
+  esac
+}
+
+# Which bottlenecks each network is swept at: channels / 8 for all, and channels / 16 with H and
+# W halved for the two demo networks of the paper's families.
+strengths() {
+  case "$1" in
+    demo-mobilenet) echo c8 ;;
+    *) echo c8 c16h ;;
+  esac
+}
+
+mkdir -p "$OUT"
+for net in $NETS; do
+  model=(--model "$net")
+  if [ "$net" = demo-mobilenet ] && [ -n "${MOBILENET_WEIGHTS:-}" ]; then
+    model+=(--weights "$MOBILENET_WEIGHTS")
+  fi
+  run="$OUT/$net"
+  if [ ! -f "$run/curves.json" ]; then
+    echo "== analyse $net" >&2
+    TIMEFORMAT="analysis of $net: %R s"
+    time $ISPLIT analyze "${model[@]}" "${common[@]}" ${analyse[@]+"${analyse[@]}"} \
+      --predictors "$PREDICTORS" --out "$run"
+  fi
+  for s in $(strengths "$net"); do
+    case "$s" in
+      c8) strength=(--ratio 8) ;;
+      c16h) strength=(--ratio 16 --halve) ;;
+    esac
+    points=()
+    [ "${QUICK:-0}" = 1 ] && points=(--points "$(quick_points "$net")")
+    # the validation folder holds a copy of the analysis, so `isplit report` works on it
+    mkdir -p "$OUT/$net-$s"
+    cp -p "$run/curves.json" "$run/per_image.npz" "$run/curves.png" "$OUT/$net-$s/"
+    echo "== validate $net at $s" >&2
+    TIMEFORMAT="validation of $net at $s: %R s"
+    # the network is the one the analysis recorded (name, weights, seed)
+    time $ISPLIT validate "${common[@]}" --analysis "$OUT/$net-$s" "${strength[@]}" \
+      "${validate[@]}" ${points[@]+"${points[@]}"}
+  done
+done
+
+$PYTHON "$HERE/predictor_tables.py" "$OUT" --json "$OUT/summary.json" > "$OUT/tables.md"
+echo "wrote $OUT/tables.md and $OUT/summary.json" >&2
