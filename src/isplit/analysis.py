@@ -362,6 +362,120 @@ def restrict(
         )
 
 
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """How an analysis runs: one object from :func:`analyze` to the run loop.
+
+    The fields down to ``precision`` (with the device type) decide the result: they are written
+    to ``curves.json``'s ``settings`` and enter the checkpoint's fingerprint. The fields after
+    it only say how the work is carried out.
+    """
+
+    target: str = "label"
+    reduction: str = "mean"
+    protocol: str = "default"
+    granularity: str = "layer"
+    points: tuple[str, ...] | None = None
+    batch_size: int = 64
+    limit: int | None = None
+    max_bytes: int | None = None
+    max_head_flops: float | None = None
+    first: str | None = None
+    last: str | None = None
+    # how the work is carried out
+    device: torch.device = torch.device("cpu")
+    workers: int | None = None
+    skip_bad_images: bool = False
+    progress: bool = False
+    checkpoint: Path | None = None
+    checkpoint_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise IsplitError(f"--protocol must be one of {PROTOCOLS}, not {self.protocol!r}")
+        if self.protocol == "official":
+            object.__setattr__(self, "target", "predicted")
+        if self.target not in TARGETS:
+            raise IsplitError(f"--target must be one of {TARGETS}, not {self.target!r}")
+        if self.reduction not in REDUCTIONS:
+            raise IsplitError(f"--reduction must be one of {REDUCTIONS}, not {self.reduction!r}")
+        if self.batch_size < 1:
+            raise IsplitError("--batch-size must be at least 1")
+        if self.points is not None:
+            object.__setattr__(self, "points", tuple(self.points))
+        object.__setattr__(self, "device", resolve_device(self.device))
+        if self.checkpoint is not None:
+            object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+
+    @property
+    def budget(self) -> dict:
+        """The restrictions of the admissible points (``restrict``'s keywords)."""
+        return {
+            "max_bytes": self.max_bytes,
+            "max_head_flops": self.max_head_flops,
+            "first": self.first,
+            "last": self.last,
+        }
+
+    def record(self) -> dict:
+        """The settings that decide the result, under ``curves.json``'s ``settings`` keys."""
+        return {
+            "target": self.target,
+            "reduction": self.reduction,
+            "protocol": self.protocol,
+            "granularity": self.granularity,
+            "batch_size": self.batch_size,
+            "limit": self.limit,
+            "device": self.device.type,
+        }
+
+
+@dataclass
+class _Job:
+    """One analysis: its settings and what it is run on (the model's record, the data's size
+    and classes). The checkpoint's fingerprint and ``curves.json``'s ``settings`` derive from
+    it."""
+
+    settings: AnalysisSettings
+    model_name: str
+    model_record: dict  # weights, seed, weights_sha256, num_classes, preprocess
+    n_total: int
+    class_names: list[str] | None
+
+    def _settings_record(self) -> dict:
+        out = {
+            **self.settings.record(),
+            "weights": self.model_record.get("weights"),
+            "seed": self.model_record.get("seed"),
+            "weights_sha256": self.model_record["weights_sha256"],
+        }
+        for key in ("num_classes", "preprocess"):
+            if self.model_record.get(key) is not None:
+                out[key] = self.model_record[key]
+        return out
+
+    def settings_json(self, input_shape: Sequence[int]) -> dict:
+        """``curves.json``'s ``settings``."""
+        return {
+            **self._settings_record(),
+            "input_shape": list(input_shape),
+            **self.settings.budget,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """Model, weights, data and settings of the run (checkpoints of another are refused)."""
+        doc = [
+            self.model_name,
+            list(self.settings.points or []),
+            self._settings_record(),
+            self.settings.budget,
+            self.n_total,
+            self.class_names,
+        ]
+        return hashlib.sha256(json.dumps(doc, default=str).encode()).hexdigest()[:16]
+
+
 def analyze(
     model: nn.Module | LoadedModel,
     data: Dataset | DataLoader,
@@ -395,16 +509,25 @@ def analyze(
     it from the run folder), any other under its class name. The model's weights are
     fingerprinted (sha256) into the run; its ``training`` flag and parameter flags are restored
     afterwards."""
-    if protocol not in PROTOCOLS:
-        raise IsplitError(f"--protocol must be one of {PROTOCOLS}, not {protocol!r}")
-    if protocol == "official":
-        target = "predicted"
-    if target not in TARGETS:
-        raise IsplitError(f"--target must be one of {TARGETS}, not {target!r}")
-    if reduction not in REDUCTIONS:
-        raise IsplitError(f"--reduction must be one of {REDUCTIONS}, not {reduction!r}")
-    if batch_size < 1:
-        raise IsplitError("--batch-size must be at least 1")
+    settings = AnalysisSettings(
+        target=target,
+        reduction=reduction,
+        protocol=protocol,
+        granularity=granularity,
+        points=None if points is None else tuple(points),
+        batch_size=batch_size,
+        limit=limit,
+        max_bytes=max_bytes,
+        max_head_flops=max_head_flops,
+        first=first,
+        last=last,
+        device=device,
+        workers=workers,
+        skip_bad_images=skip_bad_images,
+        progress=progress,
+        checkpoint=checkpoint,
+        checkpoint_seconds=checkpoint_seconds,
+    )
     info = model if isinstance(model, LoadedModel) else loaded_info(model)
     if isinstance(model, LoadedModel):
         model = model.model
@@ -416,9 +539,6 @@ def analyze(
         if info is not None
         else {"model": model_name, "weights": None, "weights_sha256": weights_fingerprint(model)}
     )
-    device = resolve_device(device)
-    class_names = _class_names(data, classes)
-
     if isinstance(data, DataLoader):
         source, n_total = (
             data,
@@ -429,34 +549,9 @@ def analyze(
         source, n_total = data, len(data)
     if n_total == 0:
         raise IsplitError("the data set is empty: no images to analyse")
-
+    job = _Job(settings, model_name, record, n_total, _class_names(data, classes))
     with _frozen(model):
-        return _run(
-            model=model,
-            record=record,
-            data=data,
-            source=source,
-            n_total=n_total,
-            points=points,
-            target=target,
-            reduction=reduction,
-            protocol=protocol,
-            granularity=granularity,
-            batch_size=batch_size,
-            limit=limit,
-            device=device,
-            class_names=class_names,
-            max_bytes=max_bytes,
-            max_head_flops=max_head_flops,
-            first=first,
-            last=last,
-            model_name=model_name,
-            workers=workers,
-            skip_bad_images=skip_bad_images,
-            progress=progress,
-            checkpoint=checkpoint,
-            checkpoint_seconds=checkpoint_seconds,
-        )
+        return _run(model, data, source, job)
 
 
 @contextlib.contextmanager
@@ -477,103 +572,55 @@ def _frozen(model: nn.Module):
             m.training = mode
 
 
-def _run(
-    *,
-    model,
-    record,
-    data,
-    source,
-    n_total,
-    points,
-    target,
-    reduction,
-    protocol,
-    granularity,
-    batch_size,
-    limit,
-    device,
-    class_names,
-    max_bytes,
-    max_head_flops,
-    first,
-    last,
-    model_name,
-    workers,
-    skip_bad_images,
-    progress,
-    checkpoint,
-    checkpoint_seconds,
-) -> Analysis:
-    settings = {
-        "target": target,
-        "reduction": reduction,
-        "protocol": protocol,
-        "granularity": granularity,
-        "batch_size": batch_size,
-        "limit": limit,
-        "device": device.type,
-        "weights": record.get("weights"),
-        "seed": record.get("seed"),
-        "weights_sha256": record["weights_sha256"],
-    }
-    if record.get("num_classes") is not None:
-        settings["num_classes"] = record["num_classes"]
-    if record.get("preprocess") is not None:
-        settings["preprocess"] = record["preprocess"]
+def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
+    s = job.settings
+    device, n_total, class_names = s.device, job.n_total, job.class_names
+    fingerprint = job.fingerprint
     acc: CurveAccumulator | None = None
     start = 0
-    ckpt = Path(checkpoint) if checkpoint else None
-    budget = {
-        "max_bytes": max_bytes,
-        "max_head_flops": max_head_flops,
-        "first": first,
-        "last": last,
-    }
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            [model_name, list(points or []), settings, budget, n_total, class_names],
-            default=str,
-        ).encode()
-    ).hexdigest()[:16]
+    ckpt = s.checkpoint
+    input_shape: list[int] | None = None
     resumed_skipped: list[str] = []  # bad files skipped before a resume
     if ckpt is not None and ckpt.exists():
         acc, start, resumed_skipped = _load_checkpoint(ckpt, fingerprint)
         log.warning("resuming the analysis from %s: %d of %d images done", ckpt, start, n_total)
 
     if isinstance(source, DataLoader):
-        loader = make_loader(source, batch_size, skip_bad_images=skip_bad_images)
+        loader = make_loader(source, s.batch_size, skip_bad_images=s.skip_bad_images)
         per_batch = source.batch_size or 1
         skip_batches = start // per_batch
     else:
         rest = source if start == 0 else torch.utils.data.Subset(source, range(start, n_total))
-        loader = make_loader(rest, batch_size, workers=workers, skip_bad_images=skip_bad_images)
-        skip_batches, per_batch = 0, batch_size
+        loader = make_loader(
+            rest, s.batch_size, workers=s.workers, skip_bad_images=s.skip_bad_images
+        )
+        skip_batches, per_batch = 0, s.batch_size
 
     graph = cam = chosen = None
     skipped = resumed_skipped
     seen = position = start
     last_save = time.monotonic()
-    bar = _progress(total=n_total, initial=start, enabled=progress)
+    bar = _progress(total=n_total, initial=start, enabled=s.progress)
     try:
         for b, (x, y) in enumerate(loader):
             if b < skip_batches:
                 continue
-            if limit is not None and seen >= n_total:
+            if s.limit is not None and seen >= n_total:
                 break
-            if limit is not None and isinstance(source, DataLoader):
+            if s.limit is not None and isinstance(source, DataLoader):
                 x, y = x[: n_total - seen], y[: n_total - seen]
             if graph is None:
-                graph = ModelGraph(model, tuple(x.shape[1:]), granularity)
-                chosen = select_points(graph, points, protocol, model_name)
-                restrict(chosen, **budget)
+                graph = ModelGraph(model, tuple(x.shape[1:]), s.granularity)
+                chosen = select_points(graph, s.points, s.protocol, job.model_name)
+                restrict(chosen, **s.budget)
                 if not any(p.admissible for p in chosen):
-                    raise IsplitError(_no_admissible(chosen, budget))
-                cam = GradCAM(graph, [p.name for p in chosen], reduction).to(device)
-                settings["input_shape"] = list(x.shape[1:])
+                    raise IsplitError(_no_admissible(chosen, s.budget))
+                cam = GradCAM(graph, [p.name for p in chosen], s.reduction).to(device)
+                input_shape = list(x.shape[1:])
             if acc is None:
                 n_classes = len(class_names) if class_names else None
                 acc = _new_accumulator(len(chosen), n_classes, cam, x, device)
-            res = cam(x.to(device), y.to(device), target=target)
+            res = cam(x.to(device), y.to(device), target=s.target)
             labels = y.numpy()
             if labels.size and labels.max() >= len(acc.counts):
                 raise IsplitError(
@@ -589,7 +636,7 @@ def _run(
             bar.update(len(labels))
             skipped = resumed_skipped + list(loader.skipped)
             position = min((b + 1) * per_batch + (0 if skip_batches else start), n_total)
-            if ckpt is not None and time.monotonic() - last_save > checkpoint_seconds:
+            if ckpt is not None and time.monotonic() - last_save > s.checkpoint_seconds:
                 _save_checkpoint(ckpt, acc, position, skipped, fingerprint)
                 last_save = time.monotonic()
     except KeyboardInterrupt:
@@ -603,16 +650,15 @@ def _run(
         raise IsplitError(f"{ckpt} already holds a finished analysis; delete it to rerun")
     if class_names is None:
         class_names = [str(i) for i in range(len(acc.counts))]
-    settings.update(budget)
     curve = acc.global_curve()
     mask = [p.admissible for p in chosen]
     best = best_point(curve, mask)
     arrays = acc.arrays()
     class_curves = acc.class_curves()
     result = Analysis(
-        model=model_name,
+        model=job.model_name,
         dataset={**_dataset_info(data, class_names), "images": acc.images},
-        settings=settings,
+        settings=job.settings_json(input_shape),
         points=chosen,
         cui=curve,
         per_class={c: class_curves[i] for i, c in enumerate(class_names)},
