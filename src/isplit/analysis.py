@@ -388,7 +388,8 @@ class AnalysisSettings:
     skip_bad_images: bool = False
     progress: bool = False
     checkpoint: Path | None = None
-    checkpoint_seconds: float = 60.0
+    checkpoint_seconds: float = 60.0  # save the checkpoint this often ...
+    checkpoint_every: int | None = None  # ... or after every this many batches
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -406,6 +407,17 @@ class AnalysisSettings:
         object.__setattr__(self, "device", resolve_device(self.device))
         if self.checkpoint is not None:
             object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise IsplitError(f"--checkpoint-every must be at least 1, not {self.checkpoint_every}")
+
+    def checkpoint_due(self, batches: int, since: float) -> bool:
+        """Whether to save the checkpoint, ``batches`` batches and ``since`` seconds after the
+        last save."""
+        if self.checkpoint is None:
+            return False
+        if self.checkpoint_every is not None:
+            return batches >= self.checkpoint_every
+        return since > self.checkpoint_seconds
 
     @property
     def budget(self) -> dict:
@@ -499,6 +511,7 @@ def analyze(
     progress: bool = False,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_seconds: float = 60.0,
+    checkpoint_every: int | None = None,
 ) -> Analysis:
     """Run the I-SPLIT analysis of ``model`` on ``data`` (a Dataset of (image, label) or a
     DataLoader). See the README for the options; the result is an ``Analysis``.
@@ -508,7 +521,12 @@ def analyze(
     name, weights and seed it was loaded by (so that ``isplit report`` / ``validate`` can rebuild
     it from the run folder), any other under its class name. The model's weights are
     fingerprinted (sha256) into the run; its ``training`` flag and parameter flags are restored
-    afterwards."""
+    afterwards.
+
+    With ``checkpoint`` (a file path), the accumulated curves are saved there every
+    ``checkpoint_seconds`` seconds, or after every ``checkpoint_every`` batches when given, and
+    a rerun with the same model, data and settings resumes from it (another run's checkpoint is
+    refused); it is deleted when the analysis finishes."""
     settings = AnalysisSettings(
         target=target,
         reduction=reduction,
@@ -527,6 +545,7 @@ def analyze(
         progress=progress,
         checkpoint=checkpoint,
         checkpoint_seconds=checkpoint_seconds,
+        checkpoint_every=checkpoint_every,
     )
     info = model if isinstance(model, LoadedModel) else loaded_info(model)
     if isinstance(model, LoadedModel):
@@ -581,8 +600,10 @@ def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
     ckpt = s.checkpoint
     input_shape: list[int] | None = None
     resumed_skipped: list[str] = []  # bad files skipped before a resume
+    if ckpt is not None:
+        _remove_partial_writes(ckpt)
     if ckpt is not None and ckpt.exists():
-        acc, start, resumed_skipped = _load_checkpoint(ckpt, fingerprint)
+        acc, start, resumed_skipped, input_shape = _load_checkpoint(ckpt, fingerprint)
         log.warning("resuming the analysis from %s: %d of %d images done", ckpt, start, n_total)
 
     if isinstance(source, DataLoader):
@@ -599,7 +620,7 @@ def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
     graph = cam = chosen = None
     skipped = resumed_skipped
     seen = position = start
-    last_save = time.monotonic()
+    last_save, unsaved = time.monotonic(), 0
     bar = _progress(total=n_total, initial=start, enabled=s.progress)
     try:
         for b, (x, y) in enumerate(loader):
@@ -610,16 +631,10 @@ def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
             if s.limit is not None and isinstance(source, DataLoader):
                 x, y = x[: n_total - seen], y[: n_total - seen]
             if graph is None:
-                graph = ModelGraph(model, tuple(x.shape[1:]), s.granularity)
-                chosen = select_points(graph, s.points, s.protocol, job.model_name)
-                restrict(chosen, **s.budget)
-                if not any(p.admissible for p in chosen):
-                    raise IsplitError(_no_admissible(chosen, s.budget))
-                cam = GradCAM(graph, [p.name for p in chosen], s.reduction).to(device)
                 input_shape = list(x.shape[1:])
+                graph, chosen, cam = _instrument(model, input_shape, job)
             if acc is None:
-                n_classes = len(class_names) if class_names else None
-                acc = _new_accumulator(len(chosen), n_classes, cam, x, device)
+                acc = _new_accumulator(len(chosen), class_names, cam, input_shape, device)
             res = cam(x.to(device), y.to(device), target=s.target)
             labels = y.numpy()
             if labels.size and labels.max() >= len(acc.counts):
@@ -636,18 +651,21 @@ def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
             bar.update(len(labels))
             skipped = resumed_skipped + list(loader.skipped)
             position = min((b + 1) * per_batch + (0 if skip_batches else start), n_total)
-            if ckpt is not None and time.monotonic() - last_save > s.checkpoint_seconds:
-                _save_checkpoint(ckpt, acc, position, skipped, fingerprint)
-                last_save = time.monotonic()
+            unsaved += 1
+            if s.checkpoint_due(unsaved, time.monotonic() - last_save):
+                _save_checkpoint(ckpt, acc, position, skipped, fingerprint, input_shape)
+                last_save, unsaved = time.monotonic(), 0
     except KeyboardInterrupt:
-        message = _interrupted(ckpt, acc, position, n_total, skipped, fingerprint)
+        message = _interrupted(ckpt, acc, position, n_total, skipped, fingerprint, input_shape)
         raise AnalysisInterrupted(message) from None
     finally:
         bar.close()
     if acc is None or acc.images == 0:
         raise IsplitError("no images were analysed (all skipped, or the data set is empty)")
-    if graph is None:  # everything came from the checkpoint
-        raise IsplitError(f"{ckpt} already holds a finished analysis; delete it to rerun")
+    if graph is None:  # everything came from the checkpoint (killed before it was deleted)
+        if input_shape is None:
+            raise IsplitError(f"{ckpt} already holds a finished analysis; delete it to rerun")
+        graph, chosen, _ = _instrument(model, input_shape, job)
     if class_names is None:
         class_names = [str(i) for i in range(len(acc.counts))]
     curve = acc.global_curve()
@@ -700,24 +718,44 @@ def _interrupted(
     n_total: int,
     skipped: list[str],
     fingerprint: str,
+    input_shape: list[int] | None,
 ) -> str:
     """Save what an interrupted analysis has done; the message says what and how to resume."""
     if ckpt is None or acc is None or acc.images == 0:
         return "interrupted before any image was analysed; nothing was saved"
-    _save_checkpoint(ckpt, acc, position, skipped, fingerprint)
+    _save_checkpoint(ckpt, acc, position, skipped, fingerprint, input_shape)
     return (
         f"interrupted: {position} of {n_total} images analysed, saved in {ckpt}; rerun the "
         "same command to resume from there"
     )
 
 
+def _instrument(
+    model: nn.Module, input_shape: Sequence[int], job: _Job
+) -> tuple[ModelGraph, list[SplitPoint], GradCAM]:
+    """Trace the model for this input shape, choose and restrict the points, instrument them."""
+    s = job.settings
+    graph = ModelGraph(model, tuple(input_shape), s.granularity)
+    chosen = select_points(graph, s.points, s.protocol, job.model_name)
+    restrict(chosen, **s.budget)
+    if not any(p.admissible for p in chosen):
+        raise IsplitError(_no_admissible(chosen, s.budget))
+    cam = GradCAM(graph, [p.name for p in chosen], s.reduction).to(s.device)
+    return graph, chosen, cam
+
+
 def _new_accumulator(
-    k: int, n_classes: int | None, cam: GradCAM, x: torch.Tensor, device: torch.device
+    k: int,
+    class_names: list[str] | None,
+    cam: GradCAM,
+    input_shape: Sequence[int],
+    device: torch.device,
 ) -> CurveAccumulator:
-    if n_classes is None:  # unknown: as many as the model has outputs
-        with torch.no_grad():
-            n_classes = int(cam.module(x[:1].to(device))[0].shape[1])
-    return CurveAccumulator(k, n_classes)
+    if class_names:
+        return CurveAccumulator(k, len(class_names))
+    with torch.no_grad():  # unknown classes: as many as the model has outputs
+        logits = cam.module(torch.zeros(1, *input_shape, device=device))[0]
+    return CurveAccumulator(k, int(logits.shape[1]))
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -734,20 +772,48 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def _save_checkpoint(
-    path: Path, acc: CurveAccumulator, position: int, skipped: list[str], fingerprint: str
+    path: Path,
+    acc: CurveAccumulator,
+    position: int,
+    skipped: list[str],
+    fingerprint: str,
+    input_shape: list[int] | None,
 ) -> None:
-    meta = json.dumps({"position": position, "skipped": skipped, "fingerprint": fingerprint})
-    atomic_write_npz(path, meta=np.array(meta), **acc.state())
+    meta = {
+        "position": position,
+        "skipped": skipped,
+        "fingerprint": fingerprint,
+        "input_shape": input_shape,
+    }
+    atomic_write_npz(path, meta=np.array(json.dumps(meta)), **acc.state())
 
 
-def _load_checkpoint(path: Path, fingerprint: str) -> tuple[CurveAccumulator, int, list[str]]:
-    with np.load(path, allow_pickle=False) as npz:
-        state = {k: npz[k] for k in npz.files}
-    meta = json.loads(str(state.pop("meta")))
-    if meta["fingerprint"] != fingerprint:
+def _remove_partial_writes(path: Path) -> None:
+    """Delete temporary files that a run killed while writing its checkpoint left behind."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _load_checkpoint(
+    path: Path, fingerprint: str
+) -> tuple[CurveAccumulator, int, list[str], list[int] | None]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            state = {k: npz[k] for k in npz.files}
+        meta = json.loads(str(state.pop("meta")))
+    except (OSError, ValueError, KeyError) as e:
+        raise IsplitError(
+            f"cannot read the checkpoint {path} ({e}); delete it to start the analysis afresh"
+        ) from None
+    if meta.get("fingerprint") != fingerprint:
         raise IsplitError(
             f"{path} holds a checkpoint of a different analysis (other model or weights, "
             "data or settings); rerun with the same ones to resume, or delete it or use another "
             "--out to start afresh"
         )
-    return CurveAccumulator.from_state(state), int(meta["position"]), list(meta["skipped"])
+    return (
+        CurveAccumulator.from_state(state),
+        int(meta["position"]),
+        list(meta["skipped"]),
+        meta.get("input_shape"),
+    )

@@ -62,6 +62,18 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """How an analysis is carried out (analyze, and validate's analysis)."""
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="save checkpoint.npz in the output folder after every N batches "
+        "(default: every 60 s); a rerun of the same command resumes from it",
+    )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from isplit.train import train
 
@@ -133,6 +145,7 @@ def _analyze_into(args, loaded, data, out: Path, analyze, options):
         skip_bad_images=args.skip_bad_images,
         progress=not args.quiet,
         checkpoint=out / "checkpoint.npz",
+        checkpoint_every=args.checkpoint_every,
         **options,
     )
 
@@ -478,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", default=None, help="comma-separated split point names")
     p.add_argument("--first", default=None, help="first admissible point (name)")
     p.add_argument("--last", default=None, help="last admissible point (name)")
+    _add_run_args(p)
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser(
@@ -534,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="link byte budgets for the regret (default: median admissible bytes)",
     )
+    _add_run_args(p)
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser(
