@@ -192,3 +192,14 @@ def test_checkpoint_every_must_be_positive(small, tmp_path):
     model, data = small
     with pytest.raises(IsplitError, match="--checkpoint-every must be at least 1"):
         analyze(model, data, checkpoint=tmp_path / "c.npz", checkpoint_every=0)
+
+
+def test_channels_last_gives_the_same_curves_and_leaves_the_model_as_it_was(small):
+    model, data = small
+    weight = model[0].weight
+    plain = analyze(model, data, batch_size=8)
+    fast = analyze(model, data, batch_size=8, channels_last=True)
+    np.testing.assert_allclose(fast.per_image, plain.per_image, rtol=1e-4, atol=1e-9)
+    assert fast.best == plain.best
+    assert model[0].weight is weight and weight.is_contiguous()
+    assert weight.device.type == "cpu" and weight.requires_grad  # as the user had it

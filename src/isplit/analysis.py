@@ -9,26 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from isplit.curves import CurveAccumulator, best_point, local_maxima
-from isplit.data import limit_dataset, make_loader
+from isplit.data import limit_dataset, make_loader, to_device
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph, SplitPoint
-from isplit.importance import REDUCTIONS, TARGETS, GradCAM
+from isplit.importance import REDUCTIONS, TARGETS, GradCAM, check_labels
 from isplit.io import atomic_write_json, atomic_write_npz, read_json
 from isplit.models import LoadedModel, loaded_info, resolve_device, weights_fingerprint
 from isplit.protocols import PROTOCOLS, official_points
@@ -384,6 +385,7 @@ class AnalysisSettings:
     last: str | None = None
     # how the work is carried out
     device: torch.device = torch.device("cpu")
+    channels_last: bool | None = None  # channels-last memory format; None: on CUDA only
     workers: int | None = None
     skip_bad_images: bool = False
     progress: bool = False
@@ -512,6 +514,7 @@ def analyze(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_seconds: float = 60.0,
     checkpoint_every: int | None = None,
+    channels_last: bool | None = None,
 ) -> Analysis:
     """Run the I-SPLIT analysis of ``model`` on ``data`` (a Dataset of (image, label) or a
     DataLoader). See the README for the options; the result is an ``Analysis``.
@@ -526,7 +529,11 @@ def analyze(
     With ``checkpoint`` (a file path), the accumulated curves are saved there every
     ``checkpoint_seconds`` seconds, or after every ``checkpoint_every`` batches when given, and
     a rerun with the same model, data and settings resumes from it (another run's checkpoint is
-    refused); it is deleted when the analysis finishes."""
+    refused); it is deleted when the analysis finishes.
+
+    On a GPU, batches are loaded by worker processes into pinned memory and copied
+    asynchronously, results stay on the GPU until the end (or a checkpoint), and the network
+    runs in channels-last memory format (``channels_last``; default: on CUDA only)."""
     settings = AnalysisSettings(
         target=target,
         reduction=reduction,
@@ -546,6 +553,7 @@ def analyze(
         checkpoint=checkpoint,
         checkpoint_seconds=checkpoint_seconds,
         checkpoint_every=checkpoint_every,
+        channels_last=channels_last,
     )
     info = model if isinstance(model, LoadedModel) else loaded_info(model)
     if isinstance(model, LoadedModel):
@@ -576,98 +584,147 @@ def analyze(
 @contextlib.contextmanager
 def _frozen(model: nn.Module):
     """Eval mode and no parameter gradients while analysing; the user's ``training`` flags (of
-    every submodule) and parameter flags are restored afterwards."""
+    every submodule), parameter flags, and the device and memory format of its parameters and
+    buffers are restored afterwards."""
     modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+    flags = [(p, p.requires_grad, p.data) for p in model.parameters()]
+    buffers = [(m, dict(m._buffers)) for m in model.modules()]
     model.eval()
-    for p, _ in flags:
+    for p, _, _ in flags:
         p.requires_grad_(False)
     try:
         yield
     finally:
-        for p, flag in flags:
+        for p, flag, data in flags:
+            p.data = data
             p.requires_grad_(flag)
+        for m, saved in buffers:
+            m._buffers.update(saved)
         for m, mode in modes:
             m.training = mode
 
 
-def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
-    s = job.settings
-    device, n_total, class_names = s.device, job.n_total, job.class_names
-    fingerprint = job.fingerprint
-    acc: CurveAccumulator | None = None
-    start = 0
-    ckpt = s.checkpoint
-    input_shape: list[int] | None = None
-    resumed_skipped: list[str] = []  # bad files skipped before a resume
-    if ckpt is not None:
-        _remove_partial_writes(ckpt)
-    if ckpt is not None and ckpt.exists():
-        acc, start, resumed_skipped, input_shape = _load_checkpoint(ckpt, fingerprint)
-        log.warning("resuming the analysis from %s: %d of %d images done", ckpt, start, n_total)
+@dataclass
+class _HostBatch:
+    """A batch as the loader gave it, with where the run stands after it."""
 
+    x: torch.Tensor
+    y: torch.Tensor
+    index: np.ndarray  # the images' order keys (their position among the analysed images)
+    position: int  # images of the data set done after this batch (where a resume starts)
+    skipped: list[str]  # unreadable files skipped so far
+
+
+class _Pending:
+    """Per-batch results kept where they were computed (on a GPU: no host sync per batch),
+    moved to the host in bulk into the accumulator."""
+
+    def __init__(self) -> None:
+        self._batches: list[tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]] = []
+
+    def add(self, cui: torch.Tensor, preds: torch.Tensor, hb: _HostBatch) -> None:
+        self._batches.append((cui, preds, hb.y.numpy(), hb.index))
+
+    def flush(self, acc: CurveAccumulator) -> None:
+        if not self._batches:
+            return
+        cui, preds, labels, index = zip(*self._batches)
+        acc.add(
+            torch.cat(cui).float().cpu().numpy(),
+            np.concatenate(labels),
+            torch.cat(preds).cpu().numpy(),
+            np.concatenate(index),
+        )
+        self._batches = []
+
+
+def _host_batches(source, job: _Job, position: int) -> Iterator[_HostBatch]:
+    """The batches still to analyse, from ``position`` (images of the data set done) on."""
+    s = job.settings
+    n_total = job.n_total
     if isinstance(source, DataLoader):
         loader = make_loader(source, s.batch_size, skip_bad_images=s.skip_bad_images)
         per_batch = source.batch_size or 1
-        skip_batches = start // per_batch
+        skip_batches, offset = position // per_batch, 0  # the user's loader starts over
     else:
-        rest = source if start == 0 else torch.utils.data.Subset(source, range(start, n_total))
+        rest = source if position == 0 else Subset(source, range(position, n_total))
         loader = make_loader(
-            rest, s.batch_size, workers=s.workers, skip_bad_images=s.skip_bad_images
+            rest,
+            s.batch_size,
+            workers=s.workers,
+            skip_bad_images=s.skip_bad_images,
+            device=s.device,
         )
-        skip_batches, per_batch = 0, s.batch_size
+        per_batch, skip_batches, offset = s.batch_size, 0, position
+    seen = position  # order keys of the rows: analysed images, counted on from the resume point
+    for b, (x, y) in enumerate(loader):
+        if b < skip_batches:
+            continue
+        if seen >= n_total:
+            break
+        x, y = x[: n_total - seen], y[: n_total - seen]  # a DataLoader longer than --limit
+        done = min((b + 1) * per_batch + offset, n_total)
+        yield _HostBatch(x, y, np.arange(seen, seen + len(y)), done, list(loader.skipped))
+        seen += len(y)
 
-    graph = cam = chosen = None
-    skipped = resumed_skipped
-    seen = position = start
+
+def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
+    s = job.settings
+    device, n_total, fingerprint, ckpt = s.device, job.n_total, job.fingerprint, s.checkpoint
+    acc: CurveAccumulator | None = None
+    position, skipped, input_shape = 0, [], None
+    if ckpt is not None:
+        _remove_partial_writes(ckpt)
+    if ckpt is not None and ckpt.exists():
+        acc, position, skipped, input_shape = _load_checkpoint(ckpt, fingerprint)
+        log.warning("resuming the analysis from %s: %d of %d images done", ckpt, position, n_total)
+    resumed_skipped = skipped
+    batches = _host_batches(source, job, position)
+    first = next(batches, None)
+    if first is not None:
+        input_shape = list(first.x.shape[1:])
+        batches = itertools.chain([first], batches)
+    if input_shape is None:
+        raise IsplitError("no images were analysed (all skipped, or the data set is empty)")
+    graph, chosen, cam = _instrument(model, input_shape, job)
+    if acc is None:
+        acc = _new_accumulator(len(chosen), job.class_names, cam, input_shape, device)
+    channels_last = s.channels_last if s.channels_last is not None else device.type == "cuda"
+    if channels_last:
+        cam.module.to(memory_format=torch.channels_last)
+
+    def checked(items: Iterator[_HostBatch]):
+        """Labels are checked on the host, before the copy: no GPU sync for it."""
+        for hb in items:
+            check_labels(hb.y, len(acc.counts), "the data set's")
+            if s.target == "label" and cam.num_classes is not None:
+                check_labels(hb.y, cam.num_classes)
+            yield hb.x, hb.y, hb
+
+    pending = _Pending()
     last_save, unsaved = time.monotonic(), 0
-    bar = _progress(total=n_total, initial=start, enabled=s.progress)
+    bar = _progress(total=n_total, initial=position, enabled=s.progress)
     try:
-        for b, (x, y) in enumerate(loader):
-            if b < skip_batches:
-                continue
-            if s.limit is not None and seen >= n_total:
-                break
-            if s.limit is not None and isinstance(source, DataLoader):
-                x, y = x[: n_total - seen], y[: n_total - seen]
-            if graph is None:
-                input_shape = list(x.shape[1:])
-                graph, chosen, cam = _instrument(model, input_shape, job)
-            if acc is None:
-                acc = _new_accumulator(len(chosen), class_names, cam, input_shape, device)
-            res = cam(x.to(device), y.to(device), target=s.target)
-            labels = y.numpy()
-            if labels.size and labels.max() >= len(acc.counts):
-                raise IsplitError(
-                    f"label {labels.max()} is outside the {len(acc.counts)} classes of the data set"
-                )
-            acc.add(
-                res.cui.cpu().numpy(),
-                labels,
-                res.logits.argmax(1).cpu().numpy(),
-                np.arange(seen, seen + len(labels)),
-            )
-            seen += len(labels)
-            bar.update(len(labels))
-            skipped = resumed_skipped + list(loader.skipped)
-            position = min((b + 1) * per_batch + (0 if skip_batches else start), n_total)
+        for x, y, hb in to_device(checked(batches), device, channels_last):
+            res = cam(x, y, target=s.target)
+            pending.add(res.cui, res.logits.argmax(1), hb)
+            bar.update(len(hb.y))
+            position, skipped = hb.position, resumed_skipped + hb.skipped
             unsaved += 1
             if s.checkpoint_due(unsaved, time.monotonic() - last_save):
+                pending.flush(acc)
                 _save_checkpoint(ckpt, acc, position, skipped, fingerprint, input_shape)
                 last_save, unsaved = time.monotonic(), 0
     except KeyboardInterrupt:
+        pending.flush(acc)
         message = _interrupted(ckpt, acc, position, n_total, skipped, fingerprint, input_shape)
         raise AnalysisInterrupted(message) from None
     finally:
         bar.close()
-    if acc is None or acc.images == 0:
+    pending.flush(acc)
+    if acc.images == 0:
         raise IsplitError("no images were analysed (all skipped, or the data set is empty)")
-    if graph is None:  # everything came from the checkpoint (killed before it was deleted)
-        if input_shape is None:
-            raise IsplitError(f"{ckpt} already holds a finished analysis; delete it to rerun")
-        graph, chosen, _ = _instrument(model, input_shape, job)
-    if class_names is None:
-        class_names = [str(i) for i in range(len(acc.counts))]
+    class_names = job.class_names or [str(i) for i in range(len(acc.counts))]
     curve = acc.global_curve()
     mask = [p.admissible for p in chosen]
     best = best_point(curve, mask)

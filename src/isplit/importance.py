@@ -40,8 +40,33 @@ class BatchImportance:
     maps: list[torch.Tensor] | None  # K tensors [N, *spatial] when asked for
 
 
+def check_labels(labels: torch.Tensor, num_classes: int, what: str = "the model's") -> None:
+    """Labels (a tensor on the host) must be class indices below ``num_classes``."""
+    if labels.numel() == 0:
+        return
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        bad = lo if lo < 0 else hi
+        hint = "does the model fit this data set?" if what == "the model's" else "check the labels"
+        raise IsplitError(f"a label ({bad}) is outside {what} {num_classes} classes: {hint}")
+
+
+def _num_outputs(graph: ModelGraph) -> int | None:
+    """The model's number of classes (its logits' width), from the traced shapes."""
+    out = next((n for n in graph.nodes if n.op == "output"), None)
+    value = graph.values.get(out.args[0]) if out is not None and out.args else None
+    if isinstance(value, torch.Tensor) and value.dim() == 2:
+        return int(value.shape[1])
+    return None
+
+
 class GradCAM:
-    """Grad-CAM maps / CUI values at ``points`` of a traced model, all in one pass per batch."""
+    """Grad-CAM maps / CUI values at ``points`` of a traced model, all in one pass per batch.
+
+    Labels on the host are checked against the model's classes; labels already on a GPU are
+    not (that check would make the host wait for the GPU every batch): check them before the
+    copy, as :func:`~isplit.analyze` does.
+    """
 
     def __init__(self, graph: ModelGraph, points: Sequence[str], reduction: str = "mean") -> None:
         if reduction not in REDUCTIONS:
@@ -57,6 +82,7 @@ class GradCAM:
         if [order[n] for n in nodes] != sorted(order[n] for n in nodes):
             raise IsplitError("split points must be given in network order")
         self.module = self._instrument(graph, nodes)
+        self.num_classes = _num_outputs(graph)
 
     @staticmethod
     def _instrument(graph: ModelGraph, nodes: list[fx.Node]) -> fx.GraphModule:
@@ -104,12 +130,9 @@ class GradCAM:
             if target == "label":
                 if labels is None:
                     raise IsplitError("target 'label' needs labels")
+                if labels.device.type == "cpu":  # on a GPU the check would wait for it
+                    check_labels(labels, logits.shape[1])
                 idx = labels.to(logits.device)
-                if int(idx.max()) >= logits.shape[1] or int(idx.min()) < 0:
-                    raise IsplitError(
-                        f"a label ({int(idx.max())}) is outside the model's {logits.shape[1]} "
-                        "classes: does the model fit this data set?"
-                    )
             else:
                 idx = logits.detach().argmax(1)
             score = logits.gather(1, idx[:, None]).sum()
