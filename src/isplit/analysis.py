@@ -29,7 +29,7 @@ from isplit.curves import CurveAccumulator, best_point, local_maxima
 from isplit.data import limit_dataset, make_loader, to_device
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph, SplitPoint
-from isplit.importance import REDUCTIONS, TARGETS, GradCAM, check_labels
+from isplit.importance import REDUCTIONS, TARGETS, GradCAM, autocast_dtype, check_labels
 from isplit.io import atomic_write_json, atomic_write_npz, read_json
 from isplit.models import LoadedModel, loaded_info, resolve_device, weights_fingerprint
 from isplit.protocols import PROTOCOLS, official_points
@@ -383,6 +383,7 @@ class AnalysisSettings:
     max_head_flops: float | None = None
     first: str | None = None
     last: str | None = None
+    precision: str = "fp32"  # the forward pass under autocast: fp32, bf16 or fp16
     # how the work is carried out
     device: torch.device = torch.device("cpu")
     channels_last: bool | None = None  # channels-last memory format; None: on CUDA only
@@ -407,6 +408,7 @@ class AnalysisSettings:
         if self.points is not None:
             object.__setattr__(self, "points", tuple(self.points))
         object.__setattr__(self, "device", resolve_device(self.device))
+        autocast_dtype(self.precision, self.device)  # an error where the device cannot
         if self.checkpoint is not None:
             object.__setattr__(self, "checkpoint", Path(self.checkpoint))
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
@@ -441,6 +443,7 @@ class AnalysisSettings:
             "batch_size": self.batch_size,
             "limit": self.limit,
             "device": self.device.type,
+            "precision": self.precision,
         }
 
 
@@ -507,6 +510,7 @@ def analyze(
     max_head_flops: float | None = None,
     first: str | None = None,
     last: str | None = None,
+    precision: str = "fp32",
     model_name: str | None = None,
     workers: int | None = None,
     skip_bad_images: bool = False,
@@ -531,6 +535,10 @@ def analyze(
     a rerun with the same model, data and settings resumes from it (another run's checkpoint is
     refused); it is deleted when the analysis finishes.
 
+    ``precision`` ``bf16`` or ``fp16`` runs the network's forward pass under
+    ``torch.autocast`` in that type (fp16: CUDA only); the Grad-CAM maps and CUI values are
+    computed and accumulated in float32 either way.
+
     On a GPU, batches are loaded by worker processes into pinned memory and copied
     asynchronously, results stay on the GPU until the end (or a checkpoint), and the network
     runs in channels-last memory format (``channels_last``; default: on CUDA only)."""
@@ -546,6 +554,7 @@ def analyze(
         max_head_flops=max_head_flops,
         first=first,
         last=last,
+        precision=precision,
         device=device,
         workers=workers,
         skip_bad_images=skip_bad_images,
@@ -797,7 +806,7 @@ def _instrument(
     restrict(chosen, **s.budget)
     if not any(p.admissible for p in chosen):
         raise IsplitError(_no_admissible(chosen, s.budget))
-    cam = GradCAM(graph, [p.name for p in chosen], s.reduction).to(s.device)
+    cam = GradCAM(graph, [p.name for p in chosen], s.reduction, s.precision).to(s.device)
     return graph, chosen, cam
 
 

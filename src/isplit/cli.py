@@ -72,6 +72,13 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="save checkpoint.npz in the output folder after every N batches "
         "(default: every 60 s); a rerun of the same command resumes from it",
     )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="the network's forward pass in this type (torch.autocast; fp16: CUDA only); "
+        "CUI is computed in float32 either way (default: fp32)",
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -146,6 +153,7 @@ def _analyze_into(args, loaded, data, out: Path, analyze, options):
         progress=not args.quiet,
         checkpoint=out / "checkpoint.npz",
         checkpoint_every=args.checkpoint_every,
+        precision=args.precision,
         **options,
     )
 

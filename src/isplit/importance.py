@@ -14,6 +14,7 @@ stops there (nothing before the first point is differentiated; parameters are fr
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,34 @@ from isplit.graph import ModelGraph
 
 TARGETS = ("label", "predicted")
 REDUCTIONS = ("mean", "sum")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The dtype the forward pass runs in under ``precision`` on ``device`` (None: float32);
+    an error where the device cannot run it."""
+    if precision not in PRECISIONS:
+        raise IsplitError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "fp32":
+        return None
+    return _check_autocast(precision, torch.device(device))
+
+
+@functools.cache
+def _check_autocast(precision: str, device: torch.device) -> torch.dtype:
+    if device.type == "cpu" and precision == "fp16":
+        raise IsplitError(
+            "--precision fp16 needs a CUDA GPU; on a CPU use --precision bf16 (or fp32)"
+        )
+    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise IsplitError(
+            f"this GPU ({torch.cuda.get_device_name(device)}) does not support bfloat16; use "
+            "--precision fp16 (or fp32)"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise IsplitError(f"--precision {precision} is supported on cpu and cuda, not {device}")
+    return _AUTOCAST[precision]
 
 
 def _leaf(t: torch.Tensor) -> torch.Tensor:
@@ -68,9 +97,20 @@ class GradCAM:
     copy, as :func:`~isplit.analyze` does.
     """
 
-    def __init__(self, graph: ModelGraph, points: Sequence[str], reduction: str = "mean") -> None:
+    def __init__(
+        self,
+        graph: ModelGraph,
+        points: Sequence[str],
+        reduction: str = "mean",
+        precision: str = "fp32",
+    ) -> None:
         if reduction not in REDUCTIONS:
             raise IsplitError(f"--reduction must be one of {REDUCTIONS}, not {reduction!r}")
+        if precision not in PRECISIONS:
+            raise IsplitError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}"
+            )
+        self.precision = precision  # checked against the device on each call
         if not points:
             raise IsplitError("no split points to analyse")
         self.reduction = reduction
@@ -123,10 +163,13 @@ class GradCAM:
     ) -> BatchImportance:
         if target not in TARGETS:
             raise IsplitError(f"--target must be one of {TARGETS}, not {target!r}")
+        dtype = autocast_dtype(self.precision, x.device)
         with torch.enable_grad():
-            logits, acts = self.module(x)
+            with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+                logits, acts = self.module(x)
             if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
                 raise IsplitError("the model must return one logits tensor [N, classes]")
+            logits = logits.float()  # the score in float32; the backward casts back
             if target == "label":
                 if labels is None:
                     raise IsplitError("target 'label' needs labels")
@@ -169,11 +212,13 @@ class GradCAM:
         return hook
 
     def cam(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Grad-CAM map [N, *spatial] from activation and gradient [N, C, *spatial]."""
+        """Grad-CAM map [N, *spatial] from activation and gradient [N, C, *spatial], computed in
+        float32 whatever precision the network ran in."""
         if a.dim() == 1:  # [N]: one channel, no positions
             a, g = a[:, None], g[:, None]
         n, c = a.shape[:2]
-        alpha = g.flatten(2).mean(2) if a.dim() > 2 else g  # [N, C]
+        a = a.float()  # no copy when already float32
+        alpha = g.flatten(2).mean(2, dtype=torch.float32) if a.dim() > 2 else g.float()  # [N, C]
         weighted = torch.bmm(alpha[:, None, :], a.reshape(n, c, -1))  # [N, 1, positions]
         m = weighted.reshape(n, *a.shape[2:])
         if self.reduction == "mean":
