@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from isplit import distributed
 from isplit.curves import CurveAccumulator, best_point, local_maxima
 from isplit.data import limit_dataset, make_loader, to_device
 from isplit.errors import IsplitError
@@ -407,7 +408,7 @@ class AnalysisSettings:
             raise IsplitError("--batch-size must be at least 1")
         if self.points is not None:
             object.__setattr__(self, "points", tuple(self.points))
-        object.__setattr__(self, "device", resolve_device(self.device))
+        object.__setattr__(self, "device", distributed.local_device(resolve_device(self.device)))
         autocast_dtype(self.precision, self.device)  # an error where the device cannot
         if self.checkpoint is not None:
             object.__setattr__(self, "checkpoint", Path(self.checkpoint))
@@ -450,14 +451,27 @@ class AnalysisSettings:
 @dataclass
 class _Job:
     """One analysis: its settings and what it is run on (the model's record, the data's size
-    and classes). The checkpoint's fingerprint and ``curves.json``'s ``settings`` derive from
-    it."""
+    and classes, this process's share of the data). The checkpoint's fingerprint and
+    ``curves.json``'s ``settings`` derive from it, the same on every process of a distributed
+    run."""
 
     settings: AnalysisSettings
     model_name: str
     model_record: dict  # weights, seed, weights_sha256, num_classes, preprocess
     n_total: int
     class_names: list[str] | None
+    shard: range  # the images (data set positions) this process analyses
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """This process's checkpoint file: ``checkpoint.npz``, or with K processes
+        ``checkpoint-rank{R}-of-{K}.npz`` beside it."""
+        base = self.settings.checkpoint
+        if base is None or self.world == 1:
+            return base
+        return base.with_name(f"{base.stem}-rank{self.rank}-of-{self.world}{base.suffix}")
 
     def _settings_record(self) -> dict:
         out = {
@@ -585,7 +599,21 @@ def analyze(
         source, n_total = data, len(data)
     if n_total == 0:
         raise IsplitError("the data set is empty: no images to analyse")
-    job = _Job(settings, model_name, record, n_total, _class_names(data, classes))
+    if distributed.active() and isinstance(source, DataLoader):
+        raise IsplitError(
+            "a distributed analysis shares out a Dataset, not a DataLoader: pass the "
+            "DataLoader's dataset (and its batch size as batch_size)"
+        )
+    job = _Job(
+        settings,
+        model_name,
+        record,
+        n_total,
+        _class_names(data, classes),
+        shard=distributed.shard(n_total),
+        rank=distributed.rank(),
+        world=distributed.world_size(),
+    )
     with _frozen(model):
         return _run(model, data, source, job)
 
@@ -648,15 +676,18 @@ class _Pending:
 
 
 def _host_batches(source, job: _Job, position: int) -> Iterator[_HostBatch]:
-    """The batches still to analyse, from ``position`` (images of the data set done) on."""
+    """The batches of this process's share still to analyse, from ``position`` (images of the
+    share done) on."""
     s = job.settings
-    n_total = job.n_total
-    if isinstance(source, DataLoader):
+    lo, hi = job.shard.start, job.shard.stop
+    n_total = hi - lo
+    if isinstance(source, DataLoader):  # one process only: the share is the whole data set
         loader = make_loader(source, s.batch_size, skip_bad_images=s.skip_bad_images)
         per_batch = source.batch_size or 1
         skip_batches, offset = position // per_batch, 0  # the user's loader starts over
     else:
-        rest = source if position == 0 else Subset(source, range(position, n_total))
+        whole = lo == 0 and position == 0 and hi == len(source)
+        rest = source if whole else Subset(source, range(lo + position, hi))
         loader = make_loader(
             rest,
             s.batch_size,
@@ -665,13 +696,13 @@ def _host_batches(source, job: _Job, position: int) -> Iterator[_HostBatch]:
             device=s.device,
         )
         per_batch, skip_batches, offset = s.batch_size, 0, position
-    seen = position  # order keys of the rows: analysed images, counted on from the resume point
+    seen = lo + position  # order keys of the rows: analysed images, from the resume point on
     for b, (x, y) in enumerate(loader):
         if b < skip_batches:
             continue
-        if seen >= n_total:
+        if seen >= hi:
             break
-        x, y = x[: n_total - seen], y[: n_total - seen]  # a DataLoader longer than --limit
+        x, y = x[: hi - seen], y[: hi - seen]  # a DataLoader longer than --limit
         done = min((b + 1) * per_batch + offset, n_total)
         yield _HostBatch(x, y, np.arange(seen, seen + len(y)), done, list(loader.skipped))
         seen += len(y)
@@ -679,10 +710,11 @@ def _host_batches(source, job: _Job, position: int) -> Iterator[_HostBatch]:
 
 def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
     s = job.settings
-    device, n_total, fingerprint, ckpt = s.device, job.n_total, job.fingerprint, s.checkpoint
+    device, n_total, fingerprint, ckpt = s.device, len(job.shard), job.fingerprint, job.checkpoint
     acc: CurveAccumulator | None = None
     position, skipped, input_shape = 0, [], None
     if ckpt is not None:
+        _check_other_checkpoints(job)
         _remove_partial_writes(ckpt)
     if ckpt is not None and ckpt.exists():
         acc, position, skipped, input_shape = _load_checkpoint(ckpt, fingerprint)
@@ -712,7 +744,7 @@ def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
 
     pending = _Pending()
     last_save, unsaved = time.monotonic(), 0
-    bar = _progress(total=n_total, initial=position, enabled=s.progress)
+    bar = _progress(total=n_total, initial=position, enabled=s.progress and job.rank == 0)
     try:
         for x, y, hb in to_device(checked(batches), device, channels_last):
             res = cam(x, y, target=s.target)
@@ -731,6 +763,8 @@ def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
     finally:
         bar.close()
     pending.flush(acc)
+    if job.world > 1:  # every process gets every process's curves, in data set order
+        acc, skipped = _gather(acc, skipped)
     if acc.images == 0:
         raise IsplitError("no images were analysed (all skipped, or the data set is empty)")
     class_names = job.class_names or [str(i) for i in range(len(acc.counts))]
@@ -852,6 +886,37 @@ def _save_checkpoint(
         "input_shape": input_shape,
     }
     atomic_write_npz(path, meta=np.array(json.dumps(meta)), **acc.state())
+
+
+def _gather(acc: CurveAccumulator, skipped: list[str]) -> tuple[CurveAccumulator, list[str]]:
+    """Merge the accumulators (and skipped files) of all processes: sums and counts add up,
+    per-image rows keep their data set order."""
+    parts = distributed.all_gather_arrays({**acc.state(), "skipped": np.array(skipped, dtype=str)})
+    merged = CurveAccumulator.from_state(parts[0])
+    for part in parts[1:]:
+        merged.merge(CurveAccumulator.from_state(part))
+    return merged, [str(f) for part in parts for f in part["skipped"]]
+
+
+def _check_other_checkpoints(job: _Job) -> None:
+    """Checkpoints of the same run folder made with another number of processes cannot be
+    resumed by this one: say so instead of starting afresh beside them."""
+    base, mine = job.settings.checkpoint, job.checkpoint
+    others = [base] if base != mine and base.exists() else []
+    pattern = f"{base.stem}-rank*-of-*{base.suffix}"
+    suffix = f"-of-{job.world}{base.suffix}"
+    others += [
+        p for p in base.parent.glob(pattern) if job.world == 1 or not p.name.endswith(suffix)
+    ]
+    if not others:
+        return
+    counts = sorted({int(p.stem.rsplit("-of-", 1)[1]) if "-of-" in p.stem else 1 for p in others})
+    k = counts[0]
+    raise IsplitError(
+        f"{base.parent} holds checkpoints of an analysis on {k} process(es) "
+        f"({', '.join(sorted(p.name for p in others))}); rerun it with --nproc {k} to resume, "
+        "or delete them to start afresh"
+    )
 
 
 def _remove_partial_writes(path: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -79,6 +81,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="the network's forward pass in this type (torch.autocast; fp16: CUDA only); "
         "CUI is computed in float32 either way (default: fp32)",
     )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="K",
+        help="run on K processes (one per GPU on CUDA, at most one per core on a CPU) through "
+        "torchrun; the same as `torchrun --nproc-per-node K -m isplit ...`",
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -127,16 +137,24 @@ def _load(args: argparse.Namespace):
 def _analyse_and_save(args: argparse.Namespace, loaded, data, out: Path, **options):
     """Run ``analyze`` with the data and run options of the command line, save into ``out``."""
     from isplit.analysis import analyze
+    from isplit.distributed import is_main
 
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise IsplitError(
+            f"cannot create the output folder {out} ({e}); choose another --out"
+        ) from None
     try:
         result = _analyze_into(args, loaded, data, out, analyze, options)
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # nothing was saved: leave no empty run folder behind
+            with contextlib.suppress(OSError):  # another process may have removed it
+                out.rmdir()  # nothing was saved: leave no empty run folder behind
         raise
-    result.save(out)
+    if is_main():  # one process writes the outputs of a distributed run
+        result.save(out)
     return result
 
 
@@ -158,9 +176,24 @@ def _analyze_into(args, loaded, data, out: Path, analyze, options):
     )
 
 
+def _check_output_folder(out: Path) -> None:
+    """A clear error before any work when ``out`` cannot be written (nothing is created)."""
+    if out.exists() and not out.is_dir():
+        raise IsplitError(f"the output folder {out} is a file; choose another --out")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise IsplitError(f"cannot create the output folder {out}: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise IsplitError(f"cannot write to {parent} (permission denied); choose another --out")
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from isplit.data import load_dataset
+    from isplit.distributed import is_main
 
+    _check_output_folder(Path(args.out))
     loaded = _load(args)
     data = load_dataset(
         args.data or "fashion-mnist",
@@ -170,7 +203,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         download=args.download,
     )
     if (
-        loaded.classes
+        is_main()
+        and loaded.classes
         and len(loaded.classes) == len(data.classes)
         and list(loaded.classes) != list(data.classes)
     ):
@@ -195,6 +229,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         first=args.first,
         last=args.last,
     )
+    if not is_main():
+        return 0
     if not args.quiet:
         print(result.table())
     if result.skipped_images:
@@ -627,17 +663,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_DISTRIBUTED = ("analyze", "validate")
+
+
+def _under_torchrun() -> bool:
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def _launch(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--nproc K``: check what can be checked here, then start K processes via torchrun."""
+    from isplit import distributed
+    from isplit.importance import autocast_dtype
+    from isplit.models import resolve_device
+
+    device = resolve_device(args.device)
+    distributed.check_nproc(args.nproc, device)
+    autocast_dtype(args.precision, device)
+    out = args.out if args.command == "analyze" else (args.out or args.analysis)
+    _check_output_folder(Path(out or "runs/validation"))
+    if args.nproc == 1:
+        return args.func(args)
+    return distributed.launch(args.nproc, argv)
+
+
+def _distributed(args: argparse.Namespace) -> int:
+    """One process of a torchrun launch: join the process group, run the command."""
+    from isplit import distributed
+
+    if args.command not in _DISTRIBUTED:
+        raise IsplitError(
+            f"only {' and '.join(_DISTRIBUTED)} run on several processes, not {args.command}; "
+            "run it without torchrun"
+        )
+    distributed.init(args.device)
+    try:
+        return args.func(args)
+    finally:
+        distributed.finish()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="isplit: %(levelname)s: %(message)s",
     )
     try:
+        if _under_torchrun():
+            return _distributed(args)
+        if getattr(args, "nproc", None) is not None:
+            return _launch(args, argv)
         return args.func(args)
     except IsplitError as e:
-        print(f"isplit: error: {e}", file=sys.stderr)
+        from isplit.distributed import report_error
+
+        if not report_error(str(e)):
+            print(f"isplit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(f"isplit: {e or 'interrupted'}", file=sys.stderr)
