@@ -4,6 +4,7 @@ errors."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -159,3 +160,46 @@ def test_more_processes_than_images_is_an_error():
 def test_strip_nproc():
     assert strip_nproc(["analyze", "--nproc", "2", "--limit", "5"]) == ["analyze", "--limit", "5"]
     assert strip_nproc(["analyze", "--nproc=2", "--quiet"]) == ["analyze", "--quiet"]
+
+
+VALIDATE = [
+    "validate",
+    "--points",
+    "features.33,features.42",
+    "--epochs",
+    "2",
+    "--train-limit",
+    "400",
+    "--test-limit",
+    "200",
+    "--batch-size",
+    "32",
+    "--bootstrap",
+    "20",
+    "--quiet",
+]
+
+
+def test_two_processes_validate_as_one(tmp_path):
+    finished("analyze", "--limit", "200", "--quiet", "--out", str(tmp_path / "one"))
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    finished(*VALIDATE, "--analysis", str(tmp_path / "one"))
+    out = finished(*VALIDATE, "--analysis", str(tmp_path / "two"), "--nproc", "2")
+    assert out.count("unsplit accuracy") == 1  # rank 0 alone prints
+    one, two = (json.loads((tmp_path / d / "validation.json").read_text()) for d in ("one", "two"))
+    for doc in (one, two):
+        for p in doc["points"]:
+            p.pop("train_seconds")
+    assert two == one  # every point trained with the same seeds, whichever process ran it
+    assert [p["name"] for p in two["points"]] == ["features.33", "features.42"]
+    assert two["points"][1]["accuracy"] > 0.5  # next to the logits two epochs are enough
+    for d in ("one", "two"):
+        points = tmp_path / d / "validation_points"
+        files = {f.name: json.loads(f.read_text()) for f in points.iterdir()}
+        assert sorted(files) == ["features.33.json", "features.42.json"]
+    assert (
+        files["features.42.json"]["correct"]
+        == json.loads((tmp_path / "one" / "validation_points" / "features.42.json").read_text())[
+            "correct"
+        ]
+    )

@@ -253,8 +253,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from isplit.analysis import Analysis
     from isplit.data import load_dataset
+    from isplit.distributed import is_main
     from isplit.validate import Settings, validate
 
+    _check_output_folder(Path(args.out or args.analysis or "runs/validation"))
     analysis = Analysis.load(args.analysis) if args.analysis else None
     if analysis is not None and args.model is None and args.weights is None:
         loaded = analysis.load_model()  # the network the run analysed
@@ -269,7 +271,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     else:
         out = Path(args.out or "runs/validation")
         analysis = _analyse_and_save(args, loaded, test, out)
-        print(analysis.recommendation())
+        if is_main():
+            print(analysis.recommendation())
     points = args.points if args.points in ("auto", "all") else args.points.split(",")
     settings = Settings(
         ratio=args.ratio,
@@ -299,6 +302,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         model_name=loaded.name,
         progress=not args.quiet,
     )
+    if not is_main():
+        return 0
     print(f"unsplit accuracy: {report['unsplit_accuracy']:.4f}")
     print(
         f"{'point':<24}{'log10 CUI':>10}{'bytes':>9}{'encoded':>9}{'accuracy':>10}"
