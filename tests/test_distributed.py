@@ -203,3 +203,19 @@ def test_two_processes_validate_as_one(tmp_path):
             "correct"
         ]
     )
+
+
+def test_a_checkpoint_of_another_run_stops_every_process_with_one_line(tmp_path):
+    from isplit.analysis import _save_checkpoint
+    from isplit.curves import CurveAccumulator
+
+    ckpt = tmp_path / "checkpoint-rank1-of-2.npz"
+    _save_checkpoint(ckpt, CurveAccumulator(3, 10), 4, [], "another run", [1, 32, 32])
+    before = ckpt.read_bytes()
+    proc = isplit(*ARGS, "--limit", "40", "--out", str(tmp_path), "--nproc", "2")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("isplit: error:"), err
+    assert "checkpoint of a different analysis" in lines[0]
+    assert ckpt.read_bytes() == before and not (tmp_path / "curves.json").exists()

@@ -708,18 +708,19 @@ def _host_batches(source, job: _Job, position: int) -> Iterator[_HostBatch]:
         seen += len(y)
 
 
-def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
-    s = job.settings
-    device, n_total, fingerprint, ckpt = s.device, len(job.shard), job.fingerprint, job.checkpoint
+def _start(model: nn.Module, source, job: _Job) -> tuple:
+    """Resume from the checkpoint (if any), take the first batch, trace and instrument the
+    model: the accumulator, position, skipped files, input shape, batches, graph, points and
+    GradCAM the run goes on with."""
+    ckpt, n_total, device = job.checkpoint, len(job.shard), job.settings.device
     acc: CurveAccumulator | None = None
     position, skipped, input_shape = 0, [], None
     if ckpt is not None:
         _check_other_checkpoints(job)
         _remove_partial_writes(ckpt)
     if ckpt is not None and ckpt.exists():
-        acc, position, skipped, input_shape = _load_checkpoint(ckpt, fingerprint)
+        acc, position, skipped, input_shape = _load_checkpoint(ckpt, job.fingerprint)
         log.warning("resuming the analysis from %s: %d of %d images done", ckpt, position, n_total)
-    resumed_skipped = skipped
     batches = _host_batches(source, job, position)
     first = next(batches, None)
     if first is not None:
@@ -730,6 +731,16 @@ def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
     graph, chosen, cam = _instrument(model, input_shape, job)
     if acc is None:
         acc = _new_accumulator(len(chosen), job.class_names, cam, input_shape, device)
+    return acc, position, skipped, input_shape, batches, graph, chosen, cam
+
+
+def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
+    s = job.settings
+    device, n_total, fingerprint, ckpt = s.device, len(job.shard), job.fingerprint, job.checkpoint
+    # every process resumes and starts (or all stop with the same error)
+    start = distributed.agree(lambda: _start(model, source, job))
+    acc, position, skipped, input_shape, batches, graph, chosen, cam = start
+    resumed_skipped = skipped
     channels_last = s.channels_last if s.channels_last is not None else device.type == "cuda"
     if channels_last:
         cam.module.to(memory_format=torch.channels_last)

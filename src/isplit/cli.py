@@ -727,6 +727,14 @@ def main(argv: list[str] | None = None) -> int:
         if not report_error(str(e)):
             print(f"isplit: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from isplit.distributed import ERROR_FILE_ENV, PeerFailed
+
+        if not isinstance(e, PeerFailed):
+            raise
+        if ERROR_FILE_ENV not in os.environ:  # the launcher prints the failed process's error
+            print(f"isplit: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as e:
         print(f"isplit: {e or 'interrupted'}", file=sys.stderr)
         return 130

@@ -16,8 +16,9 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +27,14 @@ import torch.distributed as dist
 from isplit.errors import IsplitError
 
 log = logging.getLogger("isplit")
+
+T = TypeVar("T")
+
+
+class PeerFailed(Exception):
+    """A collective operation failed because another process of the run stopped (its own
+    message says why)."""
+
 
 #: Set by :func:`launch` for its processes: where a rank writes the message of a user mistake,
 #: so that the launcher prints it once.
@@ -100,6 +109,16 @@ def shard(n: int, index: int | None = None, count: int | None = None) -> range:
     return range(index * n // count, (index + 1) * n // count)
 
 
+@contextlib.contextmanager
+def _peers() -> Iterator[None]:
+    """A collective that fails because a peer process died raises :class:`PeerFailed`."""
+    try:
+        yield
+    except RuntimeError as e:  # gloo / NCCL: connection closed, timeout, ...
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PeerFailed(f"rank {rank()}: another process of the run failed ({first})") from None
+
+
 def _collective_device() -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
@@ -113,14 +132,16 @@ def all_gather_bytes(data: bytes) -> list[bytes]:
     device = _collective_device()
     size = torch.tensor([len(data)], dtype=torch.int64, device=device)
     sizes = [torch.zeros_like(size) for _ in range(world_size())]
-    dist.all_gather(sizes, size)
+    with _peers():
+        dist.all_gather(sizes, size)
     lengths = [int(s) for s in sizes]
     padded = torch.zeros(max(max(lengths), 1), dtype=torch.uint8)
     if data:
         padded[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     padded = padded.to(device)
     parts = [torch.empty_like(padded) for _ in lengths]
-    dist.all_gather(parts, padded)
+    with _peers():
+        dist.all_gather(parts, padded)
     return [bytes(p[:n].cpu().numpy()) for p, n in zip(parts, lengths)]
 
 
@@ -137,7 +158,25 @@ def all_gather_arrays(arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarra
 
 def barrier() -> None:
     if active():
-        dist.barrier()
+        with _peers():
+            dist.barrier()
+
+
+def agree(step: Callable[[], T]) -> T:
+    """Run ``step`` on every process; when it raises an :class:`IsplitError` on any of them,
+    raise it on all (every process stops with the same clear message, none waits for the
+    failed one)."""
+    if not active():
+        return step()
+    result, message = None, ""
+    try:
+        result = step()
+    except IsplitError as e:
+        message = str(e) or "error"
+    failed = [m.decode() for m in all_gather_bytes(message.encode()) if m]
+    if failed:
+        raise IsplitError(failed[0])
+    return result
 
 
 # --------------------------------------------------------------------------------------------

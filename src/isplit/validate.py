@@ -367,17 +367,22 @@ def validate(
     todo = [n for n in names if n not in done]
     mine = todo[distributed.rank() :: distributed.world_size()]
     model.to(device)
-    if mine:
+
+    def validate_mine() -> None:
+        if not mine:
+            return
         teacher = None
         if settings.distill > 0:
             teacher, _ = _stream(model, train, device, settings.batch_size)
         images = Images(train, test, teacher)
-        progress = progress and distributed.is_main()
+        shown = progress and distributed.is_main()
         for name in mine:
             result = _validate_point(
-                graph, analysis, name, images, settings, device, out, fingerprint, progress
+                graph, analysis, name, images, settings, device, out, fingerprint, shown
             )
             atomic_write_json(_point_file(out, name), result)
+
+    distributed.agree(validate_mine)  # a mistake found by one process stops them all
     if distributed.is_main():
         logits, y_test = _stream(model, test, device, settings.batch_size)
         unsplit_correct = logits.argmax(1) == y_test
