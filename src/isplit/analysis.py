@@ -309,7 +309,7 @@ def _class_names(data, classes: Sequence[str] | None) -> list[str] | None:
         return list(classes)
     for obj in (data, getattr(data, "dataset", None)):
         names = getattr(obj, "classes", None)
-        if names is not None:
+        if isinstance(names, (list, tuple, np.ndarray)):  # names, not e.g. a count
             return [str(c) for c in names]
     return None
 
@@ -869,9 +869,19 @@ def _new_accumulator(
     return CurveAccumulator(k, int(logits.shape[1]))
 
 
-def _progress(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
 
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the progress bar is optional
+        return _NoBar()
     return tqdm(
         total=total,
         initial=initial,

@@ -659,8 +659,8 @@ def make_loader(
 ) -> BatchLoader:
     """Batch a data set (or wrap a user's DataLoader) for isplit's loops.
 
-    For a CUDA ``device`` the batches come in pinned memory, prepared ahead by worker processes,
-    so that :func:`to_device` copies them asynchronously."""
+    For a CUDA ``device`` the batches come in pinned memory, prepared ahead by worker processes
+    (two batches each), so that :func:`to_device` copies them asynchronously."""
     if isinstance(ds, DataLoader):
         return BatchLoader(ds, wrap=True)
     if batch_size < 1:
@@ -679,7 +679,6 @@ def make_loader(
         collate_fn=_collate,
         drop_last=drop_last,
         pin_memory=cuda,
-        prefetch_factor=4 if cuda and workers > 0 else None,
     )
     return BatchLoader(loader, skip_bad_images=skip_bad_images)
 
