@@ -25,7 +25,9 @@ With ``--gpu`` (self-contained; what the GPU check runs; about 2 minutes on an H
     ``Dataset`` that makes each image on the CPU (uint8 pixels -> float -> normalised, in the
     loader's worker processes), end to end (``analyze_images_per_s``: tracing, fingerprinting,
     worker start-up included) and in steady state (``steady_images_per_s``: the extra time of
-    ``--images`` over a two-batch run); each with its ratio to the bare pass (target >= 0.9).
+    ``--analyze-images`` over a two-batch run; ``setup_seconds``: the rest, the fixed cost of
+    tracing, fingerprinting the weights and starting the workers); each with its ratio to the
+    bare pass (target >= 0.9). The bare pass and the engine run on ``--images`` images.
 ``gpu.models.<name>.bf16_vs_fp32``
     the relative error of the bf16 global CUI curve against fp32 (max and median over the
     points, and in log10 decades), and whether the best split and the candidates change.
@@ -78,18 +80,23 @@ DEMO = "demo-vgg16"
 
 
 class SyntheticImages(Dataset):
-    """``n`` random images made on the CPU item by item, the way a user's decoding data set
-    yields them (uint8 pixels -> float in [0, 1] -> normalised); deterministic per index."""
+    """``n`` images made on the CPU item by item, the way a user's decoding data set yields
+    them: uint8 pixels (from a bank of 64 random images, so that making them costs little
+    beside the network) -> float in [0, 1] -> normalised. Image ``i`` is bank image ``i % 64``
+    with label ``i % num_classes``."""
+
+    BANK = 64
 
     def __init__(self, n: int, shape: Sequence[int], num_classes: int = CLASSES, seed: int = 0):
-        self.n, self.shape, self.num_classes, self.seed = n, tuple(shape), num_classes, seed
+        self.n, self.shape, self.num_classes = n, tuple(shape), num_classes
+        g = torch.Generator().manual_seed(seed)
+        self.bank = torch.randint(0, 256, (self.BANK, *shape), dtype=torch.uint8, generator=g)
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-        pixels = torch.randint(0, 256, self.shape, dtype=torch.uint8, generator=g)
+        pixels = self.bank[i % self.BANK]
         return pixels.float().div_(255).sub_(0.45).div_(0.225), i % self.num_classes
 
 
@@ -302,11 +309,24 @@ def bench_on_device(
     return out
 
 
+def loader_rate(args: argparse.Namespace) -> float:
+    """Images/s of the loader alone (what analyze's loader gives on this device), so that a
+    pipeline slower than the bare pass can be told from a data set slower than the GPU."""
+    from isplit.data import make_loader
+
+    data = SyntheticImages(args.analyze_images, (3, args.size, args.size))
+    loader = make_loader(data, args.batch_size, workers=args.workers, device=args.device)
+    start, seen = time.perf_counter(), 0
+    for x, _ in loader:
+        seen += len(x)
+    return round(seen / (time.perf_counter() - start), 1)
+
+
 def bench_precision(
     name: str, model: nn.Module, precision: str, args: argparse.Namespace, report: Report
 ) -> tuple[dict, object]:
     """Bare pass, engine and ``analyze`` of one model in one precision; the analysis result."""
-    device, bs, n, size = torch.device(args.device), args.batch_size, args.images, args.size
+    device, bs, n, size = torch.device(args.device), args.batch_size, args.analyze_images, args.size
     key = f"{name}.{precision}"
     out = bench_on_device(key, model, precision, args, report)
     if device.type == "cuda":
@@ -329,10 +349,12 @@ def bench_precision(
         analysis["result"] = result
         steady = (n - small) / (t_full - t_small) if n > small and t_full > t_small else None
         doc = {
+            "analyze_images": n,
             "analyze_images_per_s": round(n / t_full, 1),
             "steady_images_per_s": None if steady is None else round(steady, 1),
             "analyze_seconds": round(t_full, 3),
-            "two_batch_seconds": round(t_small, 3),
+            # the fixed cost: tracing, fingerprinting the weights, starting the workers
+            "setup_seconds": None if steady is None else round(t_small - small / steady, 3),
         }
         if device.type == "cuda":
             doc["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
@@ -412,12 +434,14 @@ def gpu(args: argparse.Namespace, report: Report) -> None:
         "batch_size": args.batch_size,
         "image_size": args.size,
         "images": args.images,
+        "analyze_images": args.analyze_images,
         "workers": args.workers,
         "repeats": args.repeats,
         "targets": TARGETS,
         "models": {},
     }
     doc["cuda_matches_cpu"] = report.attempt("cuda_matches_cpu", lambda: cuda_matches_cpu(args))
+    doc["loader_images_per_s"] = report.attempt("loader", lambda: loader_rate(args))
     report.save()
     for name in args.models:
         entry = doc["models"][name] = {}
@@ -459,6 +483,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--images", type=int, default=None, help="images per timed run (4000 CPU, 4096 GPU)"
     )
+    p.add_argument(
+        "--analyze-images",
+        type=int,
+        default=None,
+        help="--gpu: images per timed analyze() run (default 4 x --images)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3, help="--gpu timed runs of bare and engine")
     p.add_argument(
@@ -473,7 +503,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.images is None:
         args.images = 4096 if args.gpu else 4000
-    counts = (args.images, args.batch_size, args.repeats, args.memory_images, args.threads)
+    if args.analyze_images is None:
+        args.analyze_images = 4 * args.images
+    counts = (args.images, args.analyze_images, args.batch_size, args.repeats)
+    counts += (args.memory_images, args.threads)
     if min(counts) < 1 or args.size < 1:
         p.error("sizes, counts, repeats and threads must be positive")
     return args

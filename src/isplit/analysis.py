@@ -660,7 +660,7 @@ class _Pending:
         self._batches: list[tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]] = []
 
     def add(self, cui: torch.Tensor, preds: torch.Tensor, hb: _HostBatch) -> None:
-        self._batches.append((cui, preds, hb.y.numpy(), hb.index))
+        self._batches.append((cui, preds, hb.y.numpy().copy(), hb.index))  # not the pinned one
 
     def flush(self, acc: CurveAccumulator) -> None:
         if not self._batches:
