@@ -477,6 +477,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--gpu", action="store_true", help="the GPU measurements instead of the CPU ones"
     )
     p.add_argument("--device", default="cuda", help="device of --gpu (cpu: to try the script)")
+    p.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["scaling", "memory"],
+        default=["scaling", "memory"],
+        help="without --gpu: which measurements (default both)",
+    )
     p.add_argument("--models", nargs="+", default=["resnet50", "vgg16"], help="--gpu models")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], help="--gpu precisions")
     p.add_argument("--size", type=int, default=224, help="--gpu input side in pixels (224)")
@@ -523,9 +530,11 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     if args.gpu:
         gpu(args, report)
     else:
-        report.doc["cpu_scaling"] = report.attempt("cpu_scaling", lambda: cpu_scaling(args))
-        report.save()
-        report.doc["memory"] = report.attempt("memory", lambda: memory(args))
+        if "scaling" in args.parts:
+            report.doc["cpu_scaling"] = report.attempt("cpu_scaling", lambda: cpu_scaling(args))
+            report.save()
+        if "memory" in args.parts:
+            report.doc["memory"] = report.attempt("memory", lambda: memory(args))
         report.doc["cpu_count"] = os.cpu_count()
     report.doc["torch"] = torch.__version__
     report.save()
