@@ -466,6 +466,34 @@ def gpu(args: argparse.Namespace, report: Report) -> None:
         if isinstance(p, dict) and "steady_ratio_to_bare" in p
     ]
     doc["steady_target_met"] = bool(ratios) and all(r >= TARGETS["ratio_to_bare"] for r in ratios)
+    doc["summary"] = summary(doc)
+
+
+def summary(doc: dict) -> dict[str, str]:
+    """One line per model and precision (and per bf16 comparison), for a README table."""
+
+    def num(v, fmt: str) -> str:
+        return "n/a" if v is None else format(v, fmt)
+
+    lines = {}
+    for name, entry in doc["models"].items():
+        for precision, p in entry.items():
+            if precision == "bf16_vs_fp32" and p:
+                lines[f"{name} bf16 vs fp32"] = (
+                    f"CUI relative error median {num(p['cui_median_rel_err'], '.2%')}, max "
+                    f"{num(p['cui_max_rel_err'], '.2%')} ({num(p['cui_max_abs_log10_diff'], '.3f')}"
+                    f" decades); best split {'changed' if p['best_changed'] else 'unchanged'}"
+                )
+            elif isinstance(p, dict) and precision != "bf16_vs_fp32":
+                lines[f"{name} {precision}"] = (
+                    f"bare {num(p.get('bare_images_per_s'), '.0f')} img/s; engine "
+                    f"{num(p.get('engine_ratio_to_bare'), '.2f')}x; analyze steady "
+                    f"{num(p.get('steady_ratio_to_bare'), '.2f')}x, end to end "
+                    f"{num(p.get('analyze_ratio_to_bare'), '.2f')}x over "
+                    f"{p.get('analyze_images')} images (setup "
+                    f"{num(p.get('setup_seconds'), '.2f')} s)"
+                )
+    return lines
 
 
 # --------------------------------------------------------------------------------------------

@@ -63,3 +63,8 @@ def test_gpu_part_runs_on_the_cpu_and_survives_a_failure(scale, capsys):
     assert 0 < cmp["cui_median_rel_err"] < 0.05 and isinstance(cmp["best_changed"], bool)
     assert report["gpu"]["cuda_matches_cpu"]["ok"]  # here: the CPU against itself
     assert report["gpu"]["models"]["no_such_model"] == {}
+    assert set(report["gpu"]["summary"]) == {
+        "resnet18 fp32",
+        "resnet18 bf16",
+        "resnet18 bf16 vs fp32",
+    }
