@@ -28,7 +28,8 @@ cat "$OUT/env.txt"
 
 # 1. The command line on the GPU: an image folder (random PNGs, streamed and decoded by the
 #    loader's workers), bf16, a checkpoint after every batch, then --nproc beyond the GPUs.
-$PY - "$OUT/images" <<'PYEOF'
+IMAGES=$(mktemp -d)  # not under $OUT: nothing to bring back
+$PY - "$IMAGES" <<'PYEOF'
 import sys
 from pathlib import Path
 import numpy as np
@@ -40,7 +41,7 @@ for c in ("a", "b", "c"):
     for i in range(100):
         Image.fromarray(rng.integers(0, 256, (72, 72, 3), dtype=np.uint8)).save(d / f"{i}.png")
 PYEOF
-timeout 120 $PY -m isplit analyze --model resnet18 --weights none --data "$OUT/images" \
+timeout 120 $PY -m isplit analyze --model resnet18 --weights none --data "$IMAGES" \
   --image-size 64 --device "$DEVICE" --precision bf16 --batch-size 32 --checkpoint-every 2 \
   --out "$OUT/cli-run" > "$OUT/cli-run.log" 2>&1
 echo "cli analyze on $DEVICE, bf16: exit code $? (expected 0)"; tail -3 "$OUT/cli-run.log"
@@ -51,11 +52,18 @@ print("  images", doc["dataset"]["images"], "precision", doc["settings"]["precis
       "device", doc["settings"]["device"], "best", doc["best"])
 PYEOF
 NDEV=$($PY -c "import os, torch; print(torch.cuda.device_count() if '$DEVICE' == 'cuda' else os.cpu_count())")
-timeout 60 $PY -m isplit analyze --model resnet18 --weights none --data "$OUT/images" \
+timeout 60 $PY -m isplit analyze --model resnet18 --weights none --data "$IMAGES" \
   --image-size 64 --device "$DEVICE" --nproc $((NDEV + 1)) --out "$OUT/cli-too-many" \
   > "$OUT/cli-too-many.log" 2>&1
 echo "cli --nproc $((NDEV + 1)) on $NDEV $DEVICE device(s): exit code $? (expected 2)"
 cat "$OUT/cli-too-many.log"
+
+timeout 120 $PY -m torch.distributed.run --standalone --nproc-per-node 1 -m isplit analyze \
+  --model resnet18 --weights none --data "$IMAGES" --image-size 64 --device "$DEVICE" \
+  --batch-size 32 --quiet --out "$OUT/cli-torchrun" > "$OUT/cli-torchrun.log" 2>&1
+echo "torchrun -m isplit analyze, 1 process (NCCL on cuda): exit code $? (expected 0)"
+tail -2 "$OUT/cli-torchrun.log"
+rm -rf "$IMAGES"
 
 # 2. The measurements: analyze vs the bare pass, fp32 and bf16, ResNet-50 and VGG16 at 224 px.
 # shellcheck disable=SC2086
