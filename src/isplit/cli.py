@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from isplit.errors import IsplitError
+from isplit.errors import IsplitError, PeerFailed
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -671,10 +671,6 @@ def build_parser() -> argparse.ArgumentParser:
 _DISTRIBUTED = ("analyze", "validate")
 
 
-def _under_torchrun() -> bool:
-    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-
-
 def _launch(args: argparse.Namespace, argv: list[str]) -> int:
     """``--nproc K``: check what can be checked here, then start K processes via torchrun."""
     from isplit import distributed
@@ -716,7 +712,9 @@ def main(argv: list[str] | None = None) -> int:
         format="isplit: %(levelname)s: %(message)s",
     )
     try:
-        if _under_torchrun():
+        from isplit.distributed import launched
+
+        if launched():
             return _distributed(args)
         if getattr(args, "nproc", None) is not None:
             return _launch(args, argv)
@@ -727,11 +725,9 @@ def main(argv: list[str] | None = None) -> int:
         if not report_error(str(e)):
             print(f"isplit: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:
-        from isplit.distributed import ERROR_FILE_ENV, PeerFailed
+    except PeerFailed as e:
+        from isplit.distributed import ERROR_FILE_ENV
 
-        if not isinstance(e, PeerFailed):
-            raise
         if ERROR_FILE_ENV not in os.environ:  # the launcher prints the failed process's error
             print(f"isplit: {e}", file=sys.stderr)
         return 1

@@ -24,16 +24,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from isplit.errors import IsplitError
+from isplit.errors import IsplitError, PeerFailed
 
 log = logging.getLogger("isplit")
 
 T = TypeVar("T")
-
-
-class PeerFailed(Exception):
-    """A collective operation failed because another process of the run stopped (its own
-    message says why)."""
 
 
 #: Set by :func:`launch` for its processes: where a rank writes the message of a user mistake,

@@ -6,3 +6,8 @@ class IsplitError(Exception):
 
     The message says what was wrong and what to do about it.
     """
+
+
+class PeerFailed(Exception):
+    """In a run on several processes (torchrun): a collective operation failed because another
+    process stopped; that process's own message says why."""

@@ -31,11 +31,15 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise IsplitError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+
+
 def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
     """The dtype the forward pass runs in under ``precision`` on ``device`` (None: float32);
     an error where the device cannot run it."""
-    if precision not in PRECISIONS:
-        raise IsplitError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    check_precision(precision)
     if precision == "fp32":
         return None
     return _check_autocast(precision, torch.device(device))
@@ -106,10 +110,7 @@ class GradCAM:
     ) -> None:
         if reduction not in REDUCTIONS:
             raise IsplitError(f"--reduction must be one of {REDUCTIONS}, not {reduction!r}")
-        if precision not in PRECISIONS:
-            raise IsplitError(
-                f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}"
-            )
+        check_precision(precision)
         self.precision = precision  # checked against the device on each call
         if not points:
             raise IsplitError("no split points to analyse")
