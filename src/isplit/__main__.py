@@ -1,4 +1,4 @@
-"""``python -m isplit``: the same as the ``isplit`` command."""
+"""``python -m isplit``: the command line (also what ``torchrun -m isplit`` runs on each rank)."""
 
 import sys
 

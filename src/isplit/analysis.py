@@ -9,26 +9,28 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from isplit import distributed
 from isplit.curves import CurveAccumulator, best_point, local_maxima
-from isplit.data import limit_dataset, make_loader
+from isplit.data import limit_dataset, make_loader, to_device
 from isplit.errors import IsplitError, did_you_mean
 from isplit.graph import ModelGraph, SplitPoint
-from isplit.importance import REDUCTIONS, TARGETS, GradCAM
+from isplit.importance import REDUCTIONS, TARGETS, GradCAM, autocast_dtype, check_labels
 from isplit.io import atomic_write_json, atomic_write_npz, read_json
 from isplit.models import LoadedModel, loaded_info, resolve_device, weights_fingerprint
 from isplit.predictors import PREDICTORS, PredictorSet, parse_predictors
@@ -346,7 +348,7 @@ def _class_names(data, classes: Sequence[str] | None) -> list[str] | None:
         return list(classes)
     for obj in (data, getattr(data, "dataset", None)):
         names = getattr(obj, "classes", None)
-        if names is not None:
+        if isinstance(names, (list, tuple, np.ndarray)):  # names, not e.g. a count
             return [str(c) for c in names]
     return None
 
@@ -404,6 +406,153 @@ def restrict(
         )
 
 
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """How an analysis runs: one object from :func:`analyze` to the run loop.
+
+    The fields down to ``precision`` (with the device type) decide the result: they are written
+    to ``curves.json``'s ``settings`` and enter the checkpoint's fingerprint. The fields after
+    it only say how the work is carried out.
+    """
+
+    target: str = "label"
+    reduction: str = "mean"
+    protocol: str = "default"
+    granularity: str = "layer"
+    points: tuple[str, ...] | None = None
+    batch_size: int = 64
+    limit: int | None = None
+    max_bytes: int | None = None
+    max_head_flops: float | None = None
+    first: str | None = None
+    last: str | None = None
+    precision: str = "fp32"  # the forward pass under autocast: fp32, bf16 or fp16
+    # how the work is carried out
+    device: torch.device = torch.device("cpu")
+    channels_last: bool | None = None  # channels-last memory format; None: on CUDA only
+    workers: int | None = None
+    skip_bad_images: bool = False
+    progress: bool = False
+    checkpoint: Path | None = None
+    checkpoint_seconds: float = 60.0  # save the checkpoint this often ...
+    checkpoint_every: int | None = None  # ... or after every this many batches
+    predictors: tuple[str, ...] = ("cui",)  # what is computed besides CUI (isplit.predictors)
+    select_by: str = "cui"  # the predictor whose maximum is the best split
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise IsplitError(f"--protocol must be one of {PROTOCOLS}, not {self.protocol!r}")
+        if self.protocol == "official":
+            object.__setattr__(self, "target", "predicted")
+        if self.target not in TARGETS:
+            raise IsplitError(f"--target must be one of {TARGETS}, not {self.target!r}")
+        if self.reduction not in REDUCTIONS:
+            raise IsplitError(f"--reduction must be one of {REDUCTIONS}, not {self.reduction!r}")
+        if self.batch_size < 1:
+            raise IsplitError("--batch-size must be at least 1")
+        if self.points is not None:
+            object.__setattr__(self, "points", tuple(self.points))
+        object.__setattr__(self, "device", distributed.local_device(resolve_device(self.device)))
+        autocast_dtype(self.precision, self.device)  # an error where the device cannot
+        if self.checkpoint is not None:
+            object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise IsplitError(f"--checkpoint-every must be at least 1, not {self.checkpoint_every}")
+
+    def checkpoint_due(self, batches: int, since: float) -> bool:
+        """Whether to save the checkpoint, ``batches`` batches and ``since`` seconds after the
+        last save."""
+        if self.checkpoint is None:
+            return False
+        if self.checkpoint_every is not None:
+            return batches >= self.checkpoint_every
+        return since > self.checkpoint_seconds
+
+    @property
+    def budget(self) -> dict:
+        """The restrictions of the admissible points (``restrict``'s keywords)."""
+        return {
+            "max_bytes": self.max_bytes,
+            "max_head_flops": self.max_head_flops,
+            "first": self.first,
+            "last": self.last,
+        }
+
+    def record(self) -> dict:
+        """The settings that decide the result, under ``curves.json``'s ``settings`` keys."""
+        return {
+            "target": self.target,
+            "reduction": self.reduction,
+            "protocol": self.protocol,
+            "granularity": self.granularity,
+            "batch_size": self.batch_size,
+            "limit": self.limit,
+            "device": self.device.type,
+            "precision": self.precision,
+            "predictors": list(self.predictors),
+            "select_by": self.select_by,
+        }
+
+
+@dataclass
+class _Job:
+    """One analysis: its settings and what it is run on (the model's record, the data's size
+    and classes, this process's share of the data). The checkpoint's fingerprint and
+    ``curves.json``'s ``settings`` derive from it, the same on every process of a distributed
+    run."""
+
+    settings: AnalysisSettings
+    model_name: str
+    model_record: dict  # weights, seed, weights_sha256, num_classes, preprocess
+    n_total: int
+    class_names: list[str] | None
+    shard: range  # the images (data set positions) this process analyses
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """This process's checkpoint file: ``checkpoint.npz``, or with K processes
+        ``checkpoint-rank{R}-of-{K}.npz`` beside it."""
+        base = self.settings.checkpoint
+        if base is None or self.world == 1:
+            return base
+        return base.with_name(f"{base.stem}-rank{self.rank}-of-{self.world}{base.suffix}")
+
+    def _settings_record(self) -> dict:
+        out = {
+            **self.settings.record(),
+            "weights": self.model_record.get("weights"),
+            "seed": self.model_record.get("seed"),
+            "weights_sha256": self.model_record["weights_sha256"],
+        }
+        for key in ("num_classes", "preprocess"):
+            if self.model_record.get(key) is not None:
+                out[key] = self.model_record[key]
+        return out
+
+    def settings_json(self, input_shape: Sequence[int]) -> dict:
+        """``curves.json``'s ``settings``."""
+        return {
+            **self._settings_record(),
+            "input_shape": list(input_shape),
+            **self.settings.budget,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """Model, weights, data and settings of the run (checkpoints of another are refused)."""
+        doc = [
+            self.model_name,
+            list(self.settings.points or []),
+            self._settings_record(),
+            self.settings.budget,
+            self.n_total,
+            self.class_names,
+        ]
+        return hashlib.sha256(json.dumps(doc, default=str).encode()).hexdigest()[:16]
+
+
 def analyze(
     model: nn.Module | LoadedModel,
     data: Dataset | DataLoader,
@@ -421,6 +570,7 @@ def analyze(
     max_head_flops: float | None = None,
     first: str | None = None,
     last: str | None = None,
+    precision: str = "fp32",
     model_name: str | None = None,
     workers: int | None = None,
     skip_bad_images: bool = False,
@@ -429,6 +579,8 @@ def analyze(
     checkpoint_seconds: float = 60.0,
     predictors: str | Sequence[str] | None = None,
     select_by: str = "cui",
+    checkpoint_every: int | None = None,
+    channels_last: bool | None = None,
 ) -> Analysis:
     """Run the I-SPLIT analysis of ``model`` on ``data`` (a Dataset of (image, label) or a
     DataLoader). See the README for the options; the result is an ``Analysis``.
@@ -442,23 +594,50 @@ def analyze(
 
     ``predictors``: further per-point predictors of post-split accuracy to compute in the same
     pass (:data:`isplit.predictors.PREDICTORS`; CUI always); ``select_by``: the one whose maximum
-    over the admissible points is the best split (default ``cui``; added to ``predictors``)."""
+    over the admissible points is the best split (default ``cui``; added to ``predictors``).
+
+    With ``checkpoint`` (a file path), the accumulated curves are saved there every
+    ``checkpoint_seconds`` seconds, or after every ``checkpoint_every`` batches when given, and
+    a rerun with the same model, data and settings resumes from it (another run's checkpoint is
+    refused); it is deleted when the analysis finishes.
+
+    ``precision`` ``bf16`` or ``fp16`` runs the network's forward pass under
+    ``torch.autocast`` in that type (fp16: CUDA only); the Grad-CAM maps and CUI values are
+    computed and accumulated in float32 either way.
+
+    On a GPU, batches are loaded by worker processes into pinned memory and copied
+    asynchronously, results stay on the GPU until the end (or a checkpoint), and the network
+    runs in channels-last memory format (``channels_last``; default: on CUDA only)."""
     names = parse_predictors(predictors)
     if select_by not in PREDICTORS:
         raise IsplitError(
             f"--select-by must be one of the predictors {', '.join(PREDICTORS)}, not {select_by!r}"
         )
     names = parse_predictors([*names, select_by])
-    if protocol not in PROTOCOLS:
-        raise IsplitError(f"--protocol must be one of {PROTOCOLS}, not {protocol!r}")
-    if protocol == "official":
-        target = "predicted"
-    if target not in TARGETS:
-        raise IsplitError(f"--target must be one of {TARGETS}, not {target!r}")
-    if reduction not in REDUCTIONS:
-        raise IsplitError(f"--reduction must be one of {REDUCTIONS}, not {reduction!r}")
-    if batch_size < 1:
-        raise IsplitError("--batch-size must be at least 1")
+    settings = AnalysisSettings(
+        target=target,
+        reduction=reduction,
+        protocol=protocol,
+        granularity=granularity,
+        points=None if points is None else tuple(points),
+        batch_size=batch_size,
+        limit=limit,
+        max_bytes=max_bytes,
+        max_head_flops=max_head_flops,
+        first=first,
+        last=last,
+        precision=precision,
+        device=device,
+        workers=workers,
+        skip_bad_images=skip_bad_images,
+        progress=progress,
+        checkpoint=checkpoint,
+        checkpoint_seconds=checkpoint_seconds,
+        checkpoint_every=checkpoint_every,
+        channels_last=channels_last,
+        predictors=tuple(names),
+        select_by=select_by,
+    )
     info = model if isinstance(model, LoadedModel) else loaded_info(model)
     if isinstance(model, LoadedModel):
         model = model.model
@@ -470,9 +649,6 @@ def analyze(
         if info is not None
         else {"model": model_name, "weights": None, "weights_sha256": weights_fingerprint(model)}
     )
-    device = resolve_device(device)
-    class_names = _class_names(data, classes)
-
     if isinstance(data, DataLoader):
         source, n_total = (
             data,
@@ -483,198 +659,213 @@ def analyze(
         source, n_total = data, len(data)
     if n_total == 0:
         raise IsplitError("the data set is empty: no images to analyse")
-
-    with _frozen(model):
-        return _run(
-            model=model,
-            record=record,
-            data=data,
-            source=source,
-            n_total=n_total,
-            points=points,
-            target=target,
-            reduction=reduction,
-            protocol=protocol,
-            granularity=granularity,
-            batch_size=batch_size,
-            limit=limit,
-            device=device,
-            class_names=class_names,
-            max_bytes=max_bytes,
-            max_head_flops=max_head_flops,
-            first=first,
-            last=last,
-            model_name=model_name,
-            workers=workers,
-            skip_bad_images=skip_bad_images,
-            progress=progress,
-            checkpoint=checkpoint,
-            checkpoint_seconds=checkpoint_seconds,
-            predictors=names,
-            select_by=select_by,
+    if distributed.active() and isinstance(source, DataLoader):
+        raise IsplitError(
+            "a distributed analysis shares out a Dataset, not a DataLoader: pass the "
+            "DataLoader's dataset (and its batch size as batch_size)"
         )
+    job = _Job(
+        settings,
+        model_name,
+        record,
+        n_total,
+        _class_names(data, classes),
+        shard=distributed.shard(n_total),
+        rank=distributed.rank(),
+        world=distributed.world_size(),
+    )
+    with _frozen(model):
+        return _run(model, data, source, job)
 
 
 @contextlib.contextmanager
 def _frozen(model: nn.Module):
     """Eval mode and no parameter gradients while analysing; the user's ``training`` flags (of
-    every submodule) and parameter flags are restored afterwards."""
+    every submodule), parameter flags, and the device and memory format of its parameters and
+    buffers are restored afterwards."""
     modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+    flags = [(p, p.requires_grad, p.data) for p in model.parameters()]
+    buffers = [(m, dict(m._buffers)) for m in model.modules()]
     model.eval()
-    for p, _ in flags:
+    for p, _, _ in flags:
         p.requires_grad_(False)
     try:
         yield
     finally:
-        for p, flag in flags:
+        for p, flag, data in flags:
+            p.data = data
             p.requires_grad_(flag)
+        for m, saved in buffers:
+            m._buffers.update(saved)
         for m, mode in modes:
             m.training = mode
 
 
-def _run(
-    *,
-    model,
-    record,
-    data,
-    source,
-    n_total,
-    points,
-    target,
-    reduction,
-    protocol,
-    granularity,
-    batch_size,
-    limit,
-    device,
-    class_names,
-    max_bytes,
-    max_head_flops,
-    first,
-    last,
-    model_name,
-    workers,
-    skip_bad_images,
-    progress,
-    checkpoint,
-    checkpoint_seconds,
-    predictors,
-    select_by,
-) -> Analysis:
-    settings = {
-        "target": target,
-        "reduction": reduction,
-        "protocol": protocol,
-        "granularity": granularity,
-        "batch_size": batch_size,
-        "limit": limit,
-        "device": device.type,
-        "weights": record.get("weights"),
-        "seed": record.get("seed"),
-        "weights_sha256": record["weights_sha256"],
-        "predictors": predictors,
-        "select_by": select_by,
-    }
-    if record.get("num_classes") is not None:
-        settings["num_classes"] = record["num_classes"]
-    if record.get("preprocess") is not None:
-        settings["preprocess"] = record["preprocess"]
+@dataclass
+class _HostBatch:
+    """A batch as the loader gave it, with where the run stands after it."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: np.ndarray  # the images' order keys (their position among the analysed images)
+    position: int  # images of the data set done after this batch (where a resume starts)
+    skipped: list[str]  # unreadable files skipped so far
+
+
+class _Pending:
+    """Per-batch results kept where they were computed (on a GPU: no host sync per batch),
+    moved to the host in bulk into the accumulator."""
+
+    def __init__(self) -> None:
+        self._batches: list[tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]] = []
+
+    def add(self, cui: torch.Tensor, preds: torch.Tensor, hb: _HostBatch) -> None:
+        self._batches.append((cui, preds, hb.y.numpy().copy(), hb.index))  # not the pinned one
+
+    def flush(self, acc: CurveAccumulator) -> None:
+        if not self._batches:
+            return
+        cui, preds, labels, index = zip(*self._batches)
+        acc.add(
+            torch.cat(cui).float().cpu().numpy(),
+            np.concatenate(labels),
+            torch.cat(preds).cpu().numpy(),
+            np.concatenate(index),
+        )
+        self._batches = []
+
+
+def _host_batches(source, job: _Job, position: int) -> Iterator[_HostBatch]:
+    """The batches of this process's share still to analyse, from ``position`` (images of the
+    share done) on."""
+    s = job.settings
+    lo, hi = job.shard.start, job.shard.stop
+    n_total = hi - lo
+    if isinstance(source, DataLoader):  # one process only: the share is the whole data set
+        loader = make_loader(source, s.batch_size, skip_bad_images=s.skip_bad_images)
+        per_batch = source.batch_size or 1
+        skip_batches, offset = position // per_batch, 0  # the user's loader starts over
+    else:
+        whole = lo == 0 and position == 0 and hi == len(source)
+        rest = source if whole else Subset(source, range(lo + position, hi))
+        loader = make_loader(
+            rest,
+            s.batch_size,
+            workers=s.workers,
+            skip_bad_images=s.skip_bad_images,
+            device=s.device,
+        )
+        per_batch, skip_batches, offset = s.batch_size, 0, position
+    seen = lo + position  # order keys of the rows: analysed images, from the resume point on
+    for b, (x, y) in enumerate(loader):
+        if b < skip_batches:
+            continue
+        if seen >= hi:
+            break
+        x, y = x[: hi - seen], y[: hi - seen]  # a DataLoader longer than --limit
+        done = min((b + 1) * per_batch + offset, n_total)
+        yield _HostBatch(x, y, np.arange(seen, seen + len(y)), done, list(loader.skipped))
+        seen += len(y)
+
+
+def _start(model: nn.Module, source, job: _Job) -> tuple:
+    """Resume from the checkpoint (if any), take the first batch, trace and instrument the
+    model: the accumulator, position, skipped files, input shape, batches, graph, points and
+    GradCAM the run goes on with."""
+    ckpt, n_total, device = job.checkpoint, len(job.shard), job.settings.device
     acc: CurveAccumulator | None = None
     preds: PredictorSet | None = None
-    start = 0
-    ckpt = Path(checkpoint) if checkpoint else None
-    budget = {
-        "max_bytes": max_bytes,
-        "max_head_flops": max_head_flops,
-        "first": first,
-        "last": last,
-    }
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            [model_name, list(points or []), settings, budget, n_total, class_names],
-            default=str,
-        ).encode()
-    ).hexdigest()[:16]
-    resumed_skipped: list[str] = []  # bad files skipped before a resume
+    position, skipped, input_shape = 0, [], None
+    if ckpt is not None:
+        _check_other_checkpoints(job)
+        _remove_partial_writes(ckpt)
     if ckpt is not None and ckpt.exists():
-        acc, preds, start, resumed_skipped = _load_checkpoint(ckpt, fingerprint, predictors)
-        log.warning("resuming the analysis from %s: %d of %d images done", ckpt, start, n_total)
+        acc, preds, position, skipped, input_shape = _load_checkpoint(
+            ckpt, job.fingerprint, job.settings.predictors
+        )
+        log.warning("resuming the analysis from %s: %d of %d images done", ckpt, position, n_total)
+    batches = _host_batches(source, job, position)
+    first = next(batches, None)
+    if first is not None:
+        input_shape = list(first.x.shape[1:])
+        batches = itertools.chain([first], batches)
+    if input_shape is None:
+        raise IsplitError("no images were analysed (all skipped, or the data set is empty)")
+    graph, chosen, cam = _instrument(model, input_shape, job)
+    if acc is None:
+        acc = _new_accumulator(len(chosen), job.class_names, cam, input_shape, device)
+    if preds is None:
+        preds = PredictorSet(job.settings.predictors, len(chosen), len(acc.counts))
+    return acc, preds, position, skipped, input_shape, batches, graph, chosen, cam
 
-    if isinstance(source, DataLoader):
-        loader = make_loader(source, batch_size, skip_bad_images=skip_bad_images)
-        per_batch = source.batch_size or 1
-        skip_batches = start // per_batch
-    else:
-        rest = source if start == 0 else torch.utils.data.Subset(source, range(start, n_total))
-        loader = make_loader(rest, batch_size, workers=workers, skip_bad_images=skip_bad_images)
-        skip_batches, per_batch = 0, batch_size
 
-    graph = cam = chosen = None
-    skipped = resumed_skipped
-    seen = position = start
-    last_save = time.monotonic()
-    bar = _progress(total=n_total, initial=start, enabled=progress)
+def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
+    s = job.settings
+    device, n_total, fingerprint, ckpt = s.device, len(job.shard), job.fingerprint, job.checkpoint
+    # every process resumes and starts (or all stop with the same error)
     try:
-        for b, (x, y) in enumerate(loader):
-            if b < skip_batches:
-                continue
-            if limit is not None and seen >= n_total:
-                break
-            if limit is not None and isinstance(source, DataLoader):
-                x, y = x[: n_total - seen], y[: n_total - seen]
-            if graph is None:
-                graph = ModelGraph(model, tuple(x.shape[1:]), granularity)
-                chosen = select_points(graph, points, protocol, model_name)
-                restrict(chosen, **budget)
-                if not any(p.admissible for p in chosen):
-                    raise IsplitError(_no_admissible(chosen, budget))
-                cam = GradCAM(graph, [p.name for p in chosen], reduction).to(device)
-                settings["input_shape"] = list(x.shape[1:])
-            if acc is None:
-                n_classes = len(class_names) if class_names else None
-                acc = _new_accumulator(len(chosen), n_classes, cam, x, device)
-            if preds is None:
-                preds = PredictorSet(predictors, len(chosen), len(acc.counts))
-            res = cam(x.to(device), y.to(device), target=target, extras=preds.needs)
-            labels = y.numpy()
-            if labels.size and labels.max() >= len(acc.counts):
-                raise IsplitError(
-                    f"label {labels.max()} is outside the {len(acc.counts)} classes of the data set"
-                )
-            index = np.arange(seen, seen + len(labels))
-            acc.add(res.cui.cpu().numpy(), labels, res.logits.argmax(1).cpu().numpy(), index)
-            preds.add(res, labels, index)
-            seen += len(labels)
-            bar.update(len(labels))
-            skipped = resumed_skipped + list(loader.skipped)
-            position = min((b + 1) * per_batch + (0 if skip_batches else start), n_total)
-            if ckpt is not None and time.monotonic() - last_save > checkpoint_seconds:
-                _save_checkpoint(ckpt, acc, preds, position, skipped, fingerprint)
-                last_save = time.monotonic()
+        start = distributed.agree(lambda: _start(model, source, job))
     except KeyboardInterrupt:
-        message = _interrupted(ckpt, acc, preds, position, n_total, skipped, fingerprint)
+        earlier = ckpt is not None and ckpt.exists()
+        raise AnalysisInterrupted(
+            f"interrupted before the first batch; {ckpt} is unchanged: rerun to resume from it"
+            if earlier
+            else "interrupted before any image was analysed; nothing was saved"
+        ) from None
+    acc, preds, position, skipped, input_shape, batches, graph, chosen, cam = start
+    resumed_skipped = skipped
+    channels_last = s.channels_last if s.channels_last is not None else device.type == "cuda"
+    if channels_last:
+        cam.module.to(memory_format=torch.channels_last)
+
+    def checked(items: Iterator[_HostBatch]):
+        """Labels are checked on the host, before the copy: no GPU sync for it."""
+        for hb in items:
+            check_labels(hb.y, len(acc.counts), "the data set's")
+            if s.target == "label" and cam.num_classes is not None:
+                check_labels(hb.y, cam.num_classes)
+            yield hb.x, hb.y, hb
+
+    pending = _Pending()
+    last_save, unsaved = time.monotonic(), 0
+    bar = _progress(total=n_total, initial=position, enabled=s.progress and job.rank == 0)
+    try:
+        for x, y, hb in to_device(checked(batches), device, channels_last):
+            res = cam(x, y, target=s.target, extras=preds.needs)
+            pending.add(res.cui, res.logits.argmax(1), hb)
+            preds.add(res, hb.y.numpy().copy(), hb.index)
+            bar.update(len(hb.y))
+            position, skipped = hb.position, resumed_skipped + hb.skipped
+            unsaved += 1
+            if s.checkpoint_due(unsaved, time.monotonic() - last_save):
+                pending.flush(acc)
+                _save_checkpoint(ckpt, acc, preds, position, skipped, fingerprint, input_shape)
+                last_save, unsaved = time.monotonic(), 0
+    except KeyboardInterrupt:
+        pending.flush(acc)
+        message = _interrupted(
+            ckpt, acc, preds, position, n_total, skipped, fingerprint, input_shape
+        )
         raise AnalysisInterrupted(message) from None
     finally:
         bar.close()
-    if acc is None or acc.images == 0:
+    pending.flush(acc)
+    if job.world > 1:  # every process gets every process's curves, in data set order
+        acc, preds, skipped = _gather(acc, preds, skipped)
+    if acc.images == 0:
         raise IsplitError("no images were analysed (all skipped, or the data set is empty)")
-    if graph is None:  # everything came from the checkpoint
-        raise IsplitError(f"{ckpt} already holds a finished analysis; delete it to rerun")
-    if class_names is None:
-        class_names = [str(i) for i in range(len(acc.counts))]
-    settings.update(budget)
+    class_names = job.class_names or [str(i) for i in range(len(acc.counts))]
     curve = acc.global_curve()
     values = preds.values()
-    selection = curve if select_by == "cui" else values[select_by]
+    selection = curve if s.select_by == "cui" else values[s.select_by]
     mask = [p.admissible for p in chosen]
     best = best_point(selection, mask)
     arrays = acc.arrays()
     class_curves = acc.class_curves()
     result = Analysis(
-        model=model_name,
+        model=job.model_name,
         dataset={**_dataset_info(data, class_names), "images": acc.images},
-        settings=settings,
+        settings=job.settings_json(input_shape),
         points=chosen,
         cui=curve,
         per_class={c: class_curves[i] for i, c in enumerate(class_names)},
@@ -688,7 +879,7 @@ def _run(
         total_params=int(sum(p.numel() for p in model.parameters())),
         fingerprint=fingerprint,
         predictors=values,
-        select_by=select_by,
+        select_by=s.select_by,
     )
     if ckpt is not None and ckpt.exists():
         ckpt.unlink()
@@ -719,29 +910,59 @@ def _interrupted(
     n_total: int,
     skipped: list[str],
     fingerprint: str,
+    input_shape: list[int] | None,
 ) -> str:
     """Save what an interrupted analysis has done; the message says what and how to resume."""
     if ckpt is None or acc is None or acc.images == 0:
         return "interrupted before any image was analysed; nothing was saved"
-    _save_checkpoint(ckpt, acc, preds, position, skipped, fingerprint)
+    _save_checkpoint(ckpt, acc, preds, position, skipped, fingerprint, input_shape)
     return (
         f"interrupted: {position} of {n_total} images analysed, saved in {ckpt}; rerun the "
         "same command to resume from there"
     )
 
 
+def _instrument(
+    model: nn.Module, input_shape: Sequence[int], job: _Job
+) -> tuple[ModelGraph, list[SplitPoint], GradCAM]:
+    """Trace the model for this input shape, choose and restrict the points, instrument them."""
+    s = job.settings
+    graph = ModelGraph(model, tuple(input_shape), s.granularity)
+    chosen = select_points(graph, s.points, s.protocol, job.model_name)
+    restrict(chosen, **s.budget)
+    if not any(p.admissible for p in chosen):
+        raise IsplitError(_no_admissible(chosen, s.budget))
+    cam = GradCAM(graph, [p.name for p in chosen], s.reduction, s.precision).to(s.device)
+    return graph, chosen, cam
+
+
 def _new_accumulator(
-    k: int, n_classes: int | None, cam: GradCAM, x: torch.Tensor, device: torch.device
+    k: int,
+    class_names: list[str] | None,
+    cam: GradCAM,
+    input_shape: Sequence[int],
+    device: torch.device,
 ) -> CurveAccumulator:
-    if n_classes is None:  # unknown: as many as the model has outputs
-        with torch.no_grad():
-            n_classes = int(cam.module(x[:1].to(device))[0].shape[1])
-    return CurveAccumulator(k, n_classes)
+    if class_names:
+        return CurveAccumulator(k, len(class_names))
+    with torch.no_grad():  # unknown classes: as many as the model has outputs
+        logits = cam.module(torch.zeros(1, *input_shape, device=device))[0]
+    return CurveAccumulator(k, int(logits.shape[1]))
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _progress(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
-
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the progress bar is optional
+        return _NoBar()
     return tqdm(
         total=total,
         initial=initial,
@@ -759,26 +980,87 @@ def _save_checkpoint(
     position: int,
     skipped: list[str],
     fingerprint: str,
+    input_shape: list[int] | None,
 ) -> None:
-    meta = json.dumps({"position": position, "skipped": skipped, "fingerprint": fingerprint})
+    meta = {
+        "position": position,
+        "skipped": skipped,
+        "fingerprint": fingerprint,
+        "input_shape": input_shape,
+    }
     more = preds.state() if preds is not None else {}
-    atomic_write_npz(path, meta=np.array(meta), **acc.state(), **more)
+    atomic_write_npz(path, meta=np.array(json.dumps(meta)), **acc.state(), **more)
+
+
+def _gather(
+    acc: CurveAccumulator, preds: PredictorSet, skipped: list[str]
+) -> tuple[CurveAccumulator, PredictorSet, list[str]]:
+    """Merge the accumulators, predictor states (and skipped files) of all processes: sums and
+    counts add up, per-image rows keep their data set order."""
+    mine = {**acc.state(), **preds.state(), "skipped": np.array(skipped, dtype=str)}
+    parts = distributed.all_gather_arrays(mine)
+    merged, merged_preds = _from_state(parts[0], preds.names)
+    for part in parts[1:]:
+        a, p = _from_state(part, preds.names)
+        merged.merge(a)
+        merged_preds.merge(p)
+    return merged, merged_preds, [str(f) for part in parts for f in part["skipped"]]
+
+
+def _from_state(
+    state: dict[str, np.ndarray], predictors: Sequence[str]
+) -> tuple[CurveAccumulator, PredictorSet]:
+    """The accumulator and predictor states held in a checkpoint's (or a shard's) arrays."""
+    acc = CurveAccumulator.from_state(
+        {k: v for k, v in state.items() if not k.startswith("predictor/") and k != "skipped"}
+    )
+    preds = PredictorSet.from_state(predictors, acc.sums.shape[1], len(acc.counts), state)
+    return acc, preds
+
+
+def _check_other_checkpoints(job: _Job) -> None:
+    """Checkpoints of the same run folder made with another number of processes cannot be
+    resumed by this one: say so instead of starting afresh beside them."""
+    base, mine = job.settings.checkpoint, job.checkpoint
+    others = [base] if base != mine and base.exists() else []
+    pattern = f"{base.stem}-rank*-of-*{base.suffix}"
+    suffix = f"-of-{job.world}{base.suffix}"
+    others += [
+        p for p in base.parent.glob(pattern) if job.world == 1 or not p.name.endswith(suffix)
+    ]
+    if not others:
+        return
+    counts = sorted({int(p.stem.rsplit("-of-", 1)[1]) if "-of-" in p.stem else 1 for p in others})
+    k = counts[0]
+    raise IsplitError(
+        f"{base.parent} holds checkpoints of an analysis on {k} process(es) "
+        f"({', '.join(sorted(p.name for p in others))}); rerun it with --nproc {k} to resume, "
+        "or delete them to start afresh"
+    )
+
+
+def _remove_partial_writes(path: Path) -> None:
+    """Delete temporary files that a run killed while writing its checkpoint left behind."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def _load_checkpoint(
     path: Path, fingerprint: str, predictors: Sequence[str]
-) -> tuple[CurveAccumulator, PredictorSet, int, list[str]]:
-    with np.load(path, allow_pickle=False) as npz:
-        state = {k: npz[k] for k in npz.files}
-    meta = json.loads(str(state.pop("meta")))
-    if meta["fingerprint"] != fingerprint:
+) -> tuple[CurveAccumulator, PredictorSet, int, list[str], list[int] | None]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            state = {k: npz[k] for k in npz.files}
+        meta = json.loads(str(state.pop("meta")))
+    except (OSError, ValueError, KeyError) as e:
+        raise IsplitError(
+            f"cannot read the checkpoint {path} ({e}); delete it to start the analysis afresh"
+        ) from None
+    if meta.get("fingerprint") != fingerprint:
         raise IsplitError(
             f"{path} holds a checkpoint of a different analysis (other model or weights, "
             "data or settings); rerun with the same ones to resume, or delete it or use another "
             "--out to start afresh"
         )
-    acc = CurveAccumulator.from_state(
-        {k: v for k, v in state.items() if not k.startswith("predictor/")}
-    )
-    preds = PredictorSet.from_state(predictors, acc.sums.shape[1], len(acc.counts), state)
-    return acc, preds, int(meta["position"]), list(meta["skipped"])
+    acc, preds = _from_state(state, predictors)
+    return acc, preds, int(meta["position"]), list(meta["skipped"]), meta.get("input_shape")

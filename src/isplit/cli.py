@@ -8,14 +8,16 @@ once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import os
 import re
 import sys
 from pathlib import Path
 
-from isplit.errors import IsplitError
+from isplit.errors import IsplitError, PeerFailed
 
 DEVICES = ["cpu", "cuda", "auto"]
 #: The further predictors (isplit.predictors.PREDICTORS without "cui"; kept here so that
@@ -208,6 +210,33 @@ def _add_predictor_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """How an analysis is carried out (analyze, and validate's analysis)."""
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="save checkpoint.npz in the output folder after every N batches "
+        "(default: every 60 s); a rerun of the same command resumes from it",
+    )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="the network's forward pass in this type (torch.autocast; fp16: CUDA only); "
+        "CUI is computed in float32 either way (default: fp32)",
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="K",
+        help="run on K processes (one per GPU on CUDA, at most one per core on a CPU) through "
+        "torchrun; the same as `torchrun --nproc-per-node K -m isplit ...`",
+    )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from isplit.train import train
 
@@ -254,16 +283,24 @@ def _load(args: argparse.Namespace):
 def _analyse_and_save(args: argparse.Namespace, loaded, data, out: Path, **options):
     """Run ``analyze`` with the data and run options of the command line, save into ``out``."""
     from isplit.analysis import analyze
+    from isplit.distributed import is_main
 
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise IsplitError(
+            f"cannot create the output folder {out} ({e}); choose another --out"
+        ) from None
     try:
         result = _analyze_into(args, loaded, data, out, analyze, options)
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # nothing was saved: leave no empty run folder behind
+            with contextlib.suppress(OSError):  # another process may have removed it
+                out.rmdir()  # nothing was saved: leave no empty run folder behind
         raise
-    result.save(out)
+    if is_main():  # one process writes the outputs of a distributed run
+        result.save(out)
     return result
 
 
@@ -279,13 +316,30 @@ def _analyze_into(args, loaded, data, out: Path, analyze, options):
         skip_bad_images=args.skip_bad_images,
         progress=not args.quiet,
         checkpoint=out / "checkpoint.npz",
+        checkpoint_every=args.checkpoint_every,
+        precision=args.precision,
         **options,
     )
 
 
+def _check_output_folder(out: Path) -> None:
+    """A clear error before any work when ``out`` cannot be written (nothing is created)."""
+    if out.exists() and not out.is_dir():
+        raise IsplitError(f"the output folder {out} is a file; choose another --out")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise IsplitError(f"cannot create the output folder {out}: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise IsplitError(f"cannot write to {parent} (permission denied); choose another --out")
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from isplit.data import load_dataset
+    from isplit.distributed import is_main
 
+    _check_output_folder(Path(args.out))
     loaded = _load(args)
     data = load_dataset(
         args.data or "fashion-mnist",
@@ -295,7 +349,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         download=args.download,
     )
     if (
-        loaded.classes
+        is_main()
+        and loaded.classes
         and len(loaded.classes) == len(data.classes)
         and list(loaded.classes) != list(data.classes)
     ):
@@ -322,6 +377,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         predictors=args.predictors,
         select_by=args.select_by,
     )
+    if not is_main():
+        return 0
     print(result.table())
     if result.skipped_images:
         print(f"isplit: skipped {len(result.skipped_images)} unreadable image(s)", file=sys.stderr)
@@ -343,8 +400,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from isplit.analysis import Analysis
     from isplit.data import load_dataset
+    from isplit.distributed import is_main
     from isplit.validate import Settings, validate
 
+    _check_output_folder(Path(args.out or args.analysis or "runs/validation"))
     analysis = Analysis.load(args.analysis) if args.analysis else None
     if analysis is not None and (args.predictors or args.select_by != "cui"):
         raise IsplitError(
@@ -367,7 +426,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         analysis = _analyse_and_save(
             args, loaded, test, out, predictors=args.predictors, select_by=args.select_by
         )
-        print(analysis.recommendation())
+        if is_main():
+            print(analysis.recommendation())
     points = args.points[0] if args.points in (["auto"], ["all"]) else args.points
     settings = Settings(
         ratio=args.ratio,
@@ -397,6 +457,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         model_name=loaded.name,
         progress=not args.quiet,
     )
+    if not is_main():
+        return 0
     print(f"unsplit accuracy: {report['unsplit_accuracy']:.4f}")
     print(
         f"{'point':<24}{'log10 CUI':>10}{'bytes':>9}{'encoded':>9}{'accuracy':>10}"
@@ -837,6 +899,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--last", default=None, help="last admissible point (name; default: the last)")
     _add_predictor_args(p)
+    _add_run_args(p)
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser(
@@ -902,6 +965,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="link byte budgets for the regret, as --flop-shares (default: the median bytes "
         "of the admissible points)",
     )
+    _add_run_args(p)
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser(
@@ -1116,20 +1180,71 @@ def _add_deploy_parsers(sub) -> None:
     p.set_defaults(func=_cmd_plan)
 
 
+_DISTRIBUTED = ("analyze", "validate")
+
+
+def _launch(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--nproc K``: check what can be checked here, then start K processes via torchrun."""
+    from isplit import distributed
+    from isplit.importance import autocast_dtype
+    from isplit.models import resolve_device
+
+    device = resolve_device(args.device)
+    distributed.check_nproc(args.nproc, device)
+    autocast_dtype(args.precision, device)
+    out = args.out if args.command == "analyze" else (args.out or args.analysis)
+    _check_output_folder(Path(out or "runs/validation"))
+    if args.nproc == 1:
+        return args.func(args)
+    return distributed.launch(args.nproc, argv)
+
+
+def _distributed(args: argparse.Namespace) -> int:
+    """One process of a torchrun launch: join the process group, run the command."""
+    from isplit import distributed
+
+    if args.command not in _DISTRIBUTED:
+        raise IsplitError(
+            f"only {' and '.join(_DISTRIBUTED)} run on several processes, not {args.command}; "
+            "run it without torchrun"
+        )
+    distributed.init(args.device)
+    try:
+        return args.func(args)
+    finally:
+        distributed.finish()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="isplit: %(levelname)s: %(message)s",
     )
     try:
+        from isplit.distributed import launched
+
+        if launched():
+            return _distributed(args)
+        if getattr(args, "nproc", None) is not None:
+            return _launch(args, argv)
         return args.func(args)
     except IsplitError as e:
-        print(f"isplit: error: {e}", file=sys.stderr)
+        from isplit.distributed import report_error
+
+        if not report_error(str(e)):
+            print(f"isplit: error: {e}", file=sys.stderr)
         return 2
+    except PeerFailed as e:
+        from isplit.distributed import ERROR_FILE_ENV
+
+        if ERROR_FILE_ENV not in os.environ:  # the launcher prints the failed process's error
+            print(f"isplit: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as e:
-        print(f"isplit: {e or 'interrupted'}", file=sys.stderr)
+        print(f"isplit: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -16,7 +16,7 @@ import gzip
 import inspect
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -646,8 +646,12 @@ class BatchLoader:
         self.skipped.append(path)
 
 
-def default_workers(ds: Dataset) -> int:
-    """0 for in-memory data (and unknown user data sets), else up to 4 worker processes."""
+def default_workers(ds: Dataset, device: torch.device | str | None = None) -> int:
+    """Feeding a GPU: up to 8 worker processes, whatever the data set (collating and
+    normalising in the main process would leave the GPU waiting). On a CPU: 0 for in-memory
+    data (and unknown user data sets), else up to 4."""
+    if device is not None and torch.device(device).type == "cuda":
+        return min(8, os.cpu_count() or 1)
     if not isinstance(ds, LabelledDataset) or ds.in_memory:
         return 0
     return min(4, os.cpu_count() or 1)
@@ -662,13 +666,20 @@ def make_loader(
     workers: int | None = None,
     skip_bad_images: bool = False,
     drop_last: bool = False,
+    device: torch.device | str | None = None,
 ) -> BatchLoader:
-    """Batch a data set (or wrap a user's DataLoader) for isplit's loops."""
+    """Batch a data set (or wrap a user's DataLoader) for isplit's loops.
+
+    For a CUDA ``device`` the batches come in pinned memory, prepared ahead by worker processes
+    (two batches each), so that :func:`to_device` copies them asynchronously."""
     if isinstance(ds, DataLoader):
         return BatchLoader(ds, wrap=True)
     if batch_size < 1:
         raise IsplitError(f"--batch-size must be at least 1, not {batch_size}")
-    workers = default_workers(ds) if workers is None else workers
+    workers = default_workers(ds, device) if workers is None else workers
+    if workers < 0:
+        raise IsplitError(f"--workers must be at least 0, not {workers}")
+    cuda = device is not None and torch.device(device).type == "cuda"
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     loader = DataLoader(
         ds,
@@ -678,5 +689,45 @@ def make_loader(
         num_workers=workers,
         collate_fn=_collate,
         drop_last=drop_last,
+        pin_memory=cuda,
     )
     return BatchLoader(loader, skip_bad_images=skip_bad_images)
+
+
+def to_device(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor, Any]],
+    device: torch.device,
+    channels_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, Any]]:
+    """``(x, y, extra)`` batches on the host -> ``(x, y, extra)`` with ``x`` and ``y`` on
+    ``device`` (``x`` in channels-last memory format when asked and 4-D).
+
+    On CUDA the copies are asynchronous (``non_blocking``; truly so from pinned memory) and run
+    on a side stream: while the caller computes on one batch, the next one is already being
+    copied. Nothing here waits for the GPU."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if device.type != "cuda":
+        for x, y, extra in batches:
+            x = x.to(device)
+            yield (x.contiguous(memory_format=fmt) if x.dim() == 4 else x), y.to(device), extra
+        return
+    compute, side = torch.cuda.current_stream(device), torch.cuda.Stream(device)
+
+    def copy(x: torch.Tensor, y: torch.Tensor, extra: Any):
+        with torch.cuda.stream(side):
+            x = x.to(device, non_blocking=True)
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=fmt)
+            return x, y.to(device, non_blocking=True), extra
+
+    it = iter(batches)
+    item = next(it, None)
+    ahead = None if item is None else copy(*item)
+    while ahead is not None:
+        compute.wait_stream(side)  # the compute stream waits for the copy, not the host
+        x, y, extra = ahead
+        x.record_stream(compute)  # made on the side stream, used on the compute stream
+        y.record_stream(compute)
+        yield x, y, extra  # the caller queues its work on this batch ...
+        item = next(it, None)  # ... and meanwhile the next one is loaded and copied
+        ahead = None if item is None else copy(*item)

@@ -15,3 +15,8 @@ def did_you_mean(name: str, choices, n: int = 3) -> str:
 
     close = difflib.get_close_matches(name, [str(c) for c in choices], n=n)
     return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+class PeerFailed(Exception):
+    """In a run on several processes (torchrun): a collective operation failed because another
+    process stopped; that process's own message says why."""

@@ -14,6 +14,7 @@ stops there (nothing before the first point is differentiated; parameters are fr
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,39 @@ REDUCTIONS = ("mean", "sum")
 #: average-pooled activation.
 EXTRAS = ("taylor", "cam_share", "pooled")
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise IsplitError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+
+
+def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The dtype the forward pass runs in under ``precision`` on ``device`` (None: float32);
+    an error where the device cannot run it."""
+    check_precision(precision)
+    if precision == "fp32":
+        return None
+    return _check_autocast(precision, torch.device(device))
+
+
+@functools.cache
+def _check_autocast(precision: str, device: torch.device) -> torch.dtype:
+    if device.type == "cpu" and precision == "fp16":
+        raise IsplitError(
+            "--precision fp16 needs a CUDA GPU; on a CPU use --precision bf16 (or fp32)"
+        )
+    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise IsplitError(
+            f"this GPU ({torch.cuda.get_device_name(device)}) does not support bfloat16; use "
+            "--precision fp16 (or fp32)"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise IsplitError(f"--precision {precision} is supported on cpu and cuda, not {device}")
+    return _AUTOCAST[precision]
+
 
 def _leaf(t: torch.Tensor) -> torch.Tensor:
     return t.detach().requires_grad_(True)
@@ -48,12 +82,45 @@ class BatchImportance:
     extras: dict[str, list[torch.Tensor]] | None = None
 
 
-class GradCAM:
-    """Grad-CAM maps / CUI values at ``points`` of a traced model, all in one pass per batch."""
+def check_labels(labels: torch.Tensor, num_classes: int, what: str = "the model's") -> None:
+    """Labels (a tensor on the host) must be class indices below ``num_classes``."""
+    if labels.numel() == 0:
+        return
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        bad = lo if lo < 0 else hi
+        hint = "does the model fit this data set?" if what == "the model's" else "check the labels"
+        raise IsplitError(f"a label ({bad}) is outside {what} {num_classes} classes: {hint}")
 
-    def __init__(self, graph: ModelGraph, points: Sequence[str], reduction: str = "mean") -> None:
+
+def _num_outputs(graph: ModelGraph) -> int | None:
+    """The model's number of classes (its logits' width), from the traced shapes."""
+    out = next((n for n in graph.nodes if n.op == "output"), None)
+    value = graph.values.get(out.args[0]) if out is not None and out.args else None
+    if isinstance(value, torch.Tensor) and value.dim() == 2:
+        return int(value.shape[1])
+    return None
+
+
+class GradCAM:
+    """Grad-CAM maps / CUI values at ``points`` of a traced model, all in one pass per batch.
+
+    Labels on the host are checked against the model's classes; labels already on a GPU are
+    not (that check would make the host wait for the GPU every batch): check them before the
+    copy, as :func:`~isplit.analyze` does.
+    """
+
+    def __init__(
+        self,
+        graph: ModelGraph,
+        points: Sequence[str],
+        reduction: str = "mean",
+        precision: str = "fp32",
+    ) -> None:
         if reduction not in REDUCTIONS:
             raise IsplitError(f"--reduction must be one of {REDUCTIONS}, not {reduction!r}")
+        check_precision(precision)
+        self.precision = precision  # checked against the device on each call
         if not points:
             raise IsplitError("no split points to analyse")
         self.reduction = reduction
@@ -65,6 +132,7 @@ class GradCAM:
         if [order[n] for n in nodes] != sorted(order[n] for n in nodes):
             raise IsplitError("split points must be given in network order")
         self.module = self._instrument(graph, nodes)
+        self.num_classes = _num_outputs(graph)
 
     @staticmethod
     def _instrument(graph: ModelGraph, nodes: list[fx.Node]) -> fx.GraphModule:
@@ -109,19 +177,19 @@ class GradCAM:
         unknown = set(extras) - set(EXTRAS)
         if unknown:
             raise ValueError(f"unknown extras {sorted(unknown)}; known: {EXTRAS}")
+        dtype = autocast_dtype(self.precision, x.device)
         with torch.enable_grad():
-            logits, acts = self.module(x)
+            with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+                logits, acts = self.module(x)
             if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
                 raise IsplitError("the model must return one logits tensor [N, classes]")
+            logits = logits.float()  # the score in float32; the backward casts back
             if target == "label":
                 if labels is None:
                     raise IsplitError("target 'label' needs labels")
+                if labels.device.type == "cpu":  # on a GPU the check would wait for it
+                    check_labels(labels, logits.shape[1])
                 idx = labels.to(logits.device)
-                if int(idx.max()) >= logits.shape[1] or int(idx.min()) < 0:
-                    raise IsplitError(
-                        f"a label ({int(idx.max())}) is outside the model's {logits.shape[1]} "
-                        "classes: does the model fit this data set?"
-                    )
             else:
                 idx = logits.detach().argmax(1)
             score = logits.gather(1, idx[:, None]).sum()
@@ -163,20 +231,22 @@ class GradCAM:
     def _point(self, maps: list, extra: dict, k: int, a: torch.Tensor, g: torch.Tensor) -> None:
         if a.dim() == 1:  # [N]: one channel, no positions
             a, g = a[:, None], g[:, None]
-        alpha = g.flatten(2).mean(2) if a.dim() > 2 else g  # [N, C]
+        alpha = _alpha(a, g)
         maps[k] = self._map(a, alpha)
         if extra:
             for name, value in self.extras_of(a, g, alpha, maps[k], extra.keys()).items():
                 extra[name][k] = value
 
     def cam(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Grad-CAM map [N, *spatial] from activation and gradient [N, C, *spatial]."""
+        """Grad-CAM map [N, *spatial] from activation and gradient [N, C, *spatial], computed in
+        float32 whatever precision the network ran in."""
         if a.dim() == 1:  # [N]: one channel, no positions
             a, g = a[:, None], g[:, None]
-        return self._map(a, g.flatten(2).mean(2) if a.dim() > 2 else g)
+        return self._map(a, _alpha(a, g))
 
     def _map(self, a: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         n, c = a.shape[:2]
+        a = a.float()  # no copy when already float32
         weighted = torch.bmm(alpha[:, None, :], a.reshape(n, c, -1))  # [N, 1, positions]
         m = weighted.reshape(n, *a.shape[2:])
         if self.reduction == "mean":
@@ -215,6 +285,11 @@ class GradCAM:
         if "pooled" in names:
             out["pooled"] = flat_a.mean(2)
         return out
+
+
+def _alpha(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The Grad-CAM channel weights [N, C]: the gradient's spatial mean, in float32."""
+    return g.flatten(2).mean(2, dtype=torch.float32) if a.dim() > 2 else g.float()
 
 
 _RELUS = (torch.relu, torch.nn.functional.relu)

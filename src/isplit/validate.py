@@ -3,11 +3,13 @@ accuracy, and say how well CUI (and cheaper or simpler signals) predicted it.
 
 For every point: head (frozen) -> encoder -> decoder -> tail (frozen, or trained with
 ``finetune="tail"``). The head's outputs for the training and test images are computed once per
-point and reused for every epoch. Each finished point is written to
+point, streaming the data sets through the head (the images themselves are never all held in
+memory), and reused for every epoch. Each finished point is written to
 ``validation_points/<name>.json`` in the output folder, so an interrupted sweep resumes at the
 first unfinished point; its trained bottleneck (and fine-tuned tail) goes beside it as
 ``validation_points/<name>.safetensors``, with the settings that made it in the header, for
-``isplit export --bottleneck``.
+``isplit export --bottleneck``. Under torchrun the points are shared out among the processes
+(each trains on its own device); rank 0 writes ``validation.json`` from the per-point files.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from isplit.analysis import Analysis
@@ -107,13 +110,12 @@ class Settings:
 
 @dataclass
 class Images:
-    """The sweep's training and test images, loaded once for every point."""
+    """The sweep's training and test sets, streamed through each point's head (never all held
+    in memory), and the unsplit model's logits on the training set (for distillation)."""
 
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    teacher: torch.Tensor | None  # the unsplit model's logits on x_train (distillation)
+    train: Dataset
+    test: Dataset
+    teacher: torch.Tensor | None
 
 
 def default_points(analysis: Analysis, budget_picks: Sequence[str], at_least: int = 8) -> list[str]:
@@ -238,22 +240,16 @@ def _check_analysis(
             )
 
 
-def _tensors(ds, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = [], []
-    for x, y in make_loader(ds, batch_size):
-        xs.append(x)
-        ys.append(y)
-    if not xs:
-        raise IsplitError("the training or test set for validation is empty")
-    return torch.cat(xs), torch.cat(ys)
-
-
-def _apply(module: nn.Module, x: torch.Tensor, device, batch_size: int, out=None) -> torch.Tensor:
-    """``module`` over ``x`` in batches, without gradients; into ``out`` when given."""
-    chunks = []
+def _stream(
+    module: nn.Module, ds: Dataset, device, batch_size: int, out=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``module`` over the data set, batch by batch as the loader decodes it, without
+    gradients: its outputs (written into ``out``, a preallocated tensor or memory-mapped array,
+    when given) and the labels."""
+    chunks, labels, i = [], [], 0
     with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            r = module(x[i : i + batch_size].to(device))
+        for x, y in make_loader(ds, batch_size):
+            r = module(x.to(device))
             if isinstance(r, tuple):
                 raise IsplitError(
                     "this cut carries small values beside the tensor (e.g. a batch size read "
@@ -261,19 +257,32 @@ def _apply(module: nn.Module, x: torch.Tensor, device, batch_size: int, out=None
                 )
             if out is None:
                 chunks.append(r.cpu())
-            else:
+            elif isinstance(out, np.ndarray):
                 out[i : i + len(r)] = r.cpu().numpy()
-    return torch.cat(chunks) if out is None else torch.from_numpy(out)
+            else:
+                out[i : i + len(r)] = r.cpu()
+            labels.append(y)
+            i += len(r)
+    if not labels:
+        raise IsplitError("the training or test set for validation is empty")
+    if out is None:
+        return torch.cat(chunks), torch.cat(labels)
+    return (torch.from_numpy(out) if isinstance(out, np.ndarray) else out), torch.cat(labels)
 
 
-def _cache(head, x, device, batch_size, shape, folder: Path, tag: str) -> torch.Tensor:
-    if 4 * len(x) * math.prod(shape) <= MEMMAP_BYTES:
-        return _apply(head, x, device, batch_size)
+def _cache(
+    head, ds, device, batch_size, shape, folder: Path, tag: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's outputs on every image of ``ds`` (in memory, or memory-mapped in ``folder``
+    above ``MEMMAP_BYTES``), and the labels."""
+    n = len(ds)
+    if 4 * n * math.prod(shape) <= MEMMAP_BYTES:
+        return _stream(head, ds, device, batch_size, torch.empty((n, *shape)))
     folder.mkdir(parents=True, exist_ok=True)
     mm = np.lib.format.open_memmap(
-        folder / f"{tag}.npy", mode="w+", dtype=np.float32, shape=(len(x), *shape)
+        folder / f"{tag}.npy", mode="w+", dtype=np.float32, shape=(n, *shape)
     )
-    return _apply(head, x, device, batch_size, out=mm)
+    return _stream(head, ds, device, batch_size, mm)
 
 
 def linear_probe(z_train, y_train, z_test, y_test, seed: int = 0) -> float:
@@ -374,7 +383,12 @@ def validate(
     progress: bool = False,
 ) -> dict:
     """Run the bottleneck sweep and the prediction report; writes ``validation.json`` and
-    ``validation.png`` into ``out`` and returns the report."""
+    ``validation.png`` into ``out`` and returns the report.
+
+    In a torch.distributed process group (torchrun), the points still to validate are shared
+    out among the processes, each training on its own device; rank 0 writes the report, and
+    every process returns it."""
+    from isplit import distributed
     from isplit.models import resolve_device
 
     settings = settings or Settings()
@@ -382,7 +396,7 @@ def validate(
         raise IsplitError(f"--finetune must be none or tail, not {settings.finetune!r}")
     if settings.epochs < 1:
         raise IsplitError("--epochs must be at least 1")
-    device = resolve_device(device)
+    device = distributed.local_device(resolve_device(device))
     model_name = model_name or analysis.model
     out = Path(out)
     model.eval()
@@ -424,12 +438,6 @@ def validate(
     test = limit_dataset(test_data, settings.test_limit, settings.seed)
     if len(train) == 0 or len(test) == 0:
         raise IsplitError("the training set or the test set for validation is empty")
-    x_train, y_train = _tensors(train, settings.batch_size)
-    x_test, y_test = _tensors(test, settings.batch_size)
-    model.to(device)
-    unsplit_correct = _apply(model, x_test, device, settings.batch_size).argmax(1) == y_test
-    teacher = _apply(model, x_train, device, settings.batch_size) if settings.distill > 0 else None
-    images = Images(x_train, y_train, x_test, y_test, teacher)
     fingerprint = settings.fingerprint() + ":" + model_name
     saved = {
         "model": model_name,
@@ -437,43 +445,70 @@ def validate(
         "fingerprint": fingerprint,
         "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
     }
+    done = _finished_points(out, names, fingerprint)
+    distributed.barrier()  # every process has seen the same finished points
+    todo = [n for n in names if n not in done]
+    mine = todo[distributed.rank() :: distributed.world_size()]
+    model.to(device)
 
-    results = []
+    def validate_mine() -> None:
+        if not mine:
+            return
+        teacher = None
+        if settings.distill > 0:
+            teacher, _ = _stream(model, train, device, settings.batch_size)
+        images = Images(train, test, teacher)
+        shown = progress and distributed.is_main()
+        for name in mine:
+            result = _validate_point(
+                graph, analysis, name, images, settings, device, out, saved, shown
+            )
+            atomic_write_json(_point_file(out, name), result)
+
+    distributed.agree(validate_mine)  # a mistake found by one process stops them all
+    if distributed.is_main():
+        logits, y_test = _stream(model, test, device, settings.batch_size)
+        unsplit_correct = logits.argmax(1) == y_test
+    distributed.barrier()  # every point is written
+    if distributed.is_main():
+        results = [read_json(_point_file(out, n)) for n in names]
+        report = _report(
+            analysis,
+            results,
+            unsplit_correct,
+            plan,
+            settings,
+            model_name,
+            total_flops,
+            len(train),
+            chance_accuracy(y_test.numpy()),
+        )
+        if not report["reliability"]["reliable"]:
+            reason = report["reliability"]["reason"]
+            log.warning("the validation statistics are not reliable: %s", reason)
+        atomic_write_json(out / "validation.json", report)
+        from isplit.plot import plot_validation
+
+        plot_validation(analysis, report, out / "validation.png")
+    distributed.barrier()  # the report is written
+    return report if distributed.is_main() else read_json(out / "validation.json")
+
+
+def _finished_points(out: Path, names: Sequence[str], fingerprint: str) -> set[str]:
+    """The points whose validation is already in ``out`` (made with these settings)."""
+    done = set()
     for name in names:
         file = _point_file(out, name)
-        if file.exists():
-            done = read_json(file)
-            if done.get("fingerprint") == fingerprint:
-                results.append(done)
-                log.info("validation of %s already done (%s)", name, file)
-                continue
+        if not file.exists():
+            continue
+        if read_json(file).get("fingerprint") != fingerprint:
             raise IsplitError(
                 f"{file} was made with other validation settings or another "
                 "model; use another output folder or delete validation_points/"
             )
-        results.append(
-            _validate_point(graph, analysis, name, images, settings, device, out, saved, progress)
-        )
-        atomic_write_json(file, results[-1])
-    report = _report(
-        analysis,
-        results,
-        unsplit_correct,
-        plan,
-        settings,
-        model_name,
-        total_flops,
-        len(x_train),
-        chance_accuracy(y_test.numpy()),
-    )
-    if not report["reliability"]["reliable"]:
-        reason = report["reliability"]["reason"]
-        log.warning("the validation statistics are not reliable: %s", reason)
-    atomic_write_json(out / "validation.json", report)
-    from isplit.plot import plot_validation
-
-    plot_validation(analysis, report, out / "validation.png")
-    return report
+        log.info("validation of %s already done (%s)", name, file)
+        done.add(name)
+    return done
 
 
 def _validate_point(
@@ -486,11 +521,10 @@ def _validate_point(
         tail = copy.deepcopy(tail)
     tail.to(device)
     started = time.monotonic()
-    z_train, z_test = (
-        _cache(head, x, device, settings.batch_size, point.shape[1:], out / "cache", f"{name}-{t}")
-        for t, x in (("train", images.x_train), ("test", images.x_test))
+    (z_train, y_train), (z_test, y_test) = (
+        _cache(head, ds, device, settings.batch_size, point.shape[1:], out / "cache", f"{name}-{t}")
+        for t, ds in (("train", images.train), ("test", images.test))
     )
-    y_train, y_test = images.y_train, images.y_test
     probe = linear_probe(z_train, y_train, z_test, y_test, settings.seed)
     torch.manual_seed(settings.seed)
     bottleneck = Bottleneck(point.shape, settings.ratio, settings.halve).to(device)
