@@ -195,8 +195,13 @@ def test_two_processes_validate_as_one(tmp_path):
     assert two["points"][1]["accuracy"] > 0.5  # next to the logits two epochs are enough
     for d in ("one", "two"):
         points = tmp_path / d / "validation_points"
-        files = {f.name: json.loads(f.read_text()) for f in points.iterdir()}
+        files = {f.name: json.loads(f.read_text()) for f in points.glob("*.json")}
         assert sorted(files) == ["features.33.json", "features.42.json"]
+        # each rank also saved the bottleneck it trained, for `isplit export --bottleneck`
+        assert sorted(f.name for f in points.glob("*.safetensors")) == [
+            "features.33.safetensors",
+            "features.42.safetensors",
+        ]
     assert (
         files["features.42.json"]["correct"]
         == json.loads((tmp_path / "one" / "validation_points" / "features.42.json").read_text())[
@@ -210,7 +215,7 @@ def test_a_checkpoint_of_another_run_stops_every_process_with_one_line(tmp_path)
     from isplit.curves import CurveAccumulator
 
     ckpt = tmp_path / "checkpoint-rank1-of-2.npz"
-    _save_checkpoint(ckpt, CurveAccumulator(3, 10), 4, [], "another run", [1, 32, 32])
+    _save_checkpoint(ckpt, CurveAccumulator(3, 10), None, 4, [], "another run", [1, 32, 32])
     before = ckpt.read_bytes()
     proc = isplit(*ARGS, "--limit", "40", "--out", str(tmp_path), "--nproc", "2")
     _, err = proc.communicate(timeout=300)

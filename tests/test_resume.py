@@ -166,8 +166,8 @@ def test_a_checkpoint_holding_every_image_finishes_the_run(small, tmp_path, monk
     ckpt = tmp_path / "checkpoint.npz"
     save = a._save_checkpoint
 
-    def killed_after_the_last_save(path, acc, position, *args):
-        save(path, acc, position, *args)
+    def killed_after_the_last_save(path, acc, preds, position, *args):
+        save(path, acc, preds, position, *args)
         if position == len(data):
             raise KeyboardInterrupt
 
