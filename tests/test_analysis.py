@@ -6,6 +6,7 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers import StopAt
 from isplit import IsplitError
 from isplit.analysis import Analysis, analyze
 from isplit.curves import CurveAccumulator, best_point, local_maxima
@@ -108,25 +109,12 @@ def test_dataloader_input_and_limit(model, data, run):
     np.testing.assert_allclose(res.per_image, run.per_image[:20], rtol=1e-4, atol=1e-12)
 
 
-class Interrupting(torch.utils.data.Dataset):
-    def __init__(self, base, stop_at):
-        self.base, self.stop_at = base, stop_at
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        if self.stop_at is not None and i == self.stop_at:
-            raise KeyboardInterrupt
-        return self.base[i]
-
-
 def test_interrupted_run_resumes_from_its_checkpoint(model, data, run, tmp_path):
     ckpt = tmp_path / "checkpoint.npz"
     with pytest.raises(KeyboardInterrupt):
         analyze(
             model,
-            Interrupting(data, 20),
+            StopAt(data, 20),
             batch_size=8,
             classes=list("abcd"),
             checkpoint=ckpt,
@@ -134,7 +122,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(model, data, run, tmp_path)
         )
     assert ckpt.exists()
     resumed = analyze(
-        model, Interrupting(data, 3), batch_size=8, classes=list("abcd"), checkpoint=ckpt
+        model, StopAt(data, 3), batch_size=8, classes=list("abcd"), checkpoint=ckpt
     )  # would raise if it re-read an image before 16
     np.testing.assert_allclose(resumed.per_image, run.per_image, rtol=1e-5, atol=1e-12)
     assert not ckpt.exists()

@@ -6,14 +6,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import isplit_process
 from isplit.distributed import shard, strip_nproc
 
 # 601 images: shares of 300 and 301, neither a multiple of the batch size
@@ -21,21 +20,10 @@ ARGS = ["analyze", "--limit", "601", "--batch-size", "8", "--quiet", "--workers"
 # one thread per process: on a machine shared with other jobs OpenMP threads spin-waiting on
 # each other make small batches many times slower (and the same thread count keeps the
 # single- and multi-process numbers alike)
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def isplit(*argv: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "isplit", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
 
 
 def finished(*argv: str) -> str:
-    proc = isplit(*argv)
+    proc = isplit_process(*argv)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     return out
@@ -101,7 +89,7 @@ def _rank(pid: int) -> int | None:
 
 def test_a_killed_rank_resumes_from_its_checkpoint(single, tmp_path):
     run = tmp_path / "run"
-    proc = isplit(*ARGS, "--out", str(run), "--nproc", "2", "--checkpoint-every", "1")
+    proc = isplit_process(*ARGS, "--out", str(run), "--nproc", "2", "--checkpoint-every", "1")
     files = [run / f"checkpoint-rank{r}-of-2.npz" for r in (0, 1)]
     deadline = time.monotonic() + 300
     while not all(f.exists() for f in files):
@@ -217,7 +205,7 @@ def test_a_checkpoint_of_another_run_stops_every_process_with_one_line(tmp_path)
     ckpt = tmp_path / "checkpoint-rank1-of-2.npz"
     _save_checkpoint(ckpt, CurveAccumulator(3, 10), None, 4, [], "another run", [1, 32, 32])
     before = ckpt.read_bytes()
-    proc = isplit(*ARGS, "--limit", "40", "--out", str(tmp_path), "--nproc", "2")
+    proc = isplit_process(*ARGS, "--limit", "40", "--out", str(tmp_path), "--nproc", "2")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2
     lines = err.strip().splitlines()

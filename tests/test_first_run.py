@@ -9,9 +9,9 @@ import logging
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Dataset
 
 import isplit
+from helpers import StopAt
 from isplit.analysis import Analysis, AnalysisInterrupted, analyze
 from isplit.cli import main
 from isplit.models import load_model, weights_fingerprint
@@ -77,36 +77,20 @@ def test_rebuilding_refuses_changed_weights(tmp_path, fmnist):
 # ---- 2 and 11. Ctrl-C saves a checkpoint; a resume with other weights is refused ----------
 
 
-class Interrupting(Dataset):
-    """Fashion-MNIST images; pressing Ctrl-C (KeyboardInterrupt) when image ``stop`` is read."""
-
-    def __init__(self, base, n, stop=None):
-        self.base, self.n, self.stop = base, n, stop
-        self.classes = base.classes
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        if i == self.stop:
-            raise KeyboardInterrupt
-        return self.base[i]
-
-
 def test_interrupt_saves_and_resume_refuses_other_weights(tmp_path, fmnist):
     ckpt = tmp_path / "checkpoint.npz"
     kw = {"batch_size": 16, "workers": 0, "checkpoint": ckpt}
     net = load_model("demo-resnet50", "none")
     with pytest.raises(AnalysisInterrupted, match="32 of 80 images analysed") as info:
-        analyze(net, Interrupting(fmnist, 80, stop=40), **kw)
+        analyze(net, StopAt(fmnist, 40, n=80), **kw)
     assert "rerun the same command to resume" in str(info.value) and ckpt.exists()
 
     other = load_model("demo-resnet50", "none", seed=1)
     with pytest.raises(isplit.IsplitError, match="other model or weights"):
-        analyze(other, Interrupting(fmnist, 80), **kw)
+        analyze(other, StopAt(fmnist, n=80), **kw)
 
-    resumed = analyze(net, Interrupting(fmnist, 80), **kw)
-    whole = analyze(net, Interrupting(fmnist, 80), batch_size=16, workers=0)
+    resumed = analyze(net, StopAt(fmnist, n=80), **kw)
+    whole = analyze(net, StopAt(fmnist, n=80), batch_size=16, workers=0)
     np.testing.assert_allclose(resumed.per_image, whole.per_image, rtol=1e-6)
     assert not ckpt.exists()
 
@@ -118,7 +102,7 @@ def test_ctrl_c_on_the_command_line_says_what_was_saved(capsys, tmp_path, fmnist
     monkeypatch.setattr(
         isplit.data,
         "load_dataset",
-        lambda *a, **k: Interrupting(fmnist, 80, stop=stop["at"]),
+        lambda *a, **k: StopAt(fmnist, stop["at"], n=80),
     )
     argv = ["analyze", "--batch-size", "16", "--workers", "0", "--quiet"]
     code, _, err = cli(capsys, *argv, "--out", str(tmp_path / "run"))

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from helpers import StopAt
 from isplit import IsplitError
 from isplit.analysis import Analysis, analyze
 from isplit.cli import main
@@ -302,27 +303,14 @@ def test_cli_unknown_predictor_is_exit_2(cli_error, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-class _Interrupting(torch.utils.data.Dataset):
-    def __init__(self, base, stop_at):
-        self.base, self.stop_at = base, stop_at
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        if i == self.stop_at:
-            raise KeyboardInterrupt
-        return self.base[i]
-
-
 def test_an_interrupted_run_resumes_its_predictors(tiny, tiny_data, tiny_run, tmp_path):
     ckpt = tmp_path / "checkpoint.npz"
     opts = {"batch_size": 16, "predictors": "probe,taylor,cam-share", "model_name": "tiny"}
     with pytest.raises(KeyboardInterrupt):
-        analyze(tiny, _Interrupting(tiny_data, 50), checkpoint=ckpt, checkpoint_seconds=0, **opts)
+        analyze(tiny, StopAt(tiny_data, 50), checkpoint=ckpt, checkpoint_seconds=0, **opts)
     with np.load(ckpt) as npz:
         assert "predictor/probe/gram0" in npz.files
-    resumed = analyze(tiny, _Interrupting(tiny_data, 3), checkpoint=ckpt, **opts)
+    resumed = analyze(tiny, StopAt(tiny_data, 3), checkpoint=ckpt, **opts)
     for name, values in tiny_run.predictors.items():
         np.testing.assert_allclose(resumed.predictors[name], values, rtol=1e-6, err_msg=name)
 

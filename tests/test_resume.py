@@ -2,10 +2,7 @@
 uninterrupted run; a checkpoint of another run is refused."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,31 +11,20 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from helpers import StopAt, isplit_process
 from isplit import IsplitError
 from isplit.analysis import analyze
 
 IMAGES = "800"
 # one thread per process: on a machine shared with other jobs, OpenMP threads spin-waiting on
 # each other make a small-batch run many times slower
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 ARGS = ["analyze", "--limit", IMAGES, "--batch-size", "8", "--quiet", "--workers", "0"]
-
-
-def isplit(*argv: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "isplit", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-        **kw,
-    )
 
 
 def kill_after_first_checkpoint(out) -> dict:
     """Start the analysis, SIGKILL it once its checkpoint exists; the checkpoint's metadata."""
     ckpt = out / "checkpoint.npz"
-    proc = isplit(*ARGS, "--out", str(out), "--checkpoint-every", "1")
+    proc = isplit_process(*ARGS, "--out", str(out), "--checkpoint-every", "1")
     deadline = time.monotonic() + 120
     while not ckpt.exists():
         assert proc.poll() is None, proc.communicate()
@@ -65,7 +51,7 @@ def test_sigkilled_analysis_reruns_to_the_uninterrupted_result(tmp_path, cli_err
     )
     assert (killed / "checkpoint.npz").exists()
 
-    rerun = isplit(*ARGS, "--out", str(killed))
+    rerun = isplit_process(*ARGS, "--out", str(killed))
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
     assert "resuming the analysis" in err
@@ -73,7 +59,7 @@ def test_sigkilled_analysis_reruns_to_the_uninterrupted_result(tmp_path, cli_err
     assert not list(killed.glob(".*.tmp"))
 
     whole = tmp_path / "whole"
-    _, err = isplit(*ARGS, "--out", str(whole)).communicate(timeout=300)
+    _, err = isplit_process(*ARGS, "--out", str(whole)).communicate(timeout=300)
     assert (whole / "curves.json").exists(), err
     a, b = (json.loads((d / "curves.json").read_text()) for d in (killed, whole))
     assert a["dataset"]["images"] == b["dataset"]["images"] == int(IMAGES)
@@ -108,19 +94,6 @@ def small():
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(24, 3, 16, 16, generator=g), torch.arange(24) % 3)
     return net(), data
-
-
-class StopAt(torch.utils.data.Dataset):
-    def __init__(self, base, stop_at):
-        self.base, self.stop_at = base, stop_at
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        if i == self.stop_at:
-            raise KeyboardInterrupt
-        return self.base[i]
 
 
 def interrupted_checkpoint(model, data, path, **kw):

@@ -1,0 +1,41 @@
+"""Helpers shared by several test files (pytest puts tests/ on the path: `import helpers`)."""
+
+import os
+import subprocess
+import sys
+
+import torch
+
+#: Subprocesses of the tests: one torch thread each, so that two of them fit on two cores.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+class StopAt(torch.utils.data.Dataset):
+    """``base`` (its first ``n`` images), pressing Ctrl-C (KeyboardInterrupt) when image
+    ``stop_at`` is read; ``None``: never."""
+
+    def __init__(self, base, stop_at=None, n=None):
+        self.base, self.stop_at = base, stop_at
+        self.n = len(base) if n is None else n
+        if hasattr(base, "classes"):
+            self.classes = base.classes
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if self.stop_at is not None and i == self.stop_at:
+            raise KeyboardInterrupt
+        return self.base[i]
+
+
+def isplit_process(*argv: str, **kw) -> subprocess.Popen:
+    """``python -m isplit ARGV`` in a subprocess, its output captured as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "isplit", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        **kw,
+    )
