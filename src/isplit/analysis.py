@@ -410,7 +410,7 @@ def restrict(
 class AnalysisSettings:
     """How an analysis runs: one object from :func:`analyze` to the run loop.
 
-    The fields down to ``precision`` (with the device type) decide the result: they are written
+    The fields down to ``select_by`` (with the device type) decide the result: they are written
     to ``curves.json``'s ``settings`` and enter the checkpoint's fingerprint. The fields after
     it only say how the work is carried out.
     """
@@ -427,6 +427,8 @@ class AnalysisSettings:
     first: str | None = None
     last: str | None = None
     precision: str = "fp32"  # the forward pass under autocast: fp32, bf16 or fp16
+    predictors: tuple[str, ...] = ("cui",)  # what is computed besides CUI (isplit.predictors)
+    select_by: str = "cui"  # the predictor whose maximum is the best split
     # how the work is carried out
     device: torch.device = torch.device("cpu")
     channels_last: bool | None = None  # channels-last memory format; None: on CUDA only
@@ -436,8 +438,6 @@ class AnalysisSettings:
     checkpoint: Path | None = None
     checkpoint_seconds: float = 60.0  # save the checkpoint this often ...
     checkpoint_every: int | None = None  # ... or after every this many batches
-    predictors: tuple[str, ...] = ("cui",)  # what is computed besides CUI (isplit.predictors)
-    select_by: str = "cui"  # the predictor whose maximum is the best split
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:

@@ -50,6 +50,16 @@ def rank_correlations(
     }
 
 
+def _k_subsets(p: int, k: int, max_subsets: int, seed: int) -> list[tuple[int, ...]]:
+    """The k-subsets of ``p`` points that a prediction is fitted on: all of them, or
+    ``max_subsets`` drawn at random (seeded)."""
+    subsets = list(itertools.combinations(range(p), k))
+    if len(subsets) > max_subsets:
+        rng = np.random.default_rng(seed)
+        subsets = [subsets[i] for i in rng.choice(len(subsets), max_subsets, replace=False)]
+    return subsets
+
+
 def prediction_mae(
     predictor: np.ndarray, accuracy: np.ndarray, k: int = 3, max_subsets: int = 200, seed: int = 0
 ) -> float | None:
@@ -61,12 +71,8 @@ def prediction_mae(
     p = len(x)
     if p <= k or k < 1:
         return None
-    subsets = list(itertools.combinations(range(p), k))
-    if len(subsets) > max_subsets:
-        rng = np.random.default_rng(seed)
-        subsets = [subsets[i] for i in rng.choice(len(subsets), max_subsets, replace=False)]
     errors = []
-    for fit in subsets:
+    for fit in _k_subsets(p, k, max_subsets, seed):
         rest = np.setdiff1d(np.arange(p), fit)
         model = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(
             x[list(fit)], y[list(fit)]
@@ -140,12 +146,8 @@ def linear_calibration(
         out["loo_coverage"] = float(np.mean(inside))
         out["loo_halfwidth"] = float(np.mean(half))
     if 2 <= k < p:
-        subsets = list(itertools.combinations(range(p), k))
-        if len(subsets) > max_subsets:
-            rng = np.random.default_rng(seed)
-            subsets = [subsets[i] for i in rng.choice(len(subsets), max_subsets, replace=False)]
         errs = []
-        for fit in subsets:
+        for fit in _k_subsets(p, k, max_subsets, seed):
             rest = np.setdiff1d(np.arange(p), fit)
             ai, bi, *_ = _line(x[list(fit)], y[list(fit)])
             errs.append(np.abs(ai + bi * x[rest] - y[rest]).mean())

@@ -59,6 +59,17 @@ def _split(body: bytes, header_length: str | None) -> tuple[dict, memoryview]:
     return _json(view[:n]), view[n:]
 
 
+def _tensors_json(tensors, binary: bool) -> tuple[list[dict], list[bytes]]:
+    """The JSON entries of ``(spec, array)`` pairs and, with ``binary``, their raw bytes."""
+    docs, raws = [], []
+    for spec, array in tensors:
+        d, raw = _tensor_json(spec, array, binary)
+        docs.append(d)
+        if raw is not None:
+            raws.append(raw)
+    return docs, raws
+
+
 def _tensor_json(spec: TensorSpec, array: np.ndarray, binary: bool) -> tuple[dict, bytes | None]:
     doc: dict = {"name": spec.name, "datatype": spec.datatype, "shape": list(array.shape)}
     if binary:
@@ -93,13 +104,7 @@ def encode_request(
     if request_id is not None:
         doc["id"] = request_id
     doc["parameters"] = {"binary_data_output": bool(binary_output)}
-    inputs, raws = [], []
-    for spec, array in tensors:
-        d, raw = _tensor_json(spec, array, binary)
-        inputs.append(d)
-        if raw is not None:
-            raws.append(raw)
-    doc["inputs"] = inputs
+    doc["inputs"], raws = _tensors_json(tensors, binary)
     return _encode(doc, raws)
 
 
@@ -275,13 +280,7 @@ def encode_response(
     if request_id is not None:
         doc["id"] = request_id
     doc["parameters"] = parameters
-    docs, raws = [], []
-    for spec, array in outputs:
-        d, raw = _tensor_json(spec, array, binary)
-        docs.append(d)
-        if raw is not None:
-            raws.append(raw)
-    doc["outputs"] = docs
+    doc["outputs"], raws = _tensors_json(outputs, binary)
     return _encode(doc, raws)
 
 
