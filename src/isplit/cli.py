@@ -293,7 +293,21 @@ def _analyse_and_save(args: argparse.Namespace, loaded, data, out: Path, **optio
             f"cannot create the output folder {out} ({e}); choose another --out"
         ) from None
     try:
-        result = _analyze_into(args, loaded, data, out, analyze, options)
+        result = analyze(
+            loaded,
+            data,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            device=args.device,
+            model_name=loaded.name,
+            workers=args.workers,
+            skip_bad_images=args.skip_bad_images,
+            progress=not args.quiet,
+            checkpoint=out / "checkpoint.npz",
+            checkpoint_every=args.checkpoint_every,
+            precision=args.precision,
+            **options,
+        )
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
             with contextlib.suppress(OSError):  # another process may have removed it
@@ -302,24 +316,6 @@ def _analyse_and_save(args: argparse.Namespace, loaded, data, out: Path, **optio
     if is_main():  # one process writes the outputs of a distributed run
         result.save(out)
     return result
-
-
-def _analyze_into(args, loaded, data, out: Path, analyze, options):
-    return analyze(
-        loaded,
-        data,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        device=args.device,
-        model_name=loaded.name,
-        workers=args.workers,
-        skip_bad_images=args.skip_bad_images,
-        progress=not args.quiet,
-        checkpoint=out / "checkpoint.npz",
-        checkpoint_every=args.checkpoint_every,
-        precision=args.precision,
-        **options,
-    )
 
 
 def _check_output_folder(out: Path) -> None:
