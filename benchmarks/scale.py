@@ -27,7 +27,8 @@ With ``--gpu`` (self-contained; what the GPU check runs; about 2 minutes on an H
     worker start-up included) and in steady state (``steady_images_per_s``: the extra time of
     ``--analyze-images`` over a two-batch run; ``setup_seconds``: the rest, the fixed cost of
     tracing, fingerprinting the weights and starting the workers); each with its ratio to the
-    bare pass (target >= 0.9). The bare pass and the engine run on ``--images`` images.
+    bare pass (target >= 0.9); ``data_wait_share``: the share of analyze's loop spent waiting
+    for the loader (near 0 when the GPU sets the pace). The bare pass and the engine run on ``--images`` images.
 ``gpu.models.<name>.bf16_vs_fp32``
     the relative error of the bf16 global CUI curve against fp32 (max and median over the
     points, and in log10 decades), and whether the best split and the candidates change.
@@ -355,6 +356,9 @@ def bench_precision(
             "analyze_seconds": round(t_full, 3),
             # the fixed cost: tracing, fingerprinting the weights, starting the workers
             "setup_seconds": None if steady is None else round(t_small - small / steady, 3),
+            # the share of analyze's loop spent waiting for the loader (Analysis.timing): high
+            # when the data set, not the GPU, sets the pace
+            "data_wait_share": (result.timing or {}).get("data_wait_share"),
         }
         if device.type == "cuda":
             doc["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)

@@ -147,3 +147,39 @@ def test_official_protocol_uses_the_authors_layers_and_predicted_class(model, da
     assert res.settings["target"] == "predicted"
     assert res.point_names[:4] == ["conv1", "bn1", "relu", "maxpool"]
     assert len(res.point_names) == 4 + 8  # resnet18: 8 basic blocks
+
+
+class _SlowImages(torch.utils.data.Dataset):
+    """A data set that takes ``delay`` seconds per image, like a slow decoder."""
+
+    def __init__(self, base, delay: float):
+        self.base, self.delay = base, delay
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        import time
+
+        time.sleep(self.delay)
+        return self.base[i]
+
+
+def test_timing_tells_a_slow_data_set_from_a_fast_one(model, data, run, capsys):
+    from isplit.cli import _print_pace
+
+    fast = run.timing
+    assert fast["images"] == len(data) and fast["images_per_s"] > 0
+    assert 0 <= fast["data_wait_seconds"] <= fast["seconds"]
+    slow = analyze(model, _SlowImages(data, 0.05), batch_size=8, workers=0).timing
+    # 30 images, 0.05 s each: about 1.5 s of loading (1.1 s outside the first batch, which is
+    # loaded before the loop starts), against a few hundredths of a second of compute each batch
+    assert slow["images"] == len(data)
+    assert slow["data_wait_seconds"] >= 1.0 and slow["data_wait_share"] > 0.5
+    assert slow["data_wait_share"] > fast["data_wait_share"]
+    _print_pace(slow, workers=0)
+    out, err = capsys.readouterr()
+    assert f"analysed {len(data)} images in" in out
+    assert "waited for the data set" in err and "--workers, now 0" in err
+    _print_pace(fast, workers=None)
+    assert "waited for the data set" not in capsys.readouterr().err

@@ -84,6 +84,9 @@ class Analysis:
     # further predictors of post-split accuracy (isplit.predictors): name -> [K]
     predictors: dict[str, np.ndarray] = field(default_factory=dict)
     select_by: str = "cui"  # the predictor whose maximum is the best split
+    # how the analysis loop spent its time in this call (rank 0's share under torchrun):
+    # seconds, images, images_per_s, data_wait_seconds, data_wait_share
+    timing: dict | None = None
 
     @property
     def point_names(self) -> list[str]:
@@ -175,6 +178,7 @@ class Analysis:
             "points": points,
             "predictors": self.predictor_names,
             "select_by": self.select_by,
+            "timing": self.timing,
             "candidates": self.candidates,
             "best": self.best,
             "nearly_all_on_device": self.nearly_all_on_device,
@@ -263,6 +267,7 @@ class Analysis:
                 if name != "cui"
             },
             select_by=doc.get("select_by", "cui"),
+            timing=doc.get("timing"),
         )
 
     def load_model(self) -> LoadedModel:
@@ -712,6 +717,34 @@ class _HostBatch:
     skipped: list[str]  # unreadable files skipped so far
 
 
+class _DataWait:
+    """An iterator that counts the time its consumer spends waiting for the next item: how
+    long the analysis loop waited for the data set rather than for the model."""
+
+    def __init__(self, items: Iterator) -> None:
+        self._items, self.seconds = items, 0.0
+
+    def __iter__(self) -> _DataWait:
+        return self
+
+    def __next__(self):
+        start = time.perf_counter()
+        try:
+            return next(self._items)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def _timing(seconds: float, images: int, data_wait: float) -> dict:
+    return {
+        "seconds": round(seconds, 3),
+        "images": images,
+        "images_per_s": round(images / seconds, 1) if seconds > 0 else None,
+        "data_wait_seconds": round(data_wait, 3),
+        "data_wait_share": round(data_wait / seconds, 3) if seconds > 0 else None,
+    }
+
+
 class _Pending:
     """Per-batch results kept where they were computed (on a GPU: no host sync per batch),
     moved to the host in bulk into the accumulator."""
@@ -829,13 +862,15 @@ def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
     pending = _Pending()
     last_save, unsaved = time.monotonic(), 0
     bar = _progress(total=n_total, initial=position, enabled=s.progress and job.rank == 0)
+    waited, started, analysed = _DataWait(batches), time.perf_counter(), 0
     try:
-        for x, y, hb in to_device(checked(batches), device, channels_last):
+        for x, y, hb in to_device(checked(waited), device, channels_last):
             res = cam(x, y, target=s.target, extras=preds.needs)
             pending.add(res.cui, res.logits.argmax(1), hb)
             preds.add(res, hb.y.numpy().copy(), hb.index)
             bar.update(len(hb.y))
             position, skipped = hb.position, resumed_skipped + hb.skipped
+            analysed += len(hb.y)
             unsaved += 1
             if s.checkpoint_due(unsaved, time.monotonic() - last_save):
                 pending.flush(acc)
@@ -849,7 +884,8 @@ def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
         raise AnalysisInterrupted(message) from None
     finally:
         bar.close()
-    pending.flush(acc)
+    pending.flush(acc)  # on a GPU: waits for the last batches' work
+    timing = _timing(time.perf_counter() - started, analysed, waited.seconds)
     if job.world > 1:  # every process gets every process's curves, in data set order
         acc, preds, skipped = _gather(acc, preds, skipped)
     if acc.images == 0:
@@ -880,6 +916,7 @@ def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
         fingerprint=fingerprint,
         predictors=values,
         select_by=s.select_by,
+        timing=timing,
     )
     if ckpt is not None and ckpt.exists():
         ckpt.unlink()

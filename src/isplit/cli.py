@@ -379,6 +379,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if result.skipped_images:
         print(f"isplit: skipped {len(result.skipped_images)} unreadable image(s)", file=sys.stderr)
     print(f"model accuracy on the analysed images: {result.accuracy:.4f}")
+    _print_pace(result.timing, args.workers)
     n_data = len(data.classes)
     if loaded.num_classes > n_data and result.accuracy < 2.0 / n_data:
         print(
@@ -391,6 +392,31 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     print(result.recommendation())
     print(f"wrote {out / 'curves.json'}, {out / 'per_image.npz'}, {out / 'curves.png'}")
     return 0
+
+
+#: above this share of the loop's time spent waiting for data, a note says the data set set
+#: the pace (a well-fed run waits a few per cent: the first batches, the workers' warm-up)
+DATA_BOUND_SHARE = 0.3
+
+
+def _print_pace(timing: dict | None, workers: int | None) -> None:
+    """The loop's speed; a note when the data set, not the model, set the pace."""
+    if not timing or not timing.get("images") or not timing.get("images_per_s"):
+        return
+    print(
+        f"analysed {timing['images']} images in {timing['seconds']:.1f} s "
+        f"({timing['images_per_s']:.0f} images/s; waiting for data "
+        f"{100 * timing['data_wait_share']:.0f} % of the time)"
+    )
+    share = timing["data_wait_share"]
+    if share >= DATA_BOUND_SHARE and timing["seconds"] >= 1.0:
+        given = "the default" if workers is None else str(workers)
+        print(
+            f"isplit: note: the analysis waited for the data set {100 * share:.0f} % of the "
+            f"time: loading, not the model, set the pace; more loader processes (--workers, "
+            f"now {given}) or a faster data set would speed it up",
+            file=sys.stderr,
+        )
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
