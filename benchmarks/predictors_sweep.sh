@@ -17,6 +17,8 @@
 #   DATA_ROOT  where the Fashion-MNIST .gz files are (default: isplit's search path)
 #   DEVICE     cpu, cuda or auto (default: auto)
 #   NETS       which networks (default: "demo-vgg16 demo-resnet50 demo-mobilenet")
+#   NPROC      processes per validation sweep (isplit validate --nproc: the points are shared
+#              out; the same accuracies as one process; default 1)
 #   QUICK=1    a tiny end-to-end check instead of the real sweep: 400 analysed images, 3 points
 #              per network, 300 training / 200 test images, 1 epoch, 50 bootstrap resamples
 #
@@ -32,6 +34,8 @@ PREDICTORS=probe,taylor,cam-share
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 common=(--device "$DEVICE" --quiet)
+nproc=()
+[ "${NPROC:-1}" != 1 ] && nproc=(--nproc "$NPROC")
 [ -n "${DATA_ROOT:-}" ] && common+=(--data-root "$DATA_ROOT")
 
 if [ "${QUICK:-0}" = 1 ]; then
@@ -87,7 +91,7 @@ for net in $NETS; do
     TIMEFORMAT="validation of $net at $s: %R s"
     # the network is the one the analysis recorded (name, weights, seed)
     time $ISPLIT validate "${common[@]}" --analysis "$OUT/$net-$s" "${strength[@]}" \
-      "${validate[@]}" ${points[@]+"${points[@]}"}
+      "${validate[@]}" ${points[@]+"${points[@]}"} ${nproc[@]+"${nproc[@]}"}
   done
 done
 

@@ -28,7 +28,8 @@ With ``--gpu`` (self-contained; what the GPU check runs; about 2 minutes on an H
     ``--analyze-images`` over a two-batch run; ``setup_seconds``: the rest, the fixed cost of
     tracing, fingerprinting the weights and starting the workers); each with its ratio to the
     bare pass (target >= 0.9); ``data_wait_share``: the share of analyze's loop spent waiting
-    for the loader (near 0 when the GPU sets the pace). The bare pass and the engine run on ``--images`` images.
+    for the loader (near 0 when the GPU sets the pace). The bare pass and the engine run on
+    ``--images`` images.
 ``gpu.models.<name>.bf16_vs_fp32``
     the relative error of the bf16 global CUI curve against fp32 (max and median over the
     points, and in log10 decades), and whether the best split and the candidates change.

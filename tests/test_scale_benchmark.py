@@ -59,6 +59,7 @@ def test_gpu_part_runs_on_the_cpu_and_survives_a_failure(scale, capsys):
         assert p["bare_images_per_s"] > 0
         for key in ("engine", "analyze"):
             assert p[f"{key}_images_per_s"] > 0 and p[f"{key}_ratio_to_bare"] > 0
+        assert 0 <= p["data_wait_share"] <= 1
     cmp = r["bf16_vs_fp32"]
     assert 0 < cmp["cui_median_rel_err"] < 0.05 and isinstance(cmp["best_changed"], bool)
     assert report["gpu"]["cuda_matches_cpu"]["ok"]  # here: the CPU against itself
@@ -68,3 +69,18 @@ def test_gpu_part_runs_on_the_cpu_and_survives_a_failure(scale, capsys):
         "resnet18 bf16",
         "resnet18 bf16 vs fp32",
     }
+
+
+def test_profile_script_names_the_costly_operators(capsys, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "profile_analyze", SCRIPT.with_name("profile_analyze.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--device", "cpu", "--model", "resnet18", "--size", "32", "--images", "16"]
+    doc = module.main([*argv, "--batch-size", "8", "--top", "5", "--out", str(tmp_path)])
+    assert json.loads(capsys.readouterr().out) == doc
+    assert doc["timing"]["images"] == 16 and 0 <= doc["timing"]["data_wait_share"] <= 1
+    ops = [row["op"] for row in doc["top_self_cpu"]]
+    assert 0 < len(ops) <= 5 and any("conv" in op for op in ops)  # a CNN's time is in its convs
+    assert (tmp_path / "trace.json").stat().st_size > 0 and (tmp_path / "ops.txt").is_file()

@@ -119,7 +119,7 @@ def weights_fingerprint(model: nn.Module | Mapping[str, torch.Tensor]) -> str:
     for key in sorted(state):
         t = state[key].detach().to("cpu").contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
     return h.hexdigest()
 
 
