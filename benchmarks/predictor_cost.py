@@ -27,7 +27,7 @@ from isplit.data import load_dataset
 from isplit.models import load_model, resolve_device
 
 TARGET_PROBE_EXTRA = 0.5
-DEFAULT_VARIANTS = ["probe", "taylor", "cam-share", "probe,taylor,cam-share"]
+DEFAULT_VARIANTS = ["probe", "taylor", "cam-share", "pca-probe", "probe,taylor,cam-share,pca-probe"]
 
 
 def _time(run) -> float:

@@ -54,6 +54,7 @@ def summarise(doc: dict) -> dict:
     corr, cal = doc["correlation"], doc.get("calibration", {})
     mae = doc["prediction"]["mae"]
     depth_hi = corr.get("depth", {}).get("spearman_ci", [None, None])[1]
+    versus = doc.get("versus_depth", {})  # validation.json files before it lack it
     out = {}
     for name, c in corr.items():
         regrets = {r["budget"]: r.get("regret_by", {}).get(name) for r in doc["regret"]}
@@ -74,6 +75,8 @@ def summarise(doc: dict) -> dict:
                 None if lo is None or depth_hi is None or name == "depth" else lo > depth_hi
             ),
             "regret_within_goal": (max(known) <= REGRET_GOAL + 1e-12) if known else None,
+            # Spearman minus depth's, paired over the same bootstrap resamples of the test images
+            "versus_depth": versus.get(name),
         }
     return out
 
@@ -161,6 +164,29 @@ def overview(summaries: dict[str, dict], docs: dict[str, dict]) -> str:
             above += bool(v["interval_above_depth"])
             within += bool(v["regret_within_goal"])
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {above} | {within} |")
+    lines += [
+        "",
+        "Spearman minus depth's, paired: both computed on the same bootstrap resamples of the test "
+        "images [95 % CI]; ★: the interval lies above 0 (the predictor ranks the points better "
+        "than depth on this sweep's test images; the randomness of the bottleneck's training is "
+        "not in the interval).",
+        "",
+        "| predictor | " + " | ".join(head) + " | ★ |",
+        "|---|" + "---|" * (len(runs) + 1),
+    ]
+    for n in names:
+        cells, better = [], 0
+        for r in runs:
+            d = (summaries[r].get(n) or {}).get("versus_depth")
+            if d is None:
+                cells.append("")
+                continue
+            lo, hi = d["ci"]
+            cells.append(f"{_f(d['spearman_diff'], '+.2f')} [{_f(lo, '+.2f')}, {_f(hi, '+.2f')}]")
+            cells[-1] += " ★" if d["above"] else ""
+            better += bool(d["above"])
+        if any(cells):
+            lines.append(f"| {n} | " + " | ".join(cells) + f" | {better} |")
     return "\n".join(lines)
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Exhaustive validation sweeps behind docs/experiments.md ("Which signal predicts post-split
 # accuracy?"): every admissible point of each demo network is cut, a bottleneck is trained there
-# and tested, and every predictor of the analysis (CUI, probe, taylor, cam-share) is scored with
-# the baselines (bytes, depth, logistic probe) and the leave-one-out combinations.
+# and tested, and every predictor of the analysis (CUI, probe, taylor, cam-share, pca-probe) is
+# scored with the baselines (bytes, depth, logistic probe) and the leave-one-out combinations.
 #
 #   benchmarks/predictors_sweep.sh [OUT]          # default OUT: runs/predictors
 #
@@ -30,7 +30,7 @@ ISPLIT=${ISPLIT:-isplit}
 PYTHON=${PYTHON:-python3}
 DEVICE=${DEVICE:-auto}
 NETS=${NETS:-demo-vgg16 demo-resnet50 demo-mobilenet}
-PREDICTORS=probe,taylor,cam-share
+PREDICTORS=probe,taylor,cam-share,pca-probe
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 common=(--device "$DEVICE" --quiet)

@@ -17,9 +17,11 @@ from isplit.curves import local_maxima
 from isplit.graph import ModelGraph
 from isplit.importance import EXTRAS, GradCAM
 from isplit.predictors import (
+    PCA_PROBE_RATIO,
     PROBE_HOLDOUT,
     PROBE_RIDGE,
     LinearProbe,
+    PcaProbe,
     PredictorSet,
     holdout_keys,
     parse_predictors,
@@ -182,6 +184,51 @@ def test_streaming_probe_equals_a_batch_fit(tiny, tiny_data, tiny_run):
     np.testing.assert_allclose(probe.weights(k)[2], w, rtol=1e-4, atol=1e-8)
 
 
+def _pca_ridge_by_batch(x, y, classes, held, components):
+    """The PCA probe in one batch: standardise the training rows, keep their top
+    ``components`` principal directions (an SVD of the data), ridge on one-hot labels there."""
+    live = x[~held].std(0) > 1e-6 * x[~held].std(0).max()
+    x = x[:, live]
+    xt, yt = x[~held], np.eye(classes)[y[~held]]
+    mean, std = xt.mean(0), xt.std(0)
+    z = (xt - mean) / std
+    v = np.linalg.svd(z, full_matrices=False)[2][:components].T  # [features, components]
+    t = z @ v
+    w = np.linalg.solve(t.T @ t / len(t) + PROBE_RIDGE * np.eye(t.shape[1]), t.T @ yt / len(t))
+    pred = (((x[held] - mean) / std) @ v @ w + yt.mean(0)).argmax(1)
+    return float((pred == y[held]).mean())
+
+
+def test_pca_probe_equals_a_batch_fit_on_the_top_components(tiny, tiny_data):
+    _, y = tiny_data.tensors
+    held = holdout_keys(np.arange(len(y))) < PROBE_HOLDOUT * 2**63
+    run = analyze(tiny, tiny_data, batch_size=16, predictors="pca-probe,probe")
+    for k, p in enumerate(run.points):
+        pooled = _pooled(tiny, tiny_data, p.name)
+        components = -(-pooled.shape[1] // PCA_PROBE_RATIO)  # 5-7 channels: one component
+        expected = _pca_ridge_by_batch(pooled, y.numpy(), 3, held, components)
+        assert run.predictors["pca-probe"][k] == pytest.approx(expected, abs=1e-12), p.name
+    # wider features, several components: streamed in batches against the batch fit
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (300,), generator=g)
+    feats = torch.randn(300, 24, generator=g) @ torch.randn(24, 24, generator=g)
+    feats[:, :4] += 2 * torch.nn.functional.one_hot(labels, 4)
+    held = holdout_keys(np.arange(300)) < PROBE_HOLDOUT * 2**63
+    probe = PcaProbe(1, 4)
+    for i in range(0, 300, 64):
+
+        class Batch:
+            extras = {"pooled": [feats[i : i + 64]]}
+
+        probe.add(Batch, labels[i : i + 64].numpy(), np.arange(i, min(i + 64, 300)))
+    assert probe.components(0) == 3
+    expected = _pca_ridge_by_batch(feats.double().numpy(), labels.numpy(), 4, held, 3)
+    assert probe.values()[0] == pytest.approx(expected, abs=1e-12)
+    full = LinearProbe(1, 4)
+    full.load_state(probe.state())  # the same sums: the unrestricted probe sees all 24
+    assert full.values()[0] > probe.values()[0]
+
+
 def test_probe_learns_a_separable_signal():
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 4, (400,), generator=g)
@@ -218,7 +265,7 @@ def test_probe_projects_wide_features_and_keeps_a_bounded_held_out_sample():
 
 def test_shards_merge_into_one_pass(tiny, tiny_data):
     x, y = tiny_data.tensors
-    names = ["probe", "taylor", "cam-share"]
+    names = ["probe", "taylor", "cam-share", "pca-probe"]
     graph = ModelGraph(tiny, (2, 8, 8))
     points = [p.name for p in graph.points]
     cam = GradCAM(graph, points)

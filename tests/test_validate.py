@@ -16,7 +16,7 @@ from isplit.bottleneck import Bottleneck
 from isplit.cli import main
 from isplit.graph import ModelGraph
 from isplit.models import load_model
-from isplit.stats import prediction_mae, rank_correlations, regret
+from isplit.stats import prediction_mae, rank_correlations, regret, spearman_versus
 from isplit.validate import Settings, train_bottleneck, validate
 
 
@@ -99,6 +99,27 @@ def test_rank_correlations_match_scipy():
     lo, hi = res["spearman_ci"]
     assert -1 <= lo <= hi <= 1
     assert rank_correlations(predictor, correct, n_boot=300) == res  # seeded
+
+
+def test_spearman_versus_a_baseline_is_paired_over_the_same_resamples():
+    rng = np.random.default_rng(0)
+    # 12 points whose accuracies rise with depth but dip at every third point (as at narrow
+    # points), 3 000 test images: "good" sees the dips, depth does not
+    true = np.linspace(0.80, 0.92, 12) - 0.06 * (np.arange(12) % 3 == 2)
+    correct = rng.random((12, 3000)) < true[:, None]
+    predictors = {"depth": np.arange(12.0), "good": true, "flat": np.ones(12)}
+    res = spearman_versus(predictors, "depth", correct, n_boot=400, seed=3)
+    assert set(res) == {"good"}  # neither the baseline nor a constant predictor
+    marginal = {k: rank_correlations(v, correct, n_boot=400, seed=3) for k, v in predictors.items()}
+    good = res["good"]
+    assert good["spearman_diff"] == pytest.approx(
+        marginal["good"]["spearman"] - marginal["depth"]["spearman"]
+    )
+    lo, hi = good["ci"]
+    assert lo <= good["spearman_diff"] <= hi and good["above"] == (lo > 0)
+    assert good["above"]  # the dips are real (6 pp on 3 000 images): better than depth
+    assert spearman_versus(predictors, "depth", correct, n_boot=400, seed=3) == res  # seeded
+    assert spearman_versus(predictors, "absent", correct, n_boot=10) == {}
 
 
 def test_prediction_mae_on_known_values():

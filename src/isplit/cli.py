@@ -22,7 +22,7 @@ from isplit.errors import IsplitError, PeerFailed
 DEVICES = ["cpu", "cuda", "auto"]
 #: The further predictors (isplit.predictors.PREDICTORS without "cui"; kept here so that
 #: --help does not import torch; a test checks they agree).
-PREDICTOR_NAMES = ("probe", "taylor", "cam-share")
+PREDICTOR_NAMES = ("probe", "taylor", "cam-share", "pca-probe")
 
 
 class _HelpFormatter(argparse.HelpFormatter):

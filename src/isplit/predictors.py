@@ -34,6 +34,12 @@ merge into the state of one pass over all of them (processes, resumed runs).
     and at most ``PROBE_MAX_HELDOUT`` held-out images (those with the smallest hashes) are kept for
     scoring. The fit is exactly the batch ridge fit: it needs only ``X^T X``, ``X^T Y`` and sums,
     which stream and merge.
+``pca-probe``
+    The same probe behind a linear bottleneck as narrow as ``isplit validate``'s default: fitted
+    on the top ``ceil(C / PCA_PROBE_RATIO)`` principal components of the standardised pooled
+    features (``C``: the point's channels; at most the probe's width), computed from the same
+    streamed sums. A point whose class information does not fit in 1/8 of its channels scores
+    low, however deep it is.
 """
 
 from __future__ import annotations
@@ -51,11 +57,13 @@ PREDICTORS: dict[str, str] = {
     "probe": "held-out accuracy of a linear probe on pooled activations",
     "taylor": "first-order Taylor share of the target logit (gradient x activation / logit)",
     "cam-share": "share of the Grad-CAM map's mass that survives the ReLU (scale-free CUI)",
+    "pca-probe": "the probe on the top channels/8 principal components (a linear bottleneck)",
 }
 PROBE_DIM = 512  # wider pooled features are randomly projected to this many dimensions
 PROBE_RIDGE = 1e-3  # ridge penalty on standardised features (0.01 cost early points 1-3 pp)
 PROBE_HOLDOUT = 0.2  # share of the images held out for scoring the probe
 PROBE_MAX_HELDOUT = 2000  # held-out images kept for scoring (smallest hashes)
+PCA_PROBE_RATIO = 8  # pca-probe keeps ceil(channels / 8) components: validate's default --ratio
 _HOLDOUT_KEY = int(PROBE_HOLDOUT * 2**63)
 
 
@@ -185,6 +193,7 @@ class LinearProbe:
         self._pending: list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]] = []
         self._pending_rows = 0
         self._proj: list[torch.Tensor | None] | None = None
+        self.widths = torch.zeros(num_points, dtype=torch.int64)  # channels before projection
 
     def _projection(self, k: int, width: int, device) -> torch.Tensor | None:
         """A fixed Gaussian projection of point ``k``'s ``width`` features to ``dim``."""
@@ -220,9 +229,11 @@ class LinearProbe:
         self.held = [torch.zeros(0, f.shape[1], device=dev) for f in feats]
 
     def add(self, batch, labels: np.ndarray, index: np.ndarray) -> None:
-        feats = self._features(batch.extras["pooled"])
+        pooled = batch.extras["pooled"]
+        feats = self._features(pooled)
         if not self.sx:
             self._start(feats)
+            self.widths = torch.tensor([f.shape[1] for f in pooled], dtype=torch.int64)
         dev = feats[0].device
         keys = holdout_keys(index)
         held = keys < _HOLDOUT_KEY
@@ -278,6 +289,7 @@ class LinearProbe:
         other._prune()
         if not self.sx:
             self._start(other.held)
+            self.widths = other.widths.clone()
         dev = self.sx[0].device
         self.n = self.n + other.n
         self.y = self.y.to(dev) + other.y.to(dev)
@@ -296,6 +308,7 @@ class LinearProbe:
             "y": _np(self.y),
             "held_keys": _np(self.held_keys),
             "held_labels": _np(self.held_labels),
+            "widths": _np(self.widths),
         }
         for k in range(len(self.sx)):
             out[f"sx{k}"] = _np(self.sx[k])
@@ -310,14 +323,21 @@ class LinearProbe:
         self.held_keys = torch.as_tensor(state["held_keys"], dtype=torch.int64)
         self.held_labels = torch.as_tensor(state["held_labels"], dtype=torch.int64)
         points = sum(1 for key in state if key.startswith("sx"))
+        widths = state.get("widths", np.zeros(points))  # checkpoints before pca-probe lack them
+        self.widths = torch.as_tensor(widths, dtype=torch.int64)
         self.sx = [torch.as_tensor(state[f"sx{k}"], dtype=torch.float64) for k in range(points)]
         self.gram = [torch.as_tensor(state[f"gram{k}"], dtype=torch.float64) for k in range(points)]
         self.xy = [torch.as_tensor(state[f"xy{k}"], dtype=torch.float64) for k in range(points)]
         self.held = [torch.as_tensor(state[f"held{k}"], dtype=torch.float32) for k in range(points)]
 
-    def weights(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def weights(
+        self, k: int, components: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The fitted probe at point ``k``: mean, std, W and the class prior, such that the class
-        scores of features ``x`` are ``((x - mean) / std) @ W + prior``."""
+        scores of features ``x`` are ``((x - mean) / std) @ W + prior``. With ``components``,
+        the probe sees only the top ``components`` principal components of the standardised
+        features: ``W = V (L + ridge I)^-1 V^T c`` with ``V``, ``L`` the leading eigenvectors and
+        eigenvalues of their correlation matrix."""
         n = int(self.n)
         sx, gram, xy = (_np(t).astype(np.float64) for t in (self.sx[k], self.gram[k], self.xy[k]))
         prior = _np(self.y) / n
@@ -330,8 +350,18 @@ class LinearProbe:
         s = cov / np.outer(std, std)
         s[~live, :] = 0.0
         s[:, ~live] = 0.0
-        w = np.linalg.solve(s + self.ridge * np.eye(len(s)), cxy / std[:, None])
+        c = cxy / std[:, None]
+        if components is None or components >= len(s):
+            w = np.linalg.solve(s + self.ridge * np.eye(len(s)), c)
+        else:
+            eigval, eigvec = np.linalg.eigh(s)  # ascending
+            v, lam = eigvec[:, -components:], eigval[-components:]
+            w = v @ ((v.T @ c) / (lam + self.ridge)[:, None])
         return mean, std, w, prior
+
+    def components(self, k: int) -> int | None:
+        """How many principal components the probe of point ``k`` keeps (None: all)."""
+        return None
 
     def values(self) -> np.ndarray:
         if self.sx:
@@ -341,14 +371,24 @@ class LinearProbe:
         labels = _np(self.held_labels)
         out = np.empty(self.num_points)
         for k in range(self.num_points):
-            mean, std, w, prior = self.weights(k)
+            mean, std, w, prior = self.weights(k, self.components(k))
             x = _np(self.held[k]).astype(np.float64)
             scores = ((x - mean) / std) @ w + prior
             out[k] = float((scores.argmax(1) == labels).mean())
         return out
 
 
-_CLASSES = {cls.name: cls for cls in (TaylorShare, CamShare, LinearProbe)}
+class PcaProbe(LinearProbe):
+    """The probe behind a linear bottleneck of ``ceil(C / PCA_PROBE_RATIO)`` components
+    (``pca-probe``); the same streamed state as ``probe``."""
+
+    name = "pca-probe"
+
+    def components(self, k: int) -> int | None:
+        return max(1, -(-int(self.widths[k]) // PCA_PROBE_RATIO))
+
+
+_CLASSES = {cls.name: cls for cls in (TaylorShare, CamShare, LinearProbe, PcaProbe)}
 
 
 class PredictorSet:

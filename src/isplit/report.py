@@ -41,6 +41,7 @@ PREDICTORS = {
     "probe": "probe (analysis, held-out images)",
     "taylor": "Taylor share",
     "cam-share": "Grad-CAM share",
+    "pca-probe": "probe on channels / 8 principal components",
     "bytes": "− output bytes (CDE)",
     "depth": "depth",
     "logistic-probe": "logistic probe (validation's training images)",

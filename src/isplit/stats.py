@@ -50,6 +50,62 @@ def rank_correlations(
     }
 
 
+def spearman_versus(
+    predictors: dict[str, np.ndarray],
+    baseline: str,
+    correct: np.ndarray,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """Each predictor's Spearman correlation with accuracy minus the ``baseline``'s, with a
+    paired percentile bootstrap interval: both are computed on the same resamples of the test
+    images (the resamples of :func:`rank_correlations` with the same ``seed``), so the interval
+    says whether the predictor ranks the points better than the baseline, which two overlapping
+    marginal intervals cannot say. ``correct`` [P, N] as in :func:`rank_correlations`."""
+    if baseline not in predictors:
+        return {}
+    correct = np.asarray(correct, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    n = correct.shape[1]
+    acc = np.stack(
+        [correct.mean(1)] + [correct[:, rng.integers(0, n, n)].mean(1) for _ in range(n_boot)]
+    )
+    ranks = stats.rankdata(acc, axis=1)  # [1 + B, P]: the full data, then the resamples
+    ranks -= ranks.mean(1, keepdims=True)
+    norm = np.sqrt((ranks**2).sum(1))
+
+    def rho(values: np.ndarray) -> np.ndarray | None:
+        values = np.asarray(values, dtype=np.float64)
+        if not np.isfinite(values).all() or np.ptp(values) == 0:
+            return None
+        r = stats.rankdata(values)
+        r -= r.mean()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return ranks @ r / (norm * np.sqrt((r**2).sum()))
+
+    base = rho(predictors[baseline])
+    tail = (1 - level) / 2 * 100
+    out = {}
+    for name, values in predictors.items():
+        mine = rho(values)
+        if name == baseline or mine is None or base is None:
+            continue
+        diff = mine - base
+        boots = diff[1:][np.isfinite(diff[1:])]
+        ci = (
+            [float(np.percentile(boots, tail)), float(np.percentile(boots, 100 - tail))]
+            if len(boots)
+            else [None, None]
+        )
+        out[name] = {
+            "spearman_diff": float(diff[0]) if np.isfinite(diff[0]) else None,
+            "ci": ci,
+            "above": ci[0] is not None and ci[0] > 0,
+        }
+    return out
+
+
 def _k_subsets(p: int, k: int, max_subsets: int, seed: int) -> list[tuple[int, ...]]:
     """The k-subsets of ``p`` points that a prediction is fitted on: all of them, or
     ``max_subsets`` drawn at random (seeded)."""

@@ -47,6 +47,7 @@ from isplit.stats import (
     prediction_mae,
     rank_correlations,
     regret,
+    spearman_versus,
 )
 
 log = logging.getLogger("isplit")
@@ -602,6 +603,9 @@ def _report(
         k: rank_correlations(v, correct, settings.n_boot, seed=settings.seed)
         for k, v in predictors.items()
     }
+    versus_depth = spearman_versus(
+        predictors, "depth", correct, settings.n_boot, seed=settings.seed
+    )
     prediction = {
         k: prediction_mae(v, acc, settings.k, seed=settings.seed) for k, v in predictors.items()
     }
@@ -654,6 +658,8 @@ def _report(
         "total_flops": total_flops,
         "points": points,
         "correlation": correlation,
+        # each predictor's Spearman minus depth's, paired over the same bootstrap resamples
+        "versus_depth": versus_depth,
         "prediction": {"k": settings.k, "mae": prediction},
         "calibration": calibration,
         "best_predictor": _best_predictor(correlation, calibration),
