@@ -9,7 +9,8 @@ variants so that background load hits all of them alike; the median is reported,
 probe). Ratios are measured in one run; absolute numbers depend on the machine. Run it on an
 otherwise idle machine: under contention the ratios mean little.
 
-    python benchmarks/predictor_cost.py [--models demo-vgg16 demo-resnet50] [--limit 10000] ...
+    python benchmarks/predictor_cost.py [--models demo-vgg16 demo-resnet50 demo-mobilenet]
+        [--limit 10000] ...
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _time(run) -> float:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["demo-vgg16", "demo-resnet50"])
+    p.add_argument("--models", nargs="+", default=["demo-vgg16", "demo-resnet50", "demo-mobilenet"])
     p.add_argument("--weights", default=None, help="weights for every model (default: packaged)")
     p.add_argument("--limit", type=int, default=10_000, help="images analysed per run")
     p.add_argument("--batch-size", type=int, default=64)

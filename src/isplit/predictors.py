@@ -359,11 +359,17 @@ class LinearProbe:
             w = v @ ((v.T @ c) / (lam + self.ridge)[:, None])
         return mean, std, w, prior
 
-    def components(self, k: int) -> int | None:
-        """How many principal components the probe of point ``k`` keeps (None: all)."""
-        return None
+    #: keep ceil(channels / ratio) principal components (None: all features)
+    ratio: int | None = None
 
-    def values(self) -> np.ndarray:
+    def components(self, k: int, ratio: int | None = None) -> int | None:
+        """How many principal components the probe of point ``k`` keeps (None: all)."""
+        ratio = self.ratio if ratio is None else ratio
+        return None if ratio is None else max(1, -(-int(self.widths[k]) // ratio))
+
+    def values(self, ratio: int | None = None) -> np.ndarray:
+        """The held-out accuracy per point; with ``ratio``, of the probe on the top
+        ``ceil(channels / ratio)`` principal components (default: this probe's own)."""
         if self.sx:
             self._prune()
         if not self.sx or int(self.n) == 0 or len(self.held_keys) == 0:
@@ -371,7 +377,7 @@ class LinearProbe:
         labels = _np(self.held_labels)
         out = np.empty(self.num_points)
         for k in range(self.num_points):
-            mean, std, w, prior = self.weights(k, self.components(k))
+            mean, std, w, prior = self.weights(k, self.components(k, ratio))
             x = _np(self.held[k]).astype(np.float64)
             scores = ((x - mean) / std) @ w + prior
             out[k] = float((scores.argmax(1) == labels).mean())
@@ -383,9 +389,7 @@ class PcaProbe(LinearProbe):
     (``pca-probe``); the same streamed state as ``probe``."""
 
     name = "pca-probe"
-
-    def components(self, k: int) -> int | None:
-        return max(1, -(-int(self.widths[k]) // PCA_PROBE_RATIO))
+    ratio = PCA_PROBE_RATIO
 
 
 _CLASSES = {cls.name: cls for cls in (TaylorShare, CamShare, LinearProbe, PcaProbe)}
@@ -397,7 +401,11 @@ class PredictorSet:
 
     def __init__(self, names: Sequence[str], num_points: int, num_classes: int) -> None:
         self.names = [n for n in parse_predictors(names) if n != "cui"]
-        self.states = {n: _CLASSES[n](num_points, num_classes) for n in self.names}
+        # pca-probe reads the probe's sums when both are asked for: one state, fed once
+        self.shared = {"pca-probe": "probe"} if {"probe", "pca-probe"} <= set(self.names) else {}
+        self.states = {
+            n: _CLASSES[n](num_points, num_classes) for n in self.names if n not in self.shared
+        }
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -436,5 +444,11 @@ class PredictorSet:
         return out
 
     def values(self) -> dict[str, np.ndarray]:
-        """Each predictor's value per point [K]."""
-        return {n: s.values() for n, s in self.states.items()}
+        """Each predictor's value per point [K], in the order asked for."""
+        out = {}
+        for n in self.names:
+            if n in self.shared:
+                out[n] = self.states[self.shared[n]].values(ratio=_CLASSES[n].ratio)
+            else:
+                out[n] = self.states[n].values()
+        return out
