@@ -19,10 +19,11 @@
 #   NETS       which networks (default: "demo-vgg16 demo-resnet50 demo-mobilenet")
 #   NPROC      processes per validation sweep (isplit validate --nproc: the points are shared
 #              out; the same accuracies as one process; default 1)
+#   STRENGTHS  the bottlenecks (default: "c8 c16h": channels / 8; channels / 16, H and W halved)
 #   QUICK=1    a tiny end-to-end check instead of the real sweep: 400 analysed images, 3 points
 #              per network, 300 training / 200 test images, 1 epoch, 50 bootstrap resamples
 #
-# demo-mobilenet needs its weights first: `make demo-weights` (or pass them: MOBILENET_WEIGHTS).
+# demo-mobilenet's weights ship with isplit; others can be passed with MOBILENET_WEIGHTS.
 set -euo pipefail
 
 OUT=${1:-runs/predictors}
@@ -55,13 +56,10 @@ quick_points() {
   esac
 }
 
-# Which bottlenecks each network is swept at: channels / 8 for all, and channels / 16 with H and
-# W halved for the two demo networks of the paper's families.
+# Which bottlenecks each network is swept at: channels / 8, and channels / 16 with H and W
+# halved (STRENGTHS="c8" for the first only).
 strengths() {
-  case "$1" in
-    demo-mobilenet) echo c8 ;;
-    *) echo c8 c16h ;;
-  esac
+  echo "${STRENGTHS:-c8 c16h}"
 }
 
 mkdir -p "$OUT"
