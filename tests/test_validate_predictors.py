@@ -123,8 +123,15 @@ def test_validate_scores_every_predictor_of_the_analysis(tmp_path):
     assert report["correlation"][best]["spearman"] == max(
         c["spearman"] for c in report["correlation"].values() if c["spearman"] is not None
     )
+    versus = report["versus_depth"]
+    assert "depth" not in versus and set(versus) <= set(names)
+    for name, d in versus.items():
+        rho = report["correlation"][name]["spearman"] - report["correlation"]["depth"]["spearman"]
+        assert d["spearman_diff"] == pytest.approx(rho) and d["above"] == (d["ci"][0] > 0)
     page = (write_report(tmp_path, samples=0)).read_text()
     assert "the best predictor of post-split accuracy was" in page
+    if best != "depth" and best in versus:
+        assert "against depth on the same test images" in page
     assert "<th>probe</th><th>taylor</th><th>cam-share</th>" in page  # the point table
     assert "regret: combo-probe" in page and "Predicted accuracy at every admissible" in page
 

@@ -450,6 +450,19 @@ def _found_best(v: dict | None) -> str:
         f"accuracy was <b>{_e(PREDICTORS.get(name, name))}</b> (Spearman "
         f"{_num(c['spearman'], '.2f')} [{_num(lo, '.2f')}, {_num(hi, '.2f')}])"
     )
+    versus = (v.get("versus_depth") or {}).get(name)
+    if versus and versus["ci"][0] is not None:
+        lo, hi = versus["ci"]
+        verdict = (
+            "ranks the points better than depth"
+            if versus["above"]
+            else ("not distinguishable from depth")
+        )
+        text += (
+            f"; against depth on the same test images its Spearman differs by "
+            f"{_num(versus['spearman_diff'], '+.2f')} [{_num(lo, '+.2f')}, {_num(hi, '+.2f')}]: "
+            f"{verdict}"
+        )
     by_mae = best.get("by_loo_mae")
     if by_mae and by_mae != name:
         mae = v["calibration"][by_mae]["loo_mae"]
