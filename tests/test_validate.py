@@ -199,6 +199,31 @@ def test_validation_errors(small, tmp_path):
         validate(other.model, r50, few, few, tmp_path, points=["layer1.0.conv2"])
 
 
+def test_points_narrower_than_the_ratio(small, tmp_path, caplog):
+    loaded, data, analysis = small
+    settings = Settings(ratio=32, epochs=1, train_limit=40, test_limit=40, n_boot=10)
+    narrow = [p.name for p in analysis.points if p.admissible and p.shape[-3] < 32]
+    assert narrow  # demo-vgg16's 16-channel points
+    # named by the user: an error before any training, nothing written
+    with pytest.raises(IsplitError, match=rf"{narrow[0]} \(16 channels\).*--ratio 16 or less"):
+        validate(
+            loaded.model,
+            analysis,
+            data,
+            data,
+            tmp_path,
+            points=[narrow[0], "features.42"],
+            settings=settings,
+        )
+    assert not (tmp_path / "validation_points").exists()
+    # chosen by isplit (all admissible points): left out with a warning, listed in the report
+    report = validate(loaded.model, analysis, data, data, tmp_path, points="all", settings=settings)
+    done = [p["name"] for p in report["points"]]
+    assert done == [p.name for p in analysis.points if p.admissible and p.name not in narrow]
+    assert [s["name"] for s in report["skipped_points"]] == narrow
+    assert "leaves no channel" in caplog.text
+
+
 def test_validate_cli_end_to_end_and_errors(cli_error, tmp_path):
     out = tmp_path / "run"
     args = [

@@ -437,6 +437,7 @@ def validate(
     for n in names:
         if not analysis.points[analysis.point_names.index(n)].spatial:
             raise IsplitError(f"{n} is not spatial (C x H x W): a bottleneck cannot go there")
+    names, skipped = _narrow_points(analysis, names, settings.ratio, chosen=points)
 
     for flag, value in (
         ("--train-limit", settings.train_limit),
@@ -493,6 +494,7 @@ def validate(
             len(train),
             chance_accuracy(y_test.numpy()),
         )
+        report["skipped_points"] = skipped  # chosen points the bottleneck does not fit
         if not report["reliability"]["reliable"]:
             reason = report["reliability"]["reason"]
             log.warning("the validation statistics are not reliable: %s", reason)
@@ -502,6 +504,30 @@ def validate(
         plot_validation(analysis, report, out / "validation.png")
     distributed.barrier()  # the report is written
     return report if distributed.is_main() else read_json(out / "validation.json")
+
+
+def _narrow_points(
+    analysis: Analysis, names: list[str], ratio: int, chosen
+) -> tuple[list[str], list[dict]]:
+    """The points a bottleneck of ``ratio`` fits (at least ``ratio`` channels), and those it
+    does not. Points the user named are an error, found before any training; points isplit
+    chose (``all``, ``auto``) are left out with a warning."""
+    channels = {p.name: int(p.shape[-3]) for p in analysis.points if p.name in names}
+    narrow = [n for n in names if channels[n] < ratio]
+    if not narrow:
+        return names, []
+    listed = ", ".join(f"{n} ({channels[n]} channels)" for n in narrow)
+    if chosen not in ("all", "auto"):
+        raise IsplitError(
+            f"--ratio {ratio} is larger than the channels at {listed}; use --ratio "
+            f"{min(channels[n] for n in narrow)} or less, or leave these points out"
+        )
+    kept = [n for n in names if n not in narrow]
+    if not kept:
+        raise IsplitError(f"--ratio {ratio} is larger than the channels at every point ({listed})")
+    log.warning("--ratio %d leaves no channel at %s: not validated there", ratio, listed)
+    reason = f"fewer channels than --ratio {ratio}"
+    return kept, [{"name": n, "channels": channels[n], "reason": reason} for n in narrow]
 
 
 def _finished_points(out: Path, names: Sequence[str], fingerprint: str) -> set[str]:
