@@ -229,6 +229,52 @@ def test_pca_probe_equals_a_batch_fit_on_the_top_components(tiny, tiny_data):
     assert full.values()[0] > probe.values()[0]
 
 
+def test_probe_ratio_sets_the_pca_probe_components(tiny, tiny_data):
+    _, y = tiny_data.tensors
+    held = holdout_keys(np.arange(len(y))) < PROBE_HOLDOUT * 2**63
+    run = analyze(tiny, tiny_data, batch_size=16, predictors="pca-probe", probe_ratio=2)
+    assert run.settings["probe_ratio"] == 2
+    for k, p in enumerate(run.points):
+        pooled = _pooled(tiny, tiny_data, p.name)
+        components = -(-pooled.shape[1] // 2)  # 5-7 channels: 3 or 4 components
+        expected = _pca_ridge_by_batch(pooled, y.numpy(), 3, held, components)
+        assert run.predictors["pca-probe"][k] == pytest.approx(expected, abs=1e-12), p.name
+    # a run without pca-probe records no ratio (its fingerprint is as before)
+    assert "probe_ratio" not in analyze(tiny, tiny_data, batch_size=16).settings
+    with pytest.raises(IsplitError, match="--probe-ratio"):
+        analyze(tiny, tiny_data, predictors="pca-probe", probe_ratio=0)
+
+
+def test_validate_analysis_takes_the_bottleneck_ratio_for_pca_probe(monkeypatch, tmp_path):
+    import isplit.cli as cli
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(args, loaded, data, out, **options):
+        seen.append(options["probe_ratio"])
+        raise Stop
+
+    monkeypatch.setattr(cli, "_analyse_and_save", capture)
+    for extra, expected in (([], 16), (["--probe-ratio", "4"], 4)):
+        with pytest.raises(Stop):
+            main(
+                [
+                    "validate",
+                    "--ratio",
+                    "16",
+                    "--predictors",
+                    "pca-probe",
+                    *extra,
+                    "--out",
+                    str(tmp_path / "v"),
+                ]
+            )
+        assert seen[-1] == expected
+
+
 def test_probe_learns_a_separable_signal():
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 4, (400,), generator=g)
@@ -385,6 +431,9 @@ def test_validate_of_a_saved_run_rejects_predictor_options(cli_error, tiny_run, 
     tiny_run.save(tmp_path, plot=False)
     err = cli_error("validate", "--analysis", str(tmp_path), "--predictors", "taylor")
     assert "--predictors" in err and "cui, probe, taylor, cam-share" in err
+    assert "--probe-ratio" in cli_error(
+        "validate", "--analysis", str(tmp_path), "--probe-ratio", "4"
+    )
 
 
 def test_extras_of_half_precision_tensors_are_summed_in_float32(tiny):

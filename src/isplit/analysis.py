@@ -33,7 +33,7 @@ from isplit.graph import ModelGraph, SplitPoint
 from isplit.importance import REDUCTIONS, TARGETS, GradCAM, autocast_dtype, check_labels
 from isplit.io import atomic_write_json, atomic_write_npz, read_json
 from isplit.models import LoadedModel, loaded_info, resolve_device, weights_fingerprint
-from isplit.predictors import PREDICTORS, PredictorSet, parse_predictors
+from isplit.predictors import PCA_PROBE_RATIO, PREDICTORS, PredictorSet, parse_predictors
 from isplit.protocols import PROTOCOLS, official_points
 
 log = logging.getLogger("isplit")
@@ -434,6 +434,7 @@ class AnalysisSettings:
     precision: str = "fp32"  # the forward pass under autocast: fp32, bf16 or fp16
     predictors: tuple[str, ...] = ("cui",)  # what is computed besides CUI (isplit.predictors)
     select_by: str = "cui"  # the predictor whose maximum is the best split
+    probe_ratio: int = PCA_PROBE_RATIO  # pca-probe keeps ceil(channels / probe_ratio) components
     # how the work is carried out
     device: torch.device = torch.device("cpu")
     channels_last: bool | None = None  # channels-last memory format; None: on CUDA only
@@ -461,6 +462,8 @@ class AnalysisSettings:
         autocast_dtype(self.precision, self.device)  # an error where the device cannot
         if self.checkpoint is not None:
             object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        if not isinstance(self.probe_ratio, int) or self.probe_ratio < 1:
+            raise IsplitError(f"--probe-ratio must be a whole number >= 1, not {self.probe_ratio}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise IsplitError(f"--checkpoint-every must be at least 1, not {self.checkpoint_every}")
 
@@ -496,6 +499,8 @@ class AnalysisSettings:
             "precision": self.precision,
             "predictors": list(self.predictors),
             "select_by": self.select_by,
+            # only where it changes the result (older runs' fingerprints stay as they were)
+            **({"probe_ratio": self.probe_ratio} if "pca-probe" in self.predictors else {}),
         }
 
 
@@ -586,6 +591,7 @@ def analyze(
     select_by: str = "cui",
     checkpoint_every: int | None = None,
     channels_last: bool | None = None,
+    probe_ratio: int | None = None,
 ) -> Analysis:
     """Run the I-SPLIT analysis of ``model`` on ``data`` (a Dataset of (image, label) or a
     DataLoader). See the README for the options; the result is an ``Analysis``.
@@ -599,7 +605,9 @@ def analyze(
 
     ``predictors``: further per-point predictors of post-split accuracy to compute in the same
     pass (:data:`isplit.predictors.PREDICTORS`; CUI always); ``select_by``: the one whose maximum
-    over the admissible points is the best split (default ``cui``; added to ``predictors``).
+    over the admissible points is the best split (default ``cui``; added to ``predictors``);
+    ``probe_ratio``: ``pca-probe`` keeps ``ceil(channels / probe_ratio)`` principal components
+    (default 8, ``isplit validate``'s default ``--ratio``).
 
     With ``checkpoint`` (a file path), the accumulated curves are saved there every
     ``checkpoint_seconds`` seconds, or after every ``checkpoint_every`` batches when given, and
@@ -642,6 +650,7 @@ def analyze(
         channels_last=channels_last,
         predictors=tuple(names),
         select_by=select_by,
+        probe_ratio=PCA_PROBE_RATIO if probe_ratio is None else probe_ratio,
     )
     info = model if isinstance(model, LoadedModel) else loaded_info(model)
     if isinstance(model, LoadedModel):
@@ -892,7 +901,7 @@ def _run(model: nn.Module, data, source, job: _Job) -> Analysis:
         raise IsplitError("no images were analysed (all skipped, or the data set is empty)")
     class_names = job.class_names or [str(i) for i in range(len(acc.counts))]
     curve = acc.global_curve()
-    values = preds.values()
+    values = preds.values(probe_ratio=s.probe_ratio)
     selection = curve if s.select_by == "cui" else values[s.select_by]
     mask = [p.admissible for p in chosen]
     best = best_point(selection, mask)

@@ -208,6 +208,13 @@ def _add_predictor_args(p: argparse.ArgumentParser) -> None:
         help="the predictor whose maximum over the admissible points is the best split "
         "(default: cui, the paper's)",
     )
+    p.add_argument(
+        "--probe-ratio",
+        type=_count,
+        default=None,
+        help="pca-probe keeps channels / N principal components: the bottleneck it stands for "
+        "(default: 8 in analyze; validate's --ratio in validate)",
+    )
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -372,6 +379,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         last=args.last,
         predictors=args.predictors,
         select_by=args.select_by,
+        probe_ratio=args.probe_ratio,
     )
     if not is_main():
         return 0
@@ -427,11 +435,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     _check_output_folder(Path(args.out or args.analysis or "runs/validation"))
     analysis = Analysis.load(args.analysis) if args.analysis else None
-    if analysis is not None and (args.predictors or args.select_by != "cui"):
+    if analysis is not None and (args.predictors or args.select_by != "cui" or args.probe_ratio):
         raise IsplitError(
-            "--predictors and --select-by set up the analysis that validate runs itself; the "
-            f"--analysis folder has its own ({', '.join(analysis.predictor_names)}): rerun "
-            "`isplit analyze --predictors ...` into it, or leave --analysis out"
+            "--predictors, --select-by and --probe-ratio set up the analysis that validate runs "
+            f"itself; the --analysis folder has its own ({', '.join(analysis.predictor_names)}): "
+            "rerun `isplit analyze --predictors ...` into it, or leave --analysis out"
         )
     if analysis is not None and args.model is None and args.weights is None:
         loaded = analysis.load_model()  # the network the run analysed
@@ -446,7 +454,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     else:
         out = Path(args.out or "runs/validation")
         analysis = _analyse_and_save(
-            args, loaded, test, out, predictors=args.predictors, select_by=args.select_by
+            args,
+            loaded,
+            test,
+            out,
+            predictors=args.predictors,
+            select_by=args.select_by,
+            probe_ratio=args.probe_ratio or args.ratio,  # pca-probe stands for this bottleneck
         )
         if is_main():
             print(analysis.recommendation())

@@ -443,12 +443,14 @@ class PredictorSet:
             s.load_state({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
         return out
 
-    def values(self) -> dict[str, np.ndarray]:
-        """Each predictor's value per point [K], in the order asked for."""
+    def values(self, probe_ratio: int | None = None) -> dict[str, np.ndarray]:
+        """Each predictor's value per point [K], in the order asked for; ``probe_ratio``:
+        ``pca-probe``'s (default :data:`PCA_PROBE_RATIO`)."""
+        ratio = probe_ratio or PCA_PROBE_RATIO
         out = {}
         for n in self.names:
-            if n in self.shared:
-                out[n] = self.states[self.shared[n]].values(ratio=_CLASSES[n].ratio)
+            if n == "pca-probe":
+                out[n] = self.states[self.shared.get(n, n)].values(ratio=ratio)
             else:
                 out[n] = self.states[n].values()
         return out
