@@ -170,6 +170,7 @@ class LinearProbe:
 
     name = "probe"
     needs = ("pooled",)
+    ratio: int | None = None  # keep ceil(channels / ratio) principal components (None: all)
 
     def __init__(
         self,
@@ -359,9 +360,6 @@ class LinearProbe:
             w = v @ ((v.T @ c) / (lam + self.ridge)[:, None])
         return mean, std, w, prior
 
-    #: keep ceil(channels / ratio) principal components (None: all features)
-    ratio: int | None = None
-
     def components(self, k: int, ratio: int | None = None) -> int | None:
         """How many principal components the probe of point ``k`` keeps (None: all)."""
         ratio = self.ratio if ratio is None else ratio
@@ -443,14 +441,13 @@ class PredictorSet:
             s.load_state({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
         return out
 
-    def values(self, probe_ratio: int | None = None) -> dict[str, np.ndarray]:
+    def values(self, probe_ratio: int = PCA_PROBE_RATIO) -> dict[str, np.ndarray]:
         """Each predictor's value per point [K], in the order asked for; ``probe_ratio``:
-        ``pca-probe``'s (default :data:`PCA_PROBE_RATIO`)."""
-        ratio = probe_ratio or PCA_PROBE_RATIO
+        ``pca-probe``'s."""
         out = {}
         for n in self.names:
             if n == "pca-probe":
-                out[n] = self.states[self.shared.get(n, n)].values(ratio=ratio)
+                out[n] = self.states[self.shared.get(n, n)].values(ratio=probe_ratio)
             else:
                 out[n] = self.states[n].values()
         return out

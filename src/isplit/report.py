@@ -456,7 +456,7 @@ def _found_best(v: dict | None) -> str:
         verdict = (
             "ranks the points better than depth"
             if versus["above"]
-            else ("not distinguishable from depth")
+            else "not distinguishable from depth"
         )
         text += (
             f"; against depth on the same test images its Spearman differs by "

@@ -16,6 +16,26 @@ def _rank_corr(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(stats.spearmanr(x, y).statistic), float(stats.kendalltau(x, y).statistic)
 
 
+def _bootstrap_accuracies(correct: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """[1 + n_boot, P]: each point's accuracy on the ``correct`` [P, N] test images, then on
+    ``n_boot`` resamples of them (with replacement, seeded): the one resample stream that every
+    interval here is computed on, so that intervals of different predictors are paired."""
+    rng = np.random.default_rng(seed)
+    n = correct.shape[1]
+    return np.stack(
+        [correct.mean(1)] + [correct[:, rng.integers(0, n, n)].mean(1) for _ in range(n_boot)]
+    )
+
+
+def _interval(values: np.ndarray, level: float) -> list[float | None]:
+    """The percentile interval at ``level`` of the finite ``values``."""
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return [None, None]
+    tail = (1 - level) / 2 * 100
+    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+
+
 def rank_correlations(
     predictor: np.ndarray,
     correct: np.ndarray,
@@ -27,26 +47,14 @@ def rank_correlations(
     [P, N] says which of N test images each of P points classified right; each with a
     percentile bootstrap interval over the test images (resampled with replacement)."""
     predictor = np.asarray(predictor, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    spearman, kendall = _rank_corr(predictor, correct.mean(1))
-    rng = np.random.default_rng(seed)
-    n = correct.shape[1]
-    boots = np.array(
-        [_rank_corr(predictor, correct[:, rng.integers(0, n, n)].mean(1)) for _ in range(n_boot)]
-    )
-    tail = (1 - level) / 2 * 100
-
-    def interval(col: int) -> list[float | None]:
-        vals = boots[:, col][np.isfinite(boots[:, col])]
-        if len(vals) == 0:
-            return [None, None]
-        return [float(np.percentile(vals, tail)), float(np.percentile(vals, 100 - tail))]
-
+    acc = _bootstrap_accuracies(np.asarray(correct, dtype=np.float64), n_boot, seed)
+    spearman, kendall = _rank_corr(predictor, acc[0])
+    boots = np.array([_rank_corr(predictor, a) for a in acc[1:]]).reshape(-1, 2)
     return {
         "spearman": None if np.isnan(spearman) else spearman,
         "kendall": None if np.isnan(kendall) else kendall,
-        "spearman_ci": interval(0),
-        "kendall_ci": interval(1),
+        "spearman_ci": _interval(boots[:, 0], level),
+        "kendall_ci": _interval(boots[:, 1], level),
     }
 
 
@@ -60,17 +68,12 @@ def spearman_versus(
 ) -> dict[str, dict]:
     """Each predictor's Spearman correlation with accuracy minus the ``baseline``'s, with a
     paired percentile bootstrap interval: both are computed on the same resamples of the test
-    images (the resamples of :func:`rank_correlations` with the same ``seed``), so the interval
+    images (:func:`rank_correlations`' resamples with the same ``seed``), so the interval
     says whether the predictor ranks the points better than the baseline, which two overlapping
     marginal intervals cannot say. ``correct`` [P, N] as in :func:`rank_correlations`."""
     if baseline not in predictors:
         return {}
-    correct = np.asarray(correct, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    n = correct.shape[1]
-    acc = np.stack(
-        [correct.mean(1)] + [correct[:, rng.integers(0, n, n)].mean(1) for _ in range(n_boot)]
-    )
+    acc = _bootstrap_accuracies(np.asarray(correct, dtype=np.float64), n_boot, seed)
     ranks = stats.rankdata(acc, axis=1)  # [1 + B, P]: the full data, then the resamples
     ranks -= ranks.mean(1, keepdims=True)
     norm = np.sqrt((ranks**2).sum(1))
@@ -85,19 +88,13 @@ def spearman_versus(
             return ranks @ r / (norm * np.sqrt((r**2).sum()))
 
     base = rho(predictors[baseline])
-    tail = (1 - level) / 2 * 100
     out = {}
     for name, values in predictors.items():
         mine = rho(values)
         if name == baseline or mine is None or base is None:
             continue
         diff = mine - base
-        boots = diff[1:][np.isfinite(diff[1:])]
-        ci = (
-            [float(np.percentile(boots, tail)), float(np.percentile(boots, 100 - tail))]
-            if len(boots)
-            else [None, None]
-        )
+        ci = _interval(diff[1:], level)
         out[name] = {
             "spearman_diff": float(diff[0]) if np.isfinite(diff[0]) else None,
             "ci": ci,
