@@ -50,7 +50,7 @@ demo-weights: setup
 	for net in $(DEMO_NETS); do \
 	  $(BIN)/isplit train --model $$net --weights none --data fashion-mnist \
 	    --epochs $(DEMO_EPOCHS) --batch-size 128 --augment shift+flip --seed 0 \
-	    --out src/isplit/weights/$$net.safetensors || exit 1; \
+	    --out src/isplit/models/weights/$$net.safetensors || exit 1; \
 	done
 
 # The exhaustive sweeps of docs/experiments.md (hours on a 2-core CPU; QUICK=1 for a tiny check).

@@ -19,9 +19,10 @@ set of random inputs (``torch.manual_seed``), images per second of:
     ``analyze(model, TensorDataset(x, y), batch_size=...)``: the whole pipeline, including its
     tracing of the model, data loading, accumulators and the curve analysis.
 ``naive``
-    ``isplit.reference.naive_cui`` over the same points on the first ``--naive-images`` images:
-    batch 1, the network prefix re-run for every point (as the I-SPLIT authors' code did). Its
-    timing includes building the head/tail pair of every point (under 2% of it for VGG16).
+    ``isplit.importance.reference.naive_cui`` over the same points on the first
+    ``--naive-images`` images: batch 1, the network prefix re-run for every point (as the
+    I-SPLIT authors' code did). Its timing includes building the head/tail pair of every point
+    (under 2% of it for VGG16).
 
 ``cui_rel_diff_vs_naive`` (max |isplit - naive| / max |naive| over the naive images) checks that
 the two compute the same values.
@@ -52,7 +53,7 @@ from torch.utils.data import TensorDataset
 from isplit.analysis import analyze
 from isplit.graph import ModelGraph
 from isplit.importance import GradCAM
-from isplit.reference import naive_cui
+from isplit.importance.reference import naive_cui
 
 TARGETS = {"ratio_to_bare": 0.9, "speedup_over_naive": 10.0}
 CLASSES = 10

@@ -16,8 +16,8 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist, squareform
 
-from isplit.analysis import Analysis, _no_admissible, restrict
-from isplit.curves import best_point, local_maxima
+from isplit.analysis.curves import best_point, local_maxima
+from isplit.analysis.run import Analysis, _no_admissible, restrict
 from isplit.errors import IsplitError, did_you_mean
 
 

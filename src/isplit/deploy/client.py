@@ -21,11 +21,11 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 import torch
 
-from isplit.bottleneck import quantize_uint8
 from isplit.deploy.export import HEAD, load_programs
 from isplit.deploy.manifest import LOGITS, Manifest, TensorSpec, served_inputs
 from isplit.deploy.wire import HEADER, decode_response, encode_request
 from isplit.errors import IsplitError
+from isplit.validation.bottleneck import quantize_uint8
 
 
 @dataclass

@@ -35,7 +35,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from isplit.bottleneck import dequantize_uint8, load_bottleneck, quantize_uint8
 from isplit.deploy.manifest import (
     ACTIVATION,
     INPUT,
@@ -51,6 +50,7 @@ from isplit.deploy.manifest import (
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph, SplitPoint
 from isplit.models import LoadedModel, apply_state_dict, load_recorded, resolve_device
+from isplit.validation.bottleneck import dequantize_uint8, load_bottleneck, quantize_uint8
 
 log = logging.getLogger("isplit")
 
@@ -159,7 +159,7 @@ def split_parts(loaded: LoadedModel, point: str, bottleneck: str | Path | None =
 
 def find_bottleneck(run: str | Path, point: str) -> Path:
     """The bottleneck a validation run (``isplit validate``) trained at ``point``."""
-    from isplit.validate import bottleneck_file
+    from isplit.validation import bottleneck_file
 
     run = Path(run)
     path = bottleneck_file(run, point)

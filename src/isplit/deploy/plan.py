@@ -359,7 +359,7 @@ def plot_plan(plan: dict, path: str | Path) -> None:
     recommendation in bold, the latency budget dashed) above the score."""
     import matplotlib.pyplot as plt
 
-    from isplit.plot import _save
+    from isplit.report.figures import _save
 
     rows = plan["points"]
     x = np.arange(len(rows))

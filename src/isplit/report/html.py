@@ -476,7 +476,7 @@ def _found_best(v: dict | None) -> str:
 def _curves(a: Analysis, run: Path) -> tuple[str, str, str]:
     path = run / "curves.png"
     if not path.is_file():
-        from isplit.plot import plot_curves
+        from isplit.report.figures import plot_curves
 
         plot_curves(a, path)
     body = (
@@ -581,7 +581,7 @@ def _validation(
         how = (
             f"run <code>{_e(command)}</code>, then this report again"
             if command
-            else "call <code>isplit.validate.validate(model, isplit.Analysis.load(RUN), "
+            else "call <code>isplit.validation.validate(model, isplit.Analysis.load(RUN), "
             "train_data, test_data, RUN)</code> from Python (the command line cannot rebuild a "
             "model or data set that was handed to <code>isplit.analyze</code>), then run this "
             "report again"
@@ -594,7 +594,7 @@ def _validation(
         return _section("validation", "Validation", body)
     path = run / "validation.png"
     if not path.is_file():
-        from isplit.plot import plot_validation
+        from isplit.report.figures import plot_validation
 
         plot_validation(a, v, path)
     s = v.get("settings", {})

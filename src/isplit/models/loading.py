@@ -34,9 +34,9 @@ import torchvision
 from torch import nn
 
 from isplit.data import Preprocess
-from isplit.demo import DEMO_MODELS, DEMO_PREPROCESS, packaged_weights_path
 from isplit.errors import IsplitError
 from isplit.io import atomic_write_bytes
+from isplit.models.demo import DEMO_MODELS, DEMO_PREPROCESS, packaged_weights_path
 
 log = logging.getLogger("isplit")
 

@@ -7,7 +7,7 @@ from captum.attr import LayerGradCam
 
 from isplit.graph import ModelGraph
 from isplit.importance import GradCAM
-from isplit.reference import naive_cui
+from isplit.importance.reference import naive_cui
 
 
 def _frozen(model):

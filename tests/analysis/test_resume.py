@@ -132,7 +132,7 @@ def test_checkpoint_of_other_weights_is_refused(small, tmp_path):
 
 
 def test_a_checkpoint_holding_every_image_finishes_the_run(small, tmp_path, monkeypatch):
-    import isplit.analysis as a
+    import isplit.analysis.run as a
 
     model, data = small
     whole = analyze(model, data, batch_size=8)

@@ -13,17 +13,8 @@ import torch.fx
 import torchvision
 from torch import nn
 
-from isplit import data, models
 from isplit.data import Preprocess, load_dataset
-from isplit.demo import (
-    DEMO_MODELS,
-    DEMO_PREPROCESS,
-    DemoMobileNetV2,
-    DemoResNet50,
-    DemoVGG16,
-    InvertedResidual,
-    packaged_weights_path,
-)
+from isplit.data import datasets as data
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph
 from isplit.models import (
@@ -33,6 +24,16 @@ from isplit.models import (
     read_metadata,
     replace_final_layer,
     save_weights,
+)
+from isplit.models import loading as models
+from isplit.models.demo import (
+    DEMO_MODELS,
+    DEMO_PREPROCESS,
+    DemoMobileNetV2,
+    DemoResNet50,
+    DemoVGG16,
+    InvertedResidual,
+    packaged_weights_path,
 )
 
 WEIGHTS_BUDGET = 12_500_000  # bytes, the packaged demo files together

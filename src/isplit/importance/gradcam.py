@@ -28,10 +28,10 @@ from isplit.graph import ModelGraph
 TARGETS = ("label", "predicted")
 REDUCTIONS = ("mean", "sum")
 #: Per-point quantities ``GradCAM`` can compute beside the CUI, in the same backward hooks (for
-#: the predictors of :mod:`isplit.predictors`): ``taylor`` [N] sum over channels and positions
-#: of gradient x activation; ``cam_share`` [N] the Grad-CAM map's mass over the mass it could have
-#: without cancellation (see :meth:`GradCAM.extras_of`); ``pooled`` [N, C] the globally
-#: average-pooled activation.
+#: the predictors of :mod:`isplit.importance.predictors`): ``taylor`` [N] sum over channels and
+#: positions of gradient x activation; ``cam_share`` [N] the Grad-CAM map's mass over the mass
+#: it could have without cancellation (see :meth:`GradCAM.extras_of`); ``pooled`` [N, C] the
+#: globally average-pooled activation.
 EXTRAS = ("taylor", "cam_share", "pooled")
 
 PRECISIONS = ("fp32", "bf16", "fp16")

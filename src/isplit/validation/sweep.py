@@ -34,14 +34,14 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from isplit.analysis import Analysis
-from isplit.bottleneck import Bottleneck, save_bottleneck
-from isplit.curves import best_point
+from isplit.analysis.curves import best_point
 from isplit.data import limit_dataset, make_loader
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph
 from isplit.io import atomic_write_json, read_json
 from isplit.models import weights_fingerprint
-from isplit.stats import (
+from isplit.validation.bottleneck import Bottleneck, save_bottleneck
+from isplit.validation.stats import (
     linear_calibration,
     loo_linear,
     predict_accuracy,
@@ -54,9 +54,10 @@ from isplit.stats import (
 log = logging.getLogger("isplit")
 
 MEMMAP_BYTES = 2 * 1024**3  # cached head outputs larger than this go to disk
-#: Predictors scored beside those the analysis computed (``cui`` and :mod:`isplit.predictors`):
-#: the baselines minus output bytes and depth (the point's position in the analysis), and a
-#: logistic-regression probe fitted here on the training images at each validated point.
+#: Predictors scored beside those the analysis computed (``cui`` and
+#: :mod:`isplit.importance.predictors`): the baselines minus output bytes and depth (the
+#: point's position in the analysis), and a logistic-regression probe fitted here on the
+#: training images at each validated point.
 BASELINES = ("bytes", "depth", "logistic-probe")
 #: Combinations of cheap signals, fitted here: a linear model of accuracy on these features
 #: (log10 CUI, log2 output bytes, depth, the analysis probe), leave-one-out over the validated
@@ -499,7 +500,7 @@ def validate(
             reason = report["reliability"]["reason"]
             log.warning("the validation statistics are not reliable: %s", reason)
         atomic_write_json(out / "validation.json", report)
-        from isplit.plot import plot_validation
+        from isplit.report.figures import plot_validation
 
         plot_validation(analysis, report, out / "validation.png")
     distributed.barrier()  # the report is written

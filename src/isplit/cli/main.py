@@ -18,9 +18,10 @@ import sys
 from pathlib import Path
 
 from isplit.errors import IsplitError, PeerFailed
+from isplit.runfolder import RunFolder
 
 DEVICES = ["cpu", "cuda", "auto"]
-#: The further predictors (isplit.predictors.PREDICTORS without "cui"; kept here so that
+#: The further predictors (isplit.importance.predictors.PREDICTORS without "cui"; kept here so that
 #: --help does not import torch; a test checks they agree).
 PREDICTOR_NAMES = ("probe", "taylor", "cam-share", "pca-probe")
 
@@ -245,7 +246,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from isplit.train import train
+    from isplit.models.train import train
 
     result = train(
         model=args.model or "demo-vgg16",
@@ -310,7 +311,7 @@ def _analyse_and_save(args: argparse.Namespace, loaded, data, out: Path, **optio
             workers=args.workers,
             skip_bad_images=args.skip_bad_images,
             progress=not args.quiet,
-            checkpoint=out / "checkpoint.npz",
+            checkpoint=RunFolder(out).checkpoint,
             checkpoint_every=args.checkpoint_every,
             precision=args.precision,
             **options,
@@ -431,7 +432,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from isplit.analysis import Analysis
     from isplit.data import load_dataset
     from isplit.distributed import is_main
-    from isplit.validate import Settings, validate
+    from isplit.validation import Settings, validate
 
     _check_output_folder(Path(args.out or args.analysis or "runs/validation"))
     analysis = Analysis.load(args.analysis) if args.analysis else None
@@ -602,7 +603,7 @@ def _validate_subset(args, analysis, report, out: Path) -> dict:
     import numpy as np
 
     from isplit.data import SubsetDataset, load_dataset
-    from isplit.validate import Settings, validate
+    from isplit.validation import Settings, validate
 
     loaded = analysis.load_model()
     pp = loaded.preprocess

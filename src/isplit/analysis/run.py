@@ -13,7 +13,6 @@ import itertools
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -26,32 +25,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from isplit import distributed
-from isplit.curves import CurveAccumulator, best_point, local_maxima
+from isplit.analysis.curves import CurveAccumulator, best_point, local_maxima
 from isplit.data import limit_dataset, make_loader, to_device
 from isplit.errors import IsplitError, did_you_mean
 from isplit.graph import ModelGraph, SplitPoint
+from isplit.graph.protocols import PROTOCOLS, official_points
 from isplit.importance import REDUCTIONS, TARGETS, GradCAM, autocast_dtype, check_labels
-from isplit.io import atomic_write_json, atomic_write_npz, read_json
+from isplit.importance.predictors import PCA_PROBE_RATIO, PREDICTORS, PredictorSet, parse_predictors
+from isplit.io import atomic_write_json, atomic_write_npz
 from isplit.models import LoadedModel, loaded_info, resolve_device, weights_fingerprint
-from isplit.predictors import PCA_PROBE_RATIO, PREDICTORS, PredictorSet, parse_predictors
-from isplit.protocols import PROTOCOLS, official_points
+from isplit.runfolder import FORMAT, RunFolder
 
 log = logging.getLogger("isplit")
 
-CHECKPOINT = "checkpoint.npz"
-#: Files and folders in a run folder derived from its analysis (made by classes, validate,
-#: report, plan): stale once a different analysis is written there.
-DERIVED = (
-    "classes.json",
-    "classes.png",
-    "classes-validation",
-    "validation.json",
-    "validation.png",
-    "validation_points",
-    "report.html",
-    "plan.json",
-    "plan.png",
-)
 #: Head-FLOP budgets (shares of the model's FLOPs) shown beside the unconstrained best split.
 STANDARD_FLOP_SHARES = (0.25, 0.5)
 #: A head holding at least this share of the model's FLOPs leaves (nearly) nothing to the server.
@@ -81,7 +67,7 @@ class Analysis:
     total_flops: float | None = None  # the whole model's FLOPs at batch 1
     total_params: int | None = None  # the whole model's parameters
     fingerprint: str | None = None  # model, weights, data and settings of the run
-    # further predictors of post-split accuracy (isplit.predictors): name -> [K]
+    # further predictors of post-split accuracy (isplit.importance.predictors): name -> [K]
     predictors: dict[str, np.ndarray] = field(default_factory=dict)
     select_by: str = "cui"  # the predictor whose maximum is the best split
     # how the analysis loop spent its time in this call (rank 0's share under torchrun):
@@ -188,55 +174,28 @@ class Analysis:
 
     def save(self, out: str | os.PathLike, plot: bool = True) -> Path:
         """Write ``curves.json``, ``per_image.npz`` and (``plot``) ``curves.png`` into ``out``."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        self._set_aside_stale(out)
+        folder = RunFolder(out)
+        folder.root.mkdir(parents=True, exist_ok=True)
+        folder.set_aside_stale(self.fingerprint)
         atomic_write_npz(
-            out / "per_image.npz",
+            folder.per_image,
             cui=self.per_image,
             labels=self.labels,
             predictions=self.predictions,
             points=np.array(self.point_names, dtype=str),
         )
-        atomic_write_json(out / "curves.json", self.to_json())
+        atomic_write_json(folder.curves, {"format": FORMAT, **self.to_json()})
         if plot:
-            from isplit.plot import plot_curves
+            from isplit.report.figures import plot_curves
 
-            plot_curves(self, out / "curves.png")
-        return out
-
-    def _set_aside_stale(self, out: Path) -> None:
-        """Move results derived from another analysis in ``out`` to ``out/previous/``."""
-        old = out / "curves.json"
-        if not old.exists():
-            return
-        try:
-            before = json.loads(old.read_text()).get("fingerprint")
-        except (OSError, ValueError):
-            before = None
-        if before is not None and before == self.fingerprint:
-            return  # the same analysis again: what was derived from it still holds
-        stale = [out / name for name in DERIVED if (out / name).exists()]
-        if not stale:
-            return
-        aside = out / "previous"
-        if aside.exists():
-            shutil.rmtree(aside)
-        aside.mkdir()
-        for path in stale:
-            path.rename(aside / path.name)
-        log.warning(
-            "%s held results of a different analysis (%s); moved them to %s",
-            out,
-            ", ".join(p.name for p in stale),
-            aside,
-        )
+            plot_curves(self, folder / folder.CURVES_PNG)
+        return folder.root
 
     @classmethod
     def load(cls, run: str | os.PathLike) -> Analysis:
-        run = Path(run)
-        doc = read_json(run / "curves.json", what="analysis run")
-        npz_path = run / "per_image.npz"
+        folder = RunFolder(run)
+        doc = folder.read(folder.CURVES)
+        npz_path = folder.per_image
         if not npz_path.exists():
             raise IsplitError(f"{npz_path} is missing: the run folder has no per-image curves")
         with np.load(npz_path, allow_pickle=False) as npz:
@@ -432,7 +391,9 @@ class AnalysisSettings:
     first: str | None = None
     last: str | None = None
     precision: str = "fp32"  # the forward pass under autocast: fp32, bf16 or fp16
-    predictors: tuple[str, ...] = ("cui",)  # what is computed besides CUI (isplit.predictors)
+    predictors: tuple[str, ...] = (
+        "cui",
+    )  # what is computed besides CUI (isplit.importance.predictors)
     select_by: str = "cui"  # the predictor whose maximum is the best split
     probe_ratio: int = PCA_PROBE_RATIO  # pca-probe keeps ceil(channels / probe_ratio) components
     # how the work is carried out
@@ -604,8 +565,9 @@ def analyze(
     afterwards.
 
     ``predictors``: further per-point predictors of post-split accuracy to compute in the same
-    pass (:data:`isplit.predictors.PREDICTORS`; CUI always); ``select_by``: the one whose maximum
-    over the admissible points is the best split (default ``cui``; added to ``predictors``);
+    pass (:data:`isplit.importance.registry.PREDICTORS`; CUI always); ``select_by``: the one
+    whose maximum over the admissible points is the best split (default ``cui``; added to
+    ``predictors``);
     ``probe_ratio``: ``pca-probe`` keeps ``ceil(channels / probe_ratio)`` principal components
     (default 8, ``isplit validate``'s default ``--ratio``).
 

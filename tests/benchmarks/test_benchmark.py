@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "throughput.py"
 METHODS = {"bare", "isplit", "isplit_pipeline", "naive"}
 
 

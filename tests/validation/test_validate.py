@@ -12,12 +12,12 @@ from torch.utils.data import TensorDataset
 
 from isplit import IsplitError
 from isplit.analysis import analyze
-from isplit.bottleneck import Bottleneck
 from isplit.cli import main
 from isplit.graph import ModelGraph
 from isplit.models import load_model
-from isplit.stats import prediction_mae, rank_correlations, regret, spearman_versus
-from isplit.validate import Settings, train_bottleneck, validate
+from isplit.validation import Settings, train_bottleneck, validate
+from isplit.validation.bottleneck import Bottleneck
+from isplit.validation.stats import prediction_mae, rank_correlations, regret, spearman_versus
 
 
 @pytest.mark.parametrize(
@@ -152,7 +152,7 @@ def small():
 
 
 def test_sweep_resumes_without_redoing_finished_points(small, tmp_path, monkeypatch):
-    import isplit.validate as v
+    import isplit.validation.sweep as v
 
     loaded, data, analysis = small
     settings = Settings(epochs=1, train_limit=120, test_limit=40, n_boot=20, batch_size=40)
@@ -282,7 +282,7 @@ def test_validate_cli_end_to_end_and_errors(cli_error, tmp_path):
 
 
 def test_not_learned_thresholds():
-    from isplit.validate import chance_accuracy, not_learned
+    from isplit.validation import chance_accuracy, not_learned
 
     assert chance_accuracy(np.arange(10).repeat(5)) == pytest.approx(0.1)  # balanced: 1/classes
     assert chance_accuracy(np.array([0, 0, 0, 1])) == pytest.approx(0.75)  # the majority class
@@ -332,7 +332,7 @@ def test_logistic_probe_that_stops_early_logs_one_line_not_a_warning(monkeypatch
 
     import sklearn.linear_model
 
-    from isplit.validate import linear_probe
+    from isplit.validation import linear_probe
 
     class OneStep(sklearn.linear_model.LogisticRegression):
         def __init__(self, max_iter=100, random_state=None):

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from helpers import StopAt
 from isplit import IsplitError
 from isplit.analysis import Analysis, analyze
-from isplit.curves import CurveAccumulator, best_point, local_maxima
+from isplit.analysis.curves import CurveAccumulator, best_point, local_maxima
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ class _SlowImages(torch.utils.data.Dataset):
 
 
 def test_timing_tells_a_slow_data_set_from_a_fast_one(model, data, run, capsys):
-    from isplit.cli import _print_pace
+    from isplit.cli.main import _print_pace
 
     fast = run.timing
     assert fast["images"] == len(data) and fast["images_per_s"] > 0

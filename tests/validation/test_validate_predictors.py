@@ -17,8 +17,8 @@ from torch.utils.data import TensorDataset
 from isplit.analysis import analyze
 from isplit.models import load_model
 from isplit.report import write_report
-from isplit.stats import linear_calibration, loo_linear, predict_accuracy
-from isplit.validate import Settings, validate
+from isplit.validation import Settings, validate
+from isplit.validation.stats import linear_calibration, loo_linear, predict_accuracy
 
 
 def test_linear_calibration_leave_one_out_by_hand():
@@ -148,7 +148,7 @@ def test_validate_scores_every_predictor_of_the_analysis(tmp_path):
 
 
 def _tables_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "predictor_tables.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "predictor_tables.py"
     spec = importlib.util.spec_from_file_location("predictor_tables", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -193,7 +193,7 @@ def test_tables_judge_the_goals_of_the_issue():
 def test_quick_sweep_script_end_to_end(tmp_path):
     """benchmarks/predictors_sweep.sh in its QUICK mode on the demo VGG: analysis, both
     bottleneck strengths, tables."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,
         "QUICK": "1",

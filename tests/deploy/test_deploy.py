@@ -16,7 +16,6 @@ from PIL import Image
 
 import isplit
 from isplit.analysis import Analysis
-from isplit.bottleneck import load_bottleneck, quantize_uint8
 from isplit.cli import main
 from isplit.data import FASHION_MNIST_CLASSES
 from isplit.deploy import Client, Manifest, TailServer
@@ -25,7 +24,8 @@ from isplit.deploy.export import export_split, load_programs
 from isplit.deploy.manifest import sha256_file
 from isplit.deploy.server import Batcher
 from isplit.graph import ModelGraph
-from isplit.validate import Settings, bottleneck_file, validate
+from isplit.validation import Settings, bottleneck_file, validate
+from isplit.validation.bottleneck import load_bottleneck, quantize_uint8
 
 N_IMAGES = 200
 
@@ -549,7 +549,7 @@ def test_serve_benchmark_tiny_run(exported, capsys):
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "serve.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "serve.py"
     spec = importlib.util.spec_from_file_location("serve_benchmark", script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
-from isplit import data
 from isplit.data import (
     BadImage,
     Preprocess,
@@ -20,6 +19,7 @@ from isplit.data import (
     load_dataset,
     make_loader,
 )
+from isplit.data import datasets as data
 from isplit.errors import IsplitError
 
 FMNIST_PP = Preprocess(size=32, channels=1, mean=(0.286,), std=(0.353,), fit="pad")

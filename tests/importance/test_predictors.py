@@ -12,11 +12,11 @@ from torch.utils.data import TensorDataset
 from helpers import StopAt
 from isplit import IsplitError
 from isplit.analysis import Analysis, analyze
+from isplit.analysis.curves import local_maxima
 from isplit.cli import main
-from isplit.curves import local_maxima
 from isplit.graph import ModelGraph
 from isplit.importance import EXTRAS, GradCAM
-from isplit.predictors import (
+from isplit.importance.predictors import (
     PCA_PROBE_RATIO,
     PROBE_HOLDOUT,
     PROBE_RIDGE,
@@ -246,7 +246,7 @@ def test_probe_ratio_sets_the_pca_probe_components(tiny, tiny_data):
 
 
 def test_validate_analysis_takes_the_bottleneck_ratio_for_pca_probe(monkeypatch, tmp_path):
-    import isplit.cli as cli
+    import isplit.cli.main as cli
 
     seen = []
 
@@ -413,7 +413,7 @@ def test_cost_benchmark_tiny_run(capsys):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "predictor_cost.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "predictor_cost.py"
     spec = importlib.util.spec_from_file_location("predictor_cost", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

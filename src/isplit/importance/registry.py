@@ -1,0 +1,68 @@
+"""The predictors of post-split accuracy that an analysis can compute, by name: what the command
+line offers, what the curves record and what the report and the figures call them.
+
+Torch-free on purpose: the command line reads it to build ``--help``. The streaming state of
+each predictor (its ``add`` / ``merge`` / ``values``) lives in :mod:`isplit.importance.predictors`,
+which looks its classes up by these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: pca-probe keeps ceil(channels / ratio) principal components; validate's default --ratio.
+PCA_PROBE_RATIO = 8
+
+
+@dataclass(frozen=True)
+class PredictorInfo:
+    """One predictor: its name, one line for ``--help`` and tables, and its label in figures and
+    the report (``{ratio}``: pca-probe's bottleneck ratio)."""
+
+    name: str
+    description: str
+    label: str
+
+    def label_for(self, probe_ratio: int = PCA_PROBE_RATIO) -> str:
+        return self.label.format(ratio=probe_ratio)
+
+
+PREDICTORS: dict[str, PredictorInfo] = {
+    p.name: p
+    for p in (
+        PredictorInfo("cui", "CUI, the Grad-CAM importance (I-SPLIT)", "CUI (I-SPLIT)"),
+        PredictorInfo(
+            "probe",
+            "held-out accuracy of a linear probe on pooled activations",
+            "probe (analysis, held-out images)",
+        ),
+        PredictorInfo(
+            "taylor",
+            "first-order Taylor share of the target logit (gradient x activation / logit)",
+            "Taylor share",
+        ),
+        PredictorInfo(
+            "cam-share",
+            "share of the Grad-CAM map's mass that survives the ReLU (scale-free CUI)",
+            "Grad-CAM share",
+        ),
+        PredictorInfo(
+            "pca-probe",
+            "the probe on the top channels/ratio principal components (a linear bottleneck; "
+            "--probe-ratio, default 8)",
+            "probe on channels / {ratio} principal components",
+        ),
+    )
+}
+
+
+def predictor_names(include_cui: bool = True) -> list[str]:
+    """The names of the predictors, CUI first."""
+    return [n for n in PREDICTORS if include_cui or n != "cui"]
+
+
+def predictor_label(name: str, probe_ratio: int = PCA_PROBE_RATIO) -> str:
+    """``name``'s label in figures and the report (the name itself when it is not a predictor
+    of the analysis)."""
+    info = PREDICTORS.get(name)
+    return info.label_for(probe_ratio) if info else name
