@@ -206,7 +206,7 @@ def test_the_package_imports_its_api_on_first_use():
 
 
 def test_cli_predictor_names_match_the_library():
-    from isplit.cli.main import PREDICTOR_NAMES
+    from isplit.cli.options import PREDICTOR_NAMES
     from isplit.importance.predictors import PREDICTORS
 
     assert list(PREDICTOR_NAMES) == [n for n in PREDICTORS if n != "cui"]
