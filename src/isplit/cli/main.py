@@ -45,42 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_DISTRIBUTED = ("analyze", "validate")
-
-
 def _launch(args: argparse.Namespace, argv: list[str]) -> int:
-    """``--nproc K``: check what can be checked here, then start K processes via torchrun."""
-    from isplit import distributed
-    from isplit.importance import autocast_dtype
-    from isplit.models import resolve_device
-
-    device = resolve_device(args.device)
-    distributed.check_nproc(args.nproc, device)
-    autocast_dtype(args.precision, device)
-    out = args.out if args.command == "analyze" else (args.out or args.analysis)
-    check_output_folder(Path(out or "runs/validation"))
-    if args.nproc == 1:
-        return args.func(args)
-    return distributed.launch(args.nproc, argv)
-
-
-def _distributed(args: argparse.Namespace) -> int:
-    """One process of a torchrun launch: join the process group, run the command."""
+    """``--nproc K`` (analyze, validate): the output folder is checked before any process starts."""
     from isplit import distributed
 
-    if args.command not in _DISTRIBUTED:
-        raise IsplitError(
-            f"only {' and '.join(_DISTRIBUTED)} run on several processes, not {args.command}; "
-            "run it without torchrun"
-        )
-    distributed.init(args.device)
-    try:
-        return args.func(args)
-    finally:
-        distributed.finish()
+    out = Path(
+        args.out if args.command == "analyze" else (args.out or args.analysis or "runs/validation")
+    )
+    return distributed.start(
+        args.nproc,
+        args.device,
+        args.precision,
+        argv,
+        run=lambda: args.func(args),
+        check=lambda: check_output_folder(out),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default: ``sys.argv[1:]``); the exit code: 0, 2 for a
+    user mistake (one line on stderr), 1 when another process of a distributed run failed, 130
+    when interrupted."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
@@ -89,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         format="isplit: %(levelname)s: %(message)s",
     )
     try:
-        from isplit.distributed import launched
+        from isplit.distributed import launched, run_rank
 
         if launched():
-            return _distributed(args)
+            device = getattr(args, "device", None)  # commands without one cannot run launched
+            return run_rank(args.command, device, lambda: args.func(args))
         if getattr(args, "nproc", None) is not None:
             return _launch(args, argv)
         return args.func(args)

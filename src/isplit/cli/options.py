@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from isplit.errors import IsplitError
+from isplit.importance.registry import predictor_names
 
 if TYPE_CHECKING:
     from isplit.models import LoadedModel
 
 DEVICES = ["cpu", "cuda", "auto"]
-#: The further predictors (isplit.importance.predictors.PREDICTORS without "cui"; kept here so that
-#: --help does not import torch; a test checks they agree).
-PREDICTOR_NAMES = ("probe", "taylor", "cam-share", "pca-probe")
 
 
 def count(text: str) -> int:
@@ -170,7 +168,7 @@ def add_predictor_args(p: argparse.ArgumentParser) -> None:
         action=list_of(str),
         default=None,
         help="further predictors of post-split accuracy to compute in the same pass: "
-        f"{', '.join(PREDICTOR_NAMES)} (a,b or a b; CUI always); see the README",
+        f"{', '.join(predictor_names(include_cui=False))} (a,b or a b; CUI always); see the README",
     )
     p.add_argument(
         "--select-by",
