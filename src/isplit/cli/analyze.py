@@ -18,6 +18,7 @@ from isplit.cli.options import (
     model_from_args,
 )
 from isplit.errors import IsplitError
+from isplit.runfolder import RunFolder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -129,7 +130,6 @@ def analyse_and_save(args: argparse.Namespace, loaded, data, out: Path, **option
     """Run ``analyze`` with the data and run options of the command line, save into ``out``."""
     from isplit.analysis import analyze
     from isplit.distributed import is_main
-    from isplit.runfolder import RunFolder  # numpy: not at the top, so that --help stays instant
 
     created = not out.exists()
     try:
