@@ -165,10 +165,9 @@ def test_head_shares_and_budget_picks(tmp_path, fmnist):
     assert "best<=25%" in result.table() and "FLOPs%" in result.table()
 
 
-def test_a_budget_that_leaves_no_point_is_an_error(capsys, tmp_path):
+def test_a_budget_that_leaves_no_point_is_an_error(cli_error, tmp_path):
     argv = ["analyze", "--limit", "8", "--max-bytes", "10", "--out", str(tmp_path / "r")]
-    code, _, err = cli(capsys, *argv)
-    assert code == 2 and "no split point is admissible under --max-bytes 10" in err
+    assert "no split point is admissible under --max-bytes 10" in cli_error(*argv)
     assert not (tmp_path / "r").exists()
 
 
