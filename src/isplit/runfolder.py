@@ -153,3 +153,17 @@ def upgrade(name: str, doc: dict) -> dict:
             "upgrade isplit (pip install -U isplit)"
         )
     return {**doc, "format": FORMAT}
+
+
+def upgrade_checkpoint(state: dict) -> dict:
+    """A checkpoint's arrays (``checkpoint.npz``) in the current layout: checkpoints written
+    before pca-probe existed lack the probe's channel widths (zeros: unknown, as pca-probe was
+    not computed)."""
+    import numpy as np  # not at the top: the command line's --help imports this module
+
+    for name in ("probe", "pca-probe"):
+        prefix = f"predictor/{name}/"
+        if f"{prefix}n" in state and f"{prefix}widths" not in state:
+            points = sum(1 for key in state if key.startswith(f"{prefix}sx"))
+            state = {**state, f"{prefix}widths": np.zeros(points, dtype=np.int64)}
+    return state

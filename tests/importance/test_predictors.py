@@ -246,7 +246,9 @@ def test_probe_ratio_sets_the_pca_probe_components(tiny, tiny_data):
 
 
 def test_validate_analysis_takes_the_bottleneck_ratio_for_pca_probe(monkeypatch, tmp_path):
-    import isplit.cli.main as cli
+    import importlib
+
+    cli = importlib.import_module("isplit.cli.main")  # the package exports main(), the function
 
     seen = []
 

@@ -44,42 +44,21 @@ merge into the state of one pass over all of them (processes, resumed runs).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from isplit.errors import IsplitError
+from isplit.importance.registry import PCA_PROBE_RATIO, parse_predictors
+from isplit.importance.registry import PREDICTORS as REGISTRY
 
-#: name -> one line for tables and help.
-PREDICTORS: dict[str, str] = {
-    "cui": "CUI, the Grad-CAM importance (I-SPLIT)",
-    "probe": "held-out accuracy of a linear probe on pooled activations",
-    "taylor": "first-order Taylor share of the target logit (gradient x activation / logit)",
-    "cam-share": "share of the Grad-CAM map's mass that survives the ReLU (scale-free CUI)",
-    "pca-probe": "the probe on the top channels/8 principal components (a linear bottleneck)",
-}
+#: name -> one line for tables and help (read from the registry, which names the predictors).
+PREDICTORS: dict[str, str] = {name: info.description for name, info in REGISTRY.items()}
 PROBE_DIM = 512  # wider pooled features are randomly projected to this many dimensions
 PROBE_RIDGE = 1e-3  # ridge penalty on standardised features (0.01 cost early points 1-3 pp)
 PROBE_HOLDOUT = 0.2  # share of the images held out for scoring the probe
 PROBE_MAX_HELDOUT = 2000  # held-out images kept for scoring (smallest hashes)
-PCA_PROBE_RATIO = 8  # pca-probe keeps ceil(channels / 8) components: validate's default --ratio
 _HOLDOUT_KEY = int(PROBE_HOLDOUT * 2**63)
-
-
-def parse_predictors(spec: str | Iterable[str] | None) -> list[str]:
-    """The predictor names of ``--predictors`` (comma-separated or a list), CUI always first."""
-    if spec is None:
-        return ["cui"]
-    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec)]
-    names = [n for n in names if n]
-    unknown = [n for n in names if n not in PREDICTORS]
-    if unknown:
-        raise IsplitError(
-            f"unknown predictor {', '.join(repr(n) for n in unknown)} in --predictors; "
-            f"choose from {', '.join(PREDICTORS)}"
-        )
-    return ["cui", *dict.fromkeys(n for n in names if n != "cui")]
 
 
 def holdout_keys(index: np.ndarray) -> np.ndarray:
@@ -324,8 +303,7 @@ class LinearProbe:
         self.held_keys = torch.as_tensor(state["held_keys"], dtype=torch.int64)
         self.held_labels = torch.as_tensor(state["held_labels"], dtype=torch.int64)
         points = sum(1 for key in state if key.startswith("sx"))
-        widths = state.get("widths", np.zeros(points))  # checkpoints before pca-probe lack them
-        self.widths = torch.as_tensor(widths, dtype=torch.int64)
+        self.widths = torch.as_tensor(state["widths"], dtype=torch.int64)
         self.sx = [torch.as_tensor(state[f"sx{k}"], dtype=torch.float64) for k in range(points)]
         self.gram = [torch.as_tensor(state[f"gram{k}"], dtype=torch.float64) for k in range(points)]
         self.xy = [torch.as_tensor(state[f"xy{k}"], dtype=torch.float64) for k in range(points)]

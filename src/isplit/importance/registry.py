@@ -8,7 +8,10 @@ which looks its classes up by these names.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from isplit.errors import IsplitError
 
 #: pca-probe keeps ceil(channels / ratio) principal components; validate's default --ratio.
 PCA_PROBE_RATIO = 8
@@ -66,3 +69,18 @@ def predictor_label(name: str, probe_ratio: int = PCA_PROBE_RATIO) -> str:
     of the analysis)."""
     info = PREDICTORS.get(name)
     return info.label_for(probe_ratio) if info else name
+
+
+def parse_predictors(spec: str | Iterable[str] | None) -> list[str]:
+    """The predictor names of ``--predictors`` (comma-separated or a list), CUI always first."""
+    if spec is None:
+        return ["cui"]
+    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in PREDICTORS]
+    if unknown:
+        raise IsplitError(
+            f"unknown predictor {', '.join(repr(n) for n in unknown)} in --predictors; "
+            f"choose from {', '.join(PREDICTORS)}"
+        )
+    return ["cui", *dict.fromkeys(n for n in names if n != "cui")]
