@@ -30,7 +30,7 @@ from isplit.errors import IsplitError
 from isplit.graph import ModelGraph, SplitPoint
 from isplit.graph.points import no_admissible_message, restrict, select_points
 from isplit.importance import GradCAM, check_labels
-from isplit.importance.predictors import PredictorSet
+from isplit.importance.predictors import PredictorOptions, PredictorSet
 
 log = logging.getLogger("isplit")
 
@@ -303,7 +303,7 @@ def _result(model: nn.Module, data, job: Job, state: _State, timing: dict) -> An
     s, acc, chosen = job.settings, state.acc, state.chosen
     class_names = job.class_names or [str(i) for i in range(len(acc.counts))]
     curve = acc.global_curve()
-    values = state.preds.values(probe_ratio=s.probe_ratio)
+    values = state.preds.values(PredictorOptions(probe_ratio=s.probe_ratio))
     selection = curve if s.select_by == "cui" else values[s.select_by]
     mask = [p.admissible for p in chosen]
     best = best_point(selection, mask)

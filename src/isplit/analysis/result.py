@@ -15,6 +15,7 @@ import numpy as np
 from isplit.analysis.curves import best_point
 from isplit.errors import IsplitError
 from isplit.graph.points import SplitPoint
+from isplit.importance.registry import PCA_PROBE_RATIO, predictor_label
 from isplit.io import atomic_write_json, atomic_write_npz
 from isplit.runfolder import FORMAT, RunFolder
 
@@ -73,6 +74,16 @@ class Analysis:
                 f"{', '.join(self.predictor_names)}); rerun analyze with --predictors {name}"
             )
         return self.predictors[name]
+
+    @property
+    def probe_ratio(self) -> int:
+        """pca-probe's bottleneck ratio in this run (channels / ratio principal components)."""
+        return int(self.settings.get("probe_ratio", PCA_PROBE_RATIO))
+
+    def label(self, name: str) -> str:
+        """Predictor ``name``'s label in tables, figures and the report, with this run's
+        pca-probe ratio."""
+        return predictor_label(name, self.probe_ratio)
 
     @property
     def selection(self) -> np.ndarray:
@@ -218,7 +229,8 @@ class Analysis:
 
     def table(self) -> str:
         """A short text table of the points: size, head FLOPs (and their share of the model's),
-        log10 CUI, and marks: best, candidate, the pick under each standard FLOP budget."""
+        log10 CUI, the further predictors (named under the table), and marks: best, candidate,
+        the pick under each standard FLOP budget."""
         picks: dict[str, list[str]] = {}
         for b in self.budget_picks():
             if b["best"] is not None:
@@ -243,6 +255,8 @@ class Analysis:
                 f"{p.name:<28}{'x'.join(map(str, p.shape)):>18}{p.bytes:>12}"
                 f"{p.head_flops / 1e6:>10.1f}{pct:>8}{lc:>11}{values}  {mark}"
             )
+        if self.predictors:
+            rows.append("; ".join(f"{n}: {self.label(n)}" for n in self.predictors))
         return "\n".join(rows)
 
     def recommendation(self) -> str:

@@ -1,0 +1,76 @@
+"""The two settings objects of an analysis: what decides the result (AnalysisSettings, recorded
+and fingerprinted) and how it runs (RunOptions); analyze() takes either, or their fields as
+keywords; leaf modules reach the tracer and the record only when given."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from isplit import IsplitError
+from isplit.analysis import AnalysisSettings, RunOptions, analyze
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        if x.mean() > 0:  # data-dependent: torch.fx cannot trace into it
+            return x * 2
+        return -x
+
+
+class Gated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 6, 3, padding=1)
+        self.r1 = nn.ReLU()
+        self.gate = Gate()
+        self.c2 = nn.Conv2d(6, 4, 3, padding=1)
+        self.r2 = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.r2(self.c2(self.gate(self.r1(self.c1(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def gated():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    data = TensorDataset(torch.randn(24, 2, 8, 8, generator=g), torch.randint(0, 3, (24,)))
+    return Gated().eval(), data
+
+
+def test_settings_objects_and_keywords_give_the_same_run(gated):
+    model, data = gated
+    by_keywords = analyze(model, data, batch_size=8, limit=16, leaf_modules=["Gate"])
+    settings = AnalysisSettings(batch_size=4, limit=16, leaf_modules=("Gate",))
+    by_objects = analyze(model, data, settings, RunOptions(device="cpu"), batch_size=8)
+    assert by_objects.fingerprint == by_keywords.fingerprint
+    assert by_objects.settings == by_keywords.settings
+    np.testing.assert_array_equal(by_objects.per_image, by_keywords.per_image)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'batchsize'"):
+        analyze(model, data, batchsize=8)
+
+
+def test_leaf_modules_reach_the_tracer_and_the_record_only_when_given(gated):
+    model, data = gated
+    with pytest.raises(IsplitError, match="cannot trace Gated"):
+        analyze(model, data, batch_size=8)
+    run = analyze(model, data, batch_size=8, leaf_modules="Gate")  # one name is one module
+    assert run.settings["leaf_modules"] == ["Gate"] and "gate" in run.point_names
+    assert "leaf_modules" not in AnalysisSettings().record("cpu")  # fingerprints as before
+    typed = AnalysisSettings(leaf_modules=[Gate]).record("cpu")["leaf_modules"]
+    assert typed == [f"{Gate.__module__}.Gate"]
+
+
+def test_what_decides_the_result_is_apart_from_how_it_runs():
+    decides = {"target", "reduction", "points", "batch_size", "limit", "precision", "predictors"}
+    runs = {"device", "workers", "progress", "checkpoint", "checkpoint_every", "channels_last"}
+    assert decides <= set(AnalysisSettings.__dataclass_fields__)
+    assert runs <= set(RunOptions.__dataclass_fields__)
+    assert not set(AnalysisSettings.__dataclass_fields__) & set(RunOptions.__dataclass_fields__)
+    assert AnalysisSettings(select_by="probe").predictors == ("cui", "probe")
+    with pytest.raises(IsplitError, match="--checkpoint-every must be at least 1"):
+        RunOptions(checkpoint_every=0)
