@@ -190,6 +190,19 @@ class GradCAM:
         unknown = set(extras) - set(EXTRAS)
         if unknown:
             raise ValueError(f"unknown extras {sorted(unknown)}; known: {EXTRAS}")
+        # an autocast region of the caller's does not reach in: the forward pass runs in
+        # ``precision``, the maps in float32
+        with torch.autocast(x.device.type, enabled=False):
+            return self._importance(x, labels, target, keep_maps, extras)
+
+    def _importance(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None,
+        target: str,
+        keep_maps: bool,
+        extras: Collection[str],
+    ) -> BatchImportance:
         dtype = autocast_dtype(self.precision, x.device)
         with torch.enable_grad():
             with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
