@@ -59,7 +59,9 @@ def test_leaf_modules_reach_the_tracer_and_the_record_only_when_given(gated):
     with pytest.raises(IsplitError, match="cannot trace Gated"):
         analyze(model, data, batch_size=8)
     run = analyze(model, data, batch_size=8, leaf_modules="Gate")  # one name is one module
-    assert run.settings["leaf_modules"] == ["Gate"] and "gate" in run.point_names
+    assert (
+        run.settings["leaf_modules"] == run.leaf_modules == ["Gate"] and "gate" in run.point_names
+    )
     assert "leaf_modules" not in AnalysisSettings().record("cpu")  # fingerprints as before
     typed = AnalysisSettings(leaf_modules=[Gate]).record("cpu")["leaf_modules"]
     assert typed == [f"{Gate.__module__}.Gate"]

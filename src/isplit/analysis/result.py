@@ -80,6 +80,12 @@ class Analysis:
         """pca-probe's bottleneck ratio in this run (channels / ratio principal components)."""
         return int(self.settings.get("probe_ratio", PCA_PROBE_RATIO))
 
+    @property
+    def leaf_modules(self) -> list[str]:
+        """The submodules this run traced as one node (pass them to ``ModelGraph`` to rebuild
+        its graph)."""
+        return list(self.settings.get("leaf_modules", []))
+
     def label(self, name: str) -> str:
         """Predictor ``name``'s label in tables, figures and the report, with this run's
         pca-probe ratio."""
