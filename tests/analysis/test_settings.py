@@ -1,6 +1,10 @@
 """The two settings objects of an analysis: what decides the result (AnalysisSettings, recorded
 and fingerprinted) and how it runs (RunOptions); analyze() takes either, or their fields as
-keywords; leaf modules reach the tracer and the record only when given."""
+keywords; leaf modules reach the tracer and the record only when given, from the API and from
+the command line (--leaf-module)."""
+
+import json
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +14,7 @@ from torch.utils.data import TensorDataset
 
 from isplit import IsplitError
 from isplit.analysis import AnalysisSettings, RunOptions, analyze
+from isplit.cli import main
 
 
 class Gate(nn.Module):
@@ -76,3 +81,57 @@ def test_what_decides_the_result_is_apart_from_how_it_runs():
     assert AnalysisSettings(select_by="probe").predictors == ("cui", "probe")
     with pytest.raises(IsplitError, match="--checkpoint-every must be at least 1"):
         RunOptions(checkpoint_every=0)
+
+
+FACTORY = """
+from torch import nn
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        if x.mean() > 0:  # data-dependent: torch.fx cannot trace into it
+            return x * 2
+        return -x
+
+
+class Gated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.r1 = nn.ReLU()
+        self.gate = Gate()
+        self.c2 = nn.Conv2d(6, 4, 3, padding=1)
+        self.r2 = nn.ReLU()
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = self.r2(self.c2(self.gate(self.r1(self.c1(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+def make():
+    return Gated()
+"""
+
+
+@pytest.fixture
+def gated_factory(tmp_path, monkeypatch):
+    (tmp_path / "isplit_gated_factory.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "isplit_gated_factory:make"
+    sys.modules.pop("isplit_gated_factory", None)
+
+
+def test_cli_leaf_module_reaches_points_and_analyze(gated_factory, cli_error, capsys, tmp_path):
+    model = ["--model", gated_factory, "--image-size", "8", "--device", "cpu"]
+    message = cli_error("points", *model, "--json")
+    assert "cannot trace Gated" in message and "--leaf-module" in message
+    assert main(["points", *model, "--leaf-module", "Gate", "--json"]) == 0
+    names = [p["name"] for p in json.loads(capsys.readouterr().out)["points"]]
+    assert names[:3] == ["r1", "gate", "r2"]
+    out = tmp_path / "run"
+    argv = ["analyze", *model, "--data", "digits", "--limit", "20", "--quiet", "--out", str(out)]
+    assert main([*argv, "--leaf-module", "Gate", "--leaf-module", "Gate"]) == 0
+    curves = json.loads((out / "curves.json").read_text())
+    assert curves["settings"]["leaf_modules"] == ["Gate", "Gate"]
+    assert "gate" in [p["name"] for p in curves["points"]]
