@@ -4,39 +4,16 @@ keywords; leaf modules reach the tracer and the record only when given, from the
 the command line (--leaf-module)."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import TensorDataset
 
+from gated_model import Gate, Gated
 from isplit import IsplitError
 from isplit.analysis import AnalysisSettings, RunOptions, analyze
 from isplit.cli import main
-
-
-class Gate(nn.Module):
-    def forward(self, x):
-        if x.mean() > 0:  # data-dependent: torch.fx cannot trace into it
-            return x * 2
-        return -x
-
-
-class Gated(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1 = nn.Conv2d(2, 6, 3, padding=1)
-        self.r1 = nn.ReLU()
-        self.gate = Gate()
-        self.c2 = nn.Conv2d(6, 4, 3, padding=1)
-        self.r2 = nn.ReLU()
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x):
-        x = self.r2(self.c2(self.gate(self.r1(self.c1(x)))))
-        return self.fc(x.mean((2, 3)))
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +21,7 @@ def gated():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     data = TensorDataset(torch.randn(24, 2, 8, 8, generator=g), torch.randint(0, 3, (24,)))
-    return Gated().eval(), data
+    return Gated(channels=2).eval(), data
 
 
 def test_settings_objects_and_keywords_give_the_same_run(gated):
@@ -69,7 +46,7 @@ def test_leaf_modules_reach_the_tracer_and_the_record_only_when_given(gated):
     )
     assert "leaf_modules" not in AnalysisSettings().record("cpu")  # fingerprints as before
     typed = AnalysisSettings(leaf_modules=[Gate]).record("cpu")["leaf_modules"]
-    assert typed == [f"{Gate.__module__}.Gate"]
+    assert typed == ["gated_model.Gate"]
 
 
 def test_what_decides_the_result_is_apart_from_how_it_runs():
@@ -83,47 +60,8 @@ def test_what_decides_the_result_is_apart_from_how_it_runs():
         RunOptions(checkpoint_every=0)
 
 
-FACTORY = """
-from torch import nn
-
-
-class Gate(nn.Module):
-    def forward(self, x):
-        if x.mean() > 0:  # data-dependent: torch.fx cannot trace into it
-            return x * 2
-        return -x
-
-
-class Gated(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1 = nn.Conv2d(1, 6, 3, padding=1)
-        self.r1 = nn.ReLU()
-        self.gate = Gate()
-        self.c2 = nn.Conv2d(6, 4, 3, padding=1)
-        self.r2 = nn.ReLU()
-        self.fc = nn.Linear(4, 10)
-
-    def forward(self, x):
-        x = self.r2(self.c2(self.gate(self.r1(self.c1(x)))))
-        return self.fc(x.mean((2, 3)))
-
-
-def make():
-    return Gated()
-"""
-
-
-@pytest.fixture
-def gated_factory(tmp_path, monkeypatch):
-    (tmp_path / "isplit_gated_factory.py").write_text(FACTORY)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "isplit_gated_factory:make"
-    sys.modules.pop("isplit_gated_factory", None)
-
-
-def test_cli_leaf_module_reaches_points_and_analyze(gated_factory, cli_error, capsys, tmp_path):
-    model = ["--model", gated_factory, "--image-size", "8", "--device", "cpu"]
+def test_cli_leaf_module_reaches_points_and_analyze(cli_error, capsys, tmp_path):
+    model = ["--model", "gated_model:make", "--image-size", "8", "--device", "cpu"]
     message = cli_error("points", *model, "--json")
     assert "cannot trace Gated" in message and "--leaf-module" in message
     assert main(["points", *model, "--leaf-module", "Gate", "--json"]) == 0

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from gated_model import Gate, Gated
 from isplit import IsplitError
 from isplit.graph import ModelGraph, leaf_module_name, split_model, split_points
 
@@ -205,30 +206,6 @@ def test_padding_is_folded_into_the_layer_it_feeds():
         assert padded in every  # still there at --granularity all
     assert graph.point("_conv_stem.static_padding").shape == (1, 3, 33, 33)
     assert {"pool_pad", "pad"} <= set(every)
-
-
-class Gate(nn.Module):
-    """Data-dependent Python control flow: torch.fx cannot trace into it."""
-
-    def forward(self, x):
-        if x.mean() > 0:
-            return x * 2
-        return -x
-
-
-class Gated(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.r1 = nn.ReLU()
-        self.gate = Gate()
-        self.c2 = nn.Conv2d(8, 4, 3, padding=1)
-        self.r2 = nn.ReLU()
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x):
-        x = self.r2(self.c2(self.gate(self.r1(self.c1(x)))))
-        return self.fc(x.mean((2, 3)))
 
 
 @pytest.mark.parametrize("leaf", [Gate, "Gate", leaf_module_name(Gate)])
