@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.layout_engine import ConstrainedLayoutEngine  # noqa: E402
 
 from isplit.io import atomic_write_bytes  # noqa: E402
 
@@ -34,13 +37,19 @@ def _cde_axis(ax, analysis) -> None:
     ax.set_xlabel("split point (network order)")
 
 
-def _save(fig, path: str | Path) -> None:
-    import io
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Write ``fig`` to ``path`` as a PNG (110 dpi) atomically, and close it.
 
-    fig.tight_layout()
+    The figure is laid out tightly first unless it carries a layout engine of its own
+    (``layout="constrained"``). The file appears whole or not at all: a crash mid-write leaves
+    the file that was there before."""
+    if not isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+        fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
+    try:
+        fig.savefig(buf, format="png", dpi=110)
+    finally:
+        plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
@@ -136,7 +145,7 @@ def plot_curves(analysis, path: str | Path) -> None:
         _predictor_axis(axes[1], analysis, admissible)
 
     _cde_axis(axes[-1], analysis)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_validation(analysis, report: dict, path: str | Path) -> None:
@@ -179,4 +188,4 @@ def plot_validation(analysis, report: dict, path: str | Path) -> None:
     enc = [p["encoded_bytes"] / 1024 for p in report["points"]]
     ax2.plot(vx, enc, "v", color="tab:olive", ms=6, label="encoded by the bottleneck (float32)")
     _cde_axis(ax2, analysis)
-    _save(fig, path)
+    save_figure(fig, path)
