@@ -13,8 +13,7 @@ import torch.fx
 import torchvision
 from torch import nn
 
-from isplit.data import Preprocess, load_dataset
-from isplit.data import datasets as data
+from isplit.data import FASHION_MNIST_SYSTEM_DIR, Preprocess, load_dataset
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph
 from isplit.models import (
@@ -121,7 +120,7 @@ def test_demo_weights_fit_the_size_budget(tmp_path):
 
 
 @pytest.mark.skipif(
-    not (data.FASHION_MNIST_SYSTEM_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
+    not (FASHION_MNIST_SYSTEM_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
     reason="Debian package dataset-fashion-mnist not installed",
 )
 @pytest.mark.parametrize("name", sorted(DEMO_MODELS))
