@@ -17,6 +17,11 @@ from isplit.data.torchvision_sets import torchvision_dataset
 from isplit.errors import IsplitError
 
 
+def is_builtin(spec) -> bool:
+    """Whether ``spec`` names a data set isplit knows by name (not a folder of images)."""
+    return spec in ("fashion-mnist", "digits") or str(spec).startswith("torchvision:")
+
+
 def load_dataset(
     spec: str,
     split: str,
@@ -27,7 +32,7 @@ def load_dataset(
     """Open a data set: ``fashion-mnist``, ``digits``, an image folder, or ``torchvision:NAME``.
     ``root`` (where the files are) is recorded in the data set's ``describe()``, so that a run
     folder says where its data came from."""
-    if spec in ("fashion-mnist", "digits") or spec.startswith("torchvision:"):
+    if is_builtin(spec):
         if spec == "fashion-mnist":
             ds = fashion_mnist(split, preprocess, root, download)
         elif spec == "digits":
