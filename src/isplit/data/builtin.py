@@ -76,7 +76,7 @@ def _download_fashion_mnist() -> None:
         ) from e
 
 
-def fashion_mnist(split: str, pp: Preprocess, root: str | None, download: bool):
+def fashion_mnist(split: str, pp: Preprocess, root: str | None, download: bool) -> ArrayDataset:
     check_split(split, list(_IDX_FILES), "fashion-mnist")
     dirs = _fashion_mnist_dirs(root)
     files = _find_idx_pair(dirs, _IDX_FILES[split])
@@ -97,7 +97,7 @@ def fashion_mnist(split: str, pp: Preprocess, root: str | None, download: bool):
     return ArrayDataset("fashion-mnist", split, FASHION_MNIST_CLASSES, images, labels, pp)
 
 
-def digits(split: str, pp: Preprocess):
+def digits(split: str, pp: Preprocess) -> ArrayDataset:
     check_split(split, ["train", "test"], "digits")
     try:
         from sklearn.datasets import load_digits

@@ -17,7 +17,7 @@ from isplit.data.torchvision_sets import torchvision_dataset
 from isplit.errors import IsplitError
 
 
-def is_builtin(spec) -> bool:
+def is_builtin(spec: object) -> bool:
     """Whether ``spec`` names a data set isplit knows by name (not a folder of images)."""
     return spec in ("fashion-mnist", "digits") or str(spec).startswith("torchvision:")
 

@@ -50,7 +50,9 @@ class TorchvisionDataset(LabelledDataset):
 _TORCHVISION_EXAMPLES = "CIFAR10, CIFAR100, MNIST, FashionMNIST, KMNIST, SVHN, STL10"
 
 
-def torchvision_dataset(name: str, split: str, pp: Preprocess, root, download: bool):
+def torchvision_dataset(
+    name: str, split: str, pp: Preprocess, root: str | None, download: bool
+) -> TorchvisionDataset:
     import torchvision.datasets
 
     cls = getattr(torchvision.datasets, name, None)

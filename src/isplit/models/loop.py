@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,7 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator) -> tor
     return out
 
 
-def evaluate(model: nn.Module, loader, device: torch.device) -> float:
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device) -> float:
     """Top-1 accuracy (fraction) of ``model`` over ``loader``."""
     was_training = model.training
     model.eval()
@@ -140,7 +141,7 @@ class TrainingRun:
             "history": self.history,
         }
 
-    def epoch(self, epoch: int, test_loader, progress: bool) -> dict:
+    def epoch(self, epoch: int, test_loader: Iterable | None, progress: bool) -> dict:
         """Train one epoch; its entry in the history (losses, accuracies, seconds)."""
         a, dev = self.args, self.device
         t0 = time.perf_counter()

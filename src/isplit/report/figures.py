@@ -14,11 +14,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.layout_engine import ConstrainedLayoutEngine  # noqa: E402
 
 from isplit.io import atomic_write_bytes  # noqa: E402
 
 if TYPE_CHECKING:
+    from isplit.analysis import Analysis
     from isplit.report.maps import SampleMaps
 
 
@@ -43,7 +45,7 @@ def _cde_axis(ax, analysis) -> None:
     ax.set_xlabel("split point (network order)")
 
 
-def save_figure(fig, path: str | os.PathLike) -> None:
+def save_figure(fig: Figure, path: str | os.PathLike) -> None:
     """Write ``fig`` to ``path`` as a PNG (110 dpi) atomically, and close it.
 
     The figure is laid out tightly first unless it carries a layout engine of its own
@@ -100,7 +102,7 @@ def _predictor_axis(ax, analysis, admissible) -> None:
     )
 
 
-def plot_curves(analysis, path: str | Path) -> None:
+def plot_curves(analysis: Analysis, path: str | Path) -> None:
     """Write ``curves.png`` for an ``Analysis``: log10 CUI, the further predictors (when the run
     has any) and the output-size (CDE) curve."""
     names = analysis.point_names
@@ -154,7 +156,7 @@ def plot_curves(analysis, path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def plot_validation(analysis, report: dict, path: str | Path) -> None:
+def plot_validation(analysis: Analysis, report: dict, path: str | Path) -> None:
     """Write ``validation.png``: log10 CUI and measured accuracy over the points, CDE under it."""
     names = analysis.point_names
     x = np.arange(len(names))

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from isplit.analysis import Analysis
+from isplit.data import LabelledDataset, Preprocess
 from isplit.errors import IsplitError
 
 MAX_DEFAULT_SAMPLES = 10  # one image per class by default, at most this many
@@ -55,7 +56,9 @@ def sample_indices(targets: np.ndarray, n: int) -> list[int]:
     return out[:n]
 
 
-def open_run_data(analysis: Analysis, preprocess, data_root: str | None):
+def open_run_data(
+    analysis: Analysis, preprocess: Preprocess, data_root: str | None
+) -> LabelledDataset:
     """The run's data set, where the analysis found it or under ``data_root``."""
     from isplit.data import load_dataset
     from isplit.data.load import is_builtin

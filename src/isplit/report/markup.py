@@ -7,7 +7,7 @@ import base64
 import datetime
 import html
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ import numpy as np
 Section = tuple[str, str, str]
 
 
-def esc(v) -> str:
+def esc(v: object) -> str:
     return html.escape(str(v))
 
 
@@ -33,24 +33,24 @@ def png_from(draw: Callable[[Path], None]) -> bytes:
         return path.read_bytes()
 
 
-def shape_text(shape) -> str:
+def shape_text(shape: Sequence[int]) -> str:
     return "×".join(map(str, shape[1:] if len(shape) > 1 else shape))
 
 
-def num(v, fmt: str = ".3f") -> str:
+def num(v: float | None, fmt: str = ".3f") -> str:
     return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, fmt)
 
 
-def pct(v) -> str:
+def pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f} %"
 
 
-def pp(v) -> str:
+def pp(v: float | None) -> str:
     """A difference of accuracies, in percentage points."""
     return "n/a" if v is None else f"{100 * v:.1f} pp"
 
 
-def log10_cui(c) -> str:
+def log10_cui(c: float | None) -> str:
     return f"{np.log10(c):.3f}" if c and c > 0 else "−∞"
 
 
