@@ -5,7 +5,8 @@ weights.py   weights files: read, write, metadata, fingerprint
 presets.py   preprocessing presets and the user's overrides
 heads.py     the classifier layer: find, resize, count classes
 loading.py   load_model / load_recorded: the above put together
-train.py     isplit train
+train.py     isplit train (loop.py: its epochs, augmentation, evaluation)
+device.py    which torch device --device means
 """
 
 from isplit.models.device import resolve_device
