@@ -70,7 +70,7 @@ def _load_run(run: RunFolder) -> Analysis:
             f"run folder {run.root} not found: pass the --out folder of an `isplit analyze` run"
         )
     for name in (RunFolder.CURVES, RunFolder.PER_IMAGE):
-        if not run.has(name) or not (run / name).is_file():
+        if not (run / name).is_file():
             raise IsplitError(
                 f"{run.root} has no {name}: it is not a complete `isplit analyze` run folder; "
                 f"run `isplit analyze --out {run.root}` first"
