@@ -16,9 +16,10 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist, squareform
 
+from isplit.analysis import Analysis
 from isplit.analysis.curves import best_point, local_maxima
-from isplit.analysis.run import Analysis, _no_admissible, restrict
 from isplit.errors import IsplitError, did_you_mean
+from isplit.graph.points import no_admissible_message, restrict
 
 
 def class_names(analysis: Analysis) -> list[str]:
@@ -69,7 +70,7 @@ def classes_report(analysis: Analysis, subset: Sequence[str] | None = None, **bu
         restrict(narrowed, **budget)
     mask = np.array([p.admissible for p in narrowed])
     if not mask.any():
-        raise IsplitError(_no_admissible(narrowed, budget))
+        raise IsplitError(no_admissible_message(narrowed, budget))
     subset = list(names) if subset is None else list(subset)
     curve = subset_curve(analysis, subset)
     global_curve = analysis.per_image.astype(np.float64).mean(0)

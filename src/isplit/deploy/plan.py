@@ -359,7 +359,7 @@ def plot_plan(plan: dict, path: str | Path) -> None:
     recommendation in bold, the latency budget dashed) above the score."""
     import matplotlib.pyplot as plt
 
-    from isplit.report.figures import _save
+    from isplit.report.figures import save_figure
 
     rows = plan["points"]
     x = np.arange(len(rows))
@@ -396,4 +396,4 @@ def plot_plan(plan: dict, path: str | Path) -> None:
             label.set_fontweight("bold")
             label.set_color("r")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
