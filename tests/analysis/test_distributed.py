@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import isplit_process
+from helpers import isplit_process, user_error
 from isplit.distributed import shard, strip_nproc
 
 # 601 images: shares of 300 and 301, neither a multiple of the batch size
@@ -207,8 +207,5 @@ def test_a_checkpoint_of_another_run_stops_every_process_with_one_line(tmp_path)
     before = ckpt.read_bytes()
     proc = isplit_process(*ARGS, "--limit", "40", "--out", str(tmp_path), "--nproc", "2")
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("isplit: error:"), err
-    assert "checkpoint of a different analysis" in lines[0]
+    assert "checkpoint of a different analysis" in user_error(proc.returncode, err)
     assert ckpt.read_bytes() == before and not (tmp_path / "curves.json").exists()

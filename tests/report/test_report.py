@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import user_error
 from isplit.cli import main
 from isplit.report import sample_indices
 
@@ -22,11 +23,9 @@ DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A small analysis of the demo network (packaged weights, 120 Fashion-MNIST images)."""
-    out = tmp_path_factory.mktemp("report") / "run"
-    assert main(["analyze", "--limit", "120", "--out", str(out), "--quiet"]) == 0
-    return out
+def run(demo_run, tmp_path_factory):
+    """The shared analysis of the demo network, copied: report.html is written into it."""
+    return shutil.copytree(demo_run, tmp_path_factory.mktemp("report") / "run")
 
 
 def report(capsys, *argv):
@@ -171,17 +170,13 @@ def test_report_with_validation(run, capsys, tmp_path):
 
 def test_report_user_errors(run, capsys, tmp_path):
     code, out, err = report(capsys, str(tmp_path / "nowhere"))
-    assert code == 2 and out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("isplit: error:") and "not found" in lines[0]
+    assert out == "" and "not found" in user_error(code, err)
 
     broken = tmp_path / "broken"
     shutil.copytree(run, broken)
     (broken / "report.html").unlink(missing_ok=True)
     (broken / "per_image.npz").unlink()
-    code, _, err = report(capsys, str(broken))
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and "per_image.npz" in lines[0], err
+    assert "per_image.npz" in user_error(*report(capsys, str(broken))[::2])
     assert not (broken / "report.html").exists()
 
     moved = tmp_path / "moved"
@@ -190,9 +185,7 @@ def test_report_user_errors(run, capsys, tmp_path):
     doc = json.loads((moved / "curves.json").read_text())
     doc["dataset"]["name"] = str(tmp_path / "gone")  # an image folder that no longer exists
     (moved / "curves.json").write_text(json.dumps(doc))
-    code, _, err = report(capsys, str(moved))
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and "--data-root" in lines[0], err
+    assert "--data-root" in user_error(*report(capsys, str(moved))[::2])
     assert not (moved / "report.html").exists()
     # without the Grad-CAM figure the report needs neither the model nor the data
     code, _, err = report(capsys, str(moved), "--samples", "0")
