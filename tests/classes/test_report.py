@@ -1,4 +1,5 @@
-"""Class subsets and per-class best splits, computed from a saved run."""
+"""The classes report (classes.json): per-class best splits against the run's best, the ranking,
+the groups, budgets, the command and its errors."""
 
 import json
 
@@ -7,45 +8,22 @@ import pytest
 
 from isplit import IsplitError
 from isplit.analysis import Analysis
-from isplit.classes import classes_report, subset_curve
+from isplit.classes import ClassesReport, classes_report
 from isplit.cli import main
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    assert main(["analyze", "--limit", "300", "--out", str(out), "--quiet"]) == 0
-    return out
-
-
-def test_subset_of_all_classes_is_the_global_curve(run):
-    a = Analysis.load(run)
-    names = a.dataset["classes"]
-    np.testing.assert_allclose(subset_curve(a, names), a.cui, rtol=1e-6)
-    rep = classes_report(a)
-    assert rep["best"] == rep["global_best"] == a.best
-    assert rep["candidates"] == a.candidates
-
-
-def test_one_class_subset_is_that_class_curve(run):
-    a = Analysis.load(run)
-    for c in ("Trouser", "Bag"):
-        np.testing.assert_allclose(subset_curve(a, [c]), a.per_class[c], rtol=1e-6)
-    rep = classes_report(a, ["Bag"])
-    assert rep["best"] == rep["per_class"]["Bag"]["best"]
+from isplit.runfolder import FORMAT
 
 
 def test_per_class_bests_ranking_and_groups(run):
     a = Analysis.load(run)
     rep = classes_report(a, max_head_flops=0.5 * a.points[-1].head_flops)
     present = [c for i, c in enumerate(a.dataset["classes"]) if (a.labels == i).any()]
-    assert list(rep["per_class"]) == present
-    assert sorted(rep["ranking"]) == sorted(present)
-    shifts = [abs(rep["per_class"][c]["shift"]) for c in rep["ranking"]]
+    assert list(rep.per_class) == present
+    assert sorted(rep.ranking) == sorted(present)
+    shifts = [abs(rep.per_class[c]["shift"]) for c in rep.ranking]
     assert shifts == sorted(shifts, reverse=True)
-    assert sorted(c for g in rep["groups"] for c in g) == sorted(present)
-    assert len(set(rep["most_different"]["classes"])) == 2
-    for v in rep["per_class"].values():  # within the budget
+    assert sorted(c for g in rep.groups for c in g) == sorted(present)
+    assert len(set(rep.most_different["classes"])) == 2
+    for v in rep.per_class.values():  # within the budget
         p = a.points[a.point_names.index(v["best"])]
         assert p.head_flops <= 0.5 * a.points[-1].head_flops
 
@@ -73,43 +51,10 @@ def test_classes_cli_and_errors(run, capsys, cli_error):
         classes_report(Analysis.load(run), [])
 
 
-def test_classes_validate_compares_subset_and_global_best(run, capsys, tmp_path):
-    a = Analysis.load(run)
-    budget = str(0.5 * a.points[-1].head_flops)
-    argv = [
-        "classes",
-        str(run),
-        "--classes",
-        "Dress,Shirt",
-        "--max-head-flops",
-        budget,
-        "--out",
-        str(tmp_path),
-        "--validate",
-        "--train-limit",
-        "200",
-        "--test-limit",
-        "100",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "32",
-        "--quiet",
-    ]
-    assert main(argv) == 0
-    doc = json.loads((tmp_path / "classes.json").read_text())
-    v = doc["validation"]
-    assert v["subset_best"] == doc["best"] and v["global_best"] == doc["global_best"]
-    for k in ("subset_best_accuracy", "global_best_accuracy"):
-        assert 0 <= v[k] <= 1
-    assert v["subset_best_wins"] == (v["subset_best_accuracy"] >= v["global_best_accuracy"])
-    assert v["settings"]["train_images"] <= 200
-    assert "on the subset's images" in capsys.readouterr().out
-
-
-def _three_class_run(folder, a_peak: int):
+def _three_class_run(folder, a_peak: int, **selection):
     """A saved run with four points and three classes of five images: classes B and C peak at
-    the second point, class A at point ``a_peak``."""
+    the second point, class A at point ``a_peak``; ``selection``: the run's ``predictors``,
+    ``select_by`` and ``best`` when it selects by another predictor than CUI."""
     from isplit.graph import SplitPoint
 
     points = [
@@ -138,7 +83,7 @@ def _three_class_run(folder, a_peak: int):
         labels=labels,
         predictions=labels,
         candidates=["p1"],
-        best="p1",
+        **{"best": "p1", **selection},
     )
     analysis.save(folder, plot=False)
     return folder
@@ -171,3 +116,36 @@ def test_a_budget_without_admissible_points_is_an_error(tmp_path, cli_error):
     assert not (run / "classes.json").exists()
     with pytest.raises(IsplitError, match="--max-head-flops 1"):
         classes_report(Analysis.load(run), ["A"], max_head_flops=1, max_bytes=None)
+
+
+def test_the_global_best_is_the_runs_best_by_its_select_by(tmp_path):
+    """A run that selects by the probe predictor: its best split is the probe's maximum (p3),
+    not CUI's (p1); the report measures every shift from the run's best, within the budget."""
+    probe = np.array([0.5, 0.6, 0.7, 0.9])
+    selection = {"predictors": {"probe": probe}, "select_by": "probe", "best": "p3"}
+    run = _three_class_run(tmp_path, 1, **selection)
+    a = Analysis.load(run)
+    assert a.best == "p3" and a.select_by == "probe"
+    rep = classes_report(a)
+    assert rep.global_best == "p3" and rep.global_best_detail["name"] == "p3"
+    assert rep.best == "p1" and rep.shift == -2  # the subset's CUI best, two points earlier
+    assert {c: v["shift"] for c, v in rep.per_class.items()} == {"A": -2, "B": -2, "C": -2}
+    assert rep.settings["select_by"] == "probe"
+    assert "global best (by probe) p3 (shift -2 points)" in rep.table()
+    # within a budget that leaves p3 out, the run's best is the probe's best within it
+    cheaper = classes_report(a, max_head_flops=300)
+    assert cheaper.global_best == "p2" and cheaper.shift == -1
+
+
+def test_the_report_is_written_and_read_back(run, tmp_path):
+    a = Analysis.load(run)
+    rep = classes_report(a, ["Sandal", "Bag"], out=tmp_path, max_bytes=None)
+    doc = json.loads((tmp_path / "classes.json").read_text())
+    assert doc["format"] == FORMAT and "validation" not in doc
+    assert (tmp_path / "classes.png").stat().st_size > 10_000
+    assert ClassesReport.load(tmp_path) == rep == ClassesReport.load(tmp_path / "classes.json")
+    assert {k: v for k, v in doc.items() if k != "format"} == json.loads(
+        json.dumps({k: v for k, v in rep.to_json().items() if k != "format"})
+    )
+    table = rep.table().splitlines()
+    assert table[-1].startswith(f"subset (Sandal, Bag; {rep.images} images): best split {rep.best}")
