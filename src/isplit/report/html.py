@@ -525,9 +525,10 @@ def _points_table(a: Analysis) -> tuple[str, str, str]:
 
 
 def _classes(a: Analysis) -> tuple[str, str, str]:
-    from isplit.classes import classes_report, plot_classes
+    from isplit.classes import classes_report
+    from isplit.report.figures import plot_classes
 
-    rep = classes_report(a)
+    rep = classes_report(a).to_json()
     png = _png_from(lambda path: plot_classes(a, rep, path))
     rows = []
     for c, info in rep["per_class"].items():
