@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,17 @@ from isplit.analysis.curves import best_point, local_maxima
 from isplit.analysis.run import Analysis, _no_admissible, restrict
 from isplit.classes.curves import class_names, global_curve, labels_of, normalised, subset_curve
 from isplit.errors import IsplitError
-from isplit.io import atomic_write_json
-from isplit.runfolder import FORMAT, RunFolder
+from isplit.results import RunResult
+from isplit.runfolder import RunFolder
 
 
 @dataclass
-class ClassesReport:
-    """``classes.json``: the fields in the order they are written (see :meth:`to_json`)."""
+class ClassesReport(RunResult):
+    """``classes.json``: the fields in the order they are written."""
+
+    FILE = RunFolder.CLASSES
+    WHAT = "classes"
+    OPTIONAL = ("validation",)
 
     subset: list[str]  # the classes asked about (every class when none were named)
     images: int  # analysed images of those classes
@@ -49,33 +53,13 @@ class ClassesReport:
     settings: dict  # the run's target, reduction, protocol, select_by; the budget
     validation: dict | None = None  # retrained on the subset only (validate_subset)
 
-    def to_json(self) -> dict:
-        doc = {f.name: getattr(self, f.name) for f in fields(self)}
-        if doc["validation"] is None:
-            del doc["validation"]
-        return {"format": FORMAT, **doc}
-
-    @classmethod
-    def from_json(cls, doc: dict) -> ClassesReport:
-        return cls(**{f.name: doc[f.name] for f in fields(cls) if f.name in doc})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> ClassesReport:
-        """From a run folder, or from a ``classes.json`` file."""
-        path = Path(path)
-        if path.is_dir():
-            return cls.from_json(RunFolder(path).read(RunFolder.CLASSES, "classes"))
-        return cls.from_json(RunFolder(path.parent).read(path.name, "classes"))
-
     def save(self, out: str | os.PathLike, analysis: Analysis) -> Path:
         """Write ``classes.json`` and ``classes.png`` (the per-class heat map) into ``out``."""
         from isplit.report.figures import plot_classes
 
-        folder = RunFolder(out)
-        doc = self.to_json()
-        atomic_write_json(folder.classes, doc)
-        plot_classes(analysis, doc, folder / folder.CLASSES_PNG)
-        return folder.classes
+        path = self.write_json(out)
+        plot_classes(analysis, self.to_json(), RunFolder(out) / RunFolder.CLASSES_PNG)
+        return path
 
     def table(self) -> str:
         """The report as text: each class's best split, the classes that pull the split, the

@@ -22,7 +22,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +30,8 @@ import torch
 
 from isplit.analysis import Analysis
 from isplit.errors import IsplitError
-from isplit.io import atomic_write_json
-from isplit.runfolder import FORMAT, RunFolder
+from isplit.results import RunResult
+from isplit.runfolder import RunFolder
 
 PARTS = ("head", "link", "rtt", "tail")
 SCORES = ("cui", "probe")
@@ -188,8 +188,11 @@ def _measure(model, input_shape, points, repeats):
 
 
 @dataclass
-class Plan:
-    """``plan.json``: the fields in the order they are written (see :meth:`to_json`)."""
+class Plan(RunResult):
+    """``plan.json``: the fields in the order they are written."""
+
+    FILE = RunFolder.PLAN
+    WHAT = "plan"
 
     run: str  # the analysis run planned over
     model: str
@@ -206,30 +209,13 @@ class Plan:
     reason: str
     baselines: dict  # all on the device, all on the server
 
-    def to_json(self) -> dict:
-        return {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
-
-    @classmethod
-    def from_json(cls, doc: dict) -> Plan:
-        return cls(**{f.name: doc[f.name] for f in fields(cls) if f.name in doc})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Plan:
-        """From a run folder, or from a ``plan.json`` file."""
-        path = Path(path)
-        if path.is_dir():
-            return cls.from_json(RunFolder(path).read(RunFolder.PLAN, "plan"))
-        return cls.from_json(RunFolder(path.parent).read(path.name, "plan"))
-
     def save(self, out: str | os.PathLike) -> Path:
         """Write ``plan.json`` and ``plan.png`` into ``out``."""
         from isplit.report.figures import plot_plan
 
-        folder = RunFolder(out)
-        doc = self.to_json()
-        atomic_write_json(folder.plan, doc)
-        plot_plan(doc, folder / folder.PLAN_PNG)
-        return folder.plan
+        path = self.write_json(out)
+        plot_plan(self.to_json(), RunFolder(out) / RunFolder.PLAN_PNG)
+        return path
 
     def table(self) -> str:
         """The plan as text: one row per point, Pareto points and the recommendation marked."""

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from isplit.analysis import Analysis
-from isplit.io import atomic_write_json
-from isplit.runfolder import FORMAT, RunFolder
+from isplit.results import RunResult
+from isplit.runfolder import RunFolder
 from isplit.validation.reliability import not_learned, reliability, within_reliable
 from isplit.validation.scoring import (
     best_predictor,
@@ -32,8 +32,11 @@ SIMPLE_RULES = (("smallest_bytes", "bytes"), ("deepest", "depth"), ("best_probe"
 
 
 @dataclass
-class ValidationReport:
-    """``validation.json``: the fields in the order they are written (see :meth:`to_json`)."""
+class ValidationReport(RunResult):
+    """``validation.json``: the fields in the order they are written."""
+
+    FILE = RunFolder.VALIDATION
+    WHAT = "validation"
 
     model: str
     analysis: dict  # the analysis validated: its data set's name and settings
@@ -50,30 +53,13 @@ class ValidationReport:
     regret: list[dict] = field(default_factory=list)  # one entry per budget
     skipped_points: list[dict] = field(default_factory=list)  # chosen, but too narrow
 
-    def to_json(self) -> dict:
-        return {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
-
-    @classmethod
-    def from_json(cls, doc: dict) -> ValidationReport:
-        return cls(**{f.name: doc[f.name] for f in fields(cls) if f.name in doc})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> ValidationReport:
-        """From a run folder, or from a ``validation.json`` file."""
-        path = Path(path)
-        if path.is_dir():
-            return cls.from_json(RunFolder(path).read(RunFolder.VALIDATION, "validation"))
-        return cls.from_json(RunFolder(path.parent).read(path.name, "validation"))
-
     def save(self, out: str | os.PathLike, analysis: Analysis) -> Path:
         """Write ``validation.json`` and ``validation.png`` into the folder ``out``."""
         from isplit.report.figures import plot_validation
 
-        folder = RunFolder(out)
-        doc = self.to_json()
-        atomic_write_json(folder.validation, doc)
-        plot_validation(analysis, doc, folder / folder.VALIDATION_PNG)
-        return folder.validation
+        path = self.write_json(out)
+        plot_validation(analysis, self.to_json(), RunFolder(out) / RunFolder.VALIDATION_PNG)
+        return path
 
     @property
     def reliable(self) -> bool:
