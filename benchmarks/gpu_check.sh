@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check of issue 9, for a machine with one CUDA GPU (python3 with torch, torchvision,
-# numpy, scipy, matplotlib, safetensors; tqdm, scikit-learn and network not needed).
+# The GPU check of analysis speed against the bare pass, for a machine with one CUDA GPU
+# (python3 with torch, torchvision, numpy, scipy, matplotlib, safetensors; tqdm, scikit-learn
+# and network not needed).
 # Run from the repository root:
 #
 #     OUT=/some/folder bash benchmarks/gpu_check.sh        # results in $OUT (default gpu-check/)

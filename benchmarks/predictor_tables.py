@@ -50,7 +50,8 @@ def bottleneck(doc: dict) -> str:
 
 
 def summarise(doc: dict) -> dict:
-    """Per predictor: the numbers the tables show, and the two goals of issue 10."""
+    """Per predictor: the numbers the tables show, and the two goals the predictors were
+    set (an interval above depth's; regret within REGRET_GOAL)."""
     corr, cal = doc["correlation"], doc.get("calibration", {})
     mae = doc["prediction"]["mae"]
     depth_hi = corr.get("depth", {}).get("spearman_ci", [None, None])[1]

@@ -22,7 +22,6 @@ import shutil
 from pathlib import Path
 
 from isplit.errors import IsplitError
-from isplit.io import read_json
 
 log = logging.getLogger("isplit")
 
@@ -110,6 +109,8 @@ class RunFolder:
 
     def read(self, name: str, what: str = "analysis run") -> dict:
         """One JSON result of this folder, upgraded to the current :data:`FORMAT`."""
+        from isplit.io import read_json  # numpy: not imported by the command line's --help
+
         return upgrade(name, read_json(self.root / name, what=what))
 
     def analysis_fingerprint(self) -> str | None:
