@@ -58,17 +58,71 @@ def _isplit(*argv: str) -> None:
 
 def run(out: Path) -> None:
     run_dir, quiet = out / "run", "--quiet"
-    _isplit("analyze", "--limit", "400", "--batch-size", "50", "--workers", "0", quiet,
-            "--predictors", "probe,taylor,cam-share,pca-probe", "--device", "cpu",
-            "--out", str(run_dir))  # fmt: skip
-    _isplit("validate", "--analysis", str(run_dir), "--points", "features.9", "features.23",
-            "--epochs", "1", "--train-limit", "600", "--test-limit", "300", "--batch-size", "50",
-            "--device", "cpu", "--workers", "0", quiet, "--bootstrap", "50")  # fmt: skip
+    _isplit(
+        "analyze",
+        "--limit",
+        "400",
+        "--batch-size",
+        "50",
+        "--workers",
+        "0",
+        quiet,
+        "--predictors",
+        "probe,taylor,cam-share,pca-probe",
+        "--device",
+        "cpu",
+        "--out",
+        str(run_dir),
+    )
+    _isplit(
+        "validate",
+        "--analysis",
+        str(run_dir),
+        "--points",
+        "features.9",
+        "features.23",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "600",
+        "--test-limit",
+        "300",
+        "--batch-size",
+        "50",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        quiet,
+        "--bootstrap",
+        "50",
+    )
     _isplit("classes", str(run_dir), "--classes", "T-shirt/top,Trouser,Sandal", quiet)
-    _isplit("plan", str(run_dir), "--bandwidth", "10Mbit/s", "--rtt", "20ms",
-            "--device-speed", "2GFLOPS", "--server-speed", "20TFLOPS", "--repeats", "1")  # fmt: skip
-    _isplit("export", "--analysis", str(run_dir), "--out", str(out / "export"),
-            "--check-images", "16", "--device", "cpu")  # fmt: skip
+    _isplit(
+        "plan",
+        str(run_dir),
+        "--bandwidth",
+        "10Mbit/s",
+        "--rtt",
+        "20ms",
+        "--device-speed",
+        "2GFLOPS",
+        "--server-speed",
+        "20TFLOPS",
+        "--repeats",
+        "1",
+    )
+    _isplit(
+        "export",
+        "--analysis",
+        str(run_dir),
+        "--out",
+        str(out / "export"),
+        "--check-images",
+        "16",
+        "--device",
+        "cpu",
+    )
 
 
 def _diff(a, b, where: str, rtol: float, found: list[str]) -> None:

@@ -37,8 +37,10 @@ import torch
 
 import isplit
 from isplit.deploy.client import request_tensors
-from isplit.deploy.export import HEAD, export_split, load_programs
+from isplit.deploy.export import export_split
 from isplit.deploy.manifest import Manifest
+from isplit.deploy.parts import HEAD
+from isplit.deploy.runtime import load_programs
 from isplit.deploy.wire import HEADER, decode_response, encode_request
 from isplit.models import load_recorded
 

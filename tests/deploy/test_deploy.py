@@ -20,8 +20,9 @@ from isplit.cli import main
 from isplit.data import FASHION_MNIST_CLASSES
 from isplit.deploy import Client, Manifest, TailServer
 from isplit.deploy.client import request_bytes
-from isplit.deploy.export import export_split, load_programs
+from isplit.deploy.export import export_split
 from isplit.deploy.manifest import sha256_file
+from isplit.deploy.runtime import load_programs
 from isplit.deploy.server import Batcher
 from isplit.graph import ModelGraph
 from isplit.validation import Settings, bottleneck_file, validate

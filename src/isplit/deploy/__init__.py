@@ -9,8 +9,9 @@ head as a client, and plan the split against a latency budget.
 """
 
 from isplit.deploy.client import Client, Prediction
-from isplit.deploy.export import export_split, load_programs
+from isplit.deploy.export import export_split
 from isplit.deploy.manifest import Manifest
+from isplit.deploy.runtime import load_programs
 
 __all__ = [
     "Client",

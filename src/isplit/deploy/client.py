@@ -21,8 +21,9 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 import torch
 
-from isplit.deploy.export import HEAD, load_programs
 from isplit.deploy.manifest import LOGITS, Manifest, TensorSpec, served_inputs
+from isplit.deploy.parts import HEAD
+from isplit.deploy.runtime import load_programs
 from isplit.deploy.wire import HEADER, decode_response, encode_request
 from isplit.errors import IsplitError
 from isplit.validation.bottleneck import quantize_uint8

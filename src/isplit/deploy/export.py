@@ -1,4 +1,4 @@
-"""Export a network cut at a split point, and run the exported parts.
+"""Export a network cut at a split point (the parts: :mod:`isplit.deploy.parts`).
 
 :func:`export_split` writes one folder:
 
@@ -14,21 +14,18 @@
   tail (``config.pbtxt`` + ``1/model.onnx``), which KServe's Triton runtime serves unchanged.
 
 The folder is built beside ``out`` and renamed into place at the end: a failed export leaves
-nothing behind. :func:`load_programs` runs the parts on numpy arrays, with onnxruntime (the
-``.onnx`` files) or PyTorch (the network rebuilt from its recorded weights).
+nothing behind. :func:`isplit.deploy.runtime.load_programs` runs the parts on numpy arrays, with
+onnxruntime (the ``.onnx`` files) or PyTorch (the network rebuilt from its recorded weights).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,124 +34,35 @@ from torch import nn
 
 from isplit.deploy.manifest import (
     ACTIVATION,
-    INPUT,
-    LOGITS,
     MANIFEST,
-    SCALE,
-    ZERO_POINT,
     Manifest,
     check_name,
     default_name,
     sha256_file,
 )
+from isplit.deploy.parts import (
+    BOTTLENECK_FILE,
+    HEAD,
+    PARTS,
+    TAIL,
+    TAIL_INT8,
+    Dequantize,
+    Split,
+    first_line,
+    require,
+    split_parts,
+)
+from isplit.deploy.runtime import onnx_runner
+from isplit.deploy.triton import TRITON_MAX_BATCH, write_triton
 from isplit.errors import IsplitError
-from isplit.graph import ModelGraph, SplitPoint
-from isplit.models import LoadedModel, apply_state_dict, load_recorded, resolve_device
-from isplit.validation.bottleneck import dequantize_uint8, load_bottleneck, quantize_uint8
+from isplit.models import LoadedModel
+from isplit.validation.bottleneck import dequantize_uint8, quantize_uint8
 
 log = logging.getLogger("isplit")
 
-HEAD, TAIL, TAIL_INT8 = "head", "tail", "tail_int8"
-#: part -> (ONNX file, input names, output names)
-PARTS: dict[str, tuple[str, list[str], list[str]]] = {
-    HEAD: ("head.onnx", [INPUT], [ACTIVATION]),
-    TAIL: ("tail.onnx", [ACTIVATION], [LOGITS]),
-    TAIL_INT8: ("tail_int8.onnx", [ACTIVATION, SCALE, ZERO_POINT], [LOGITS]),
-}
-BOTTLENECK_FILE = "bottleneck.safetensors"
-TRITON_MAX_BATCH = 64
 #: ONNX and PyTorch outputs may differ by float rounding only: at most this much relative to
 #: the largest magnitude of the output.
 TOLERANCE = 1e-3
-
-
-class Dequantize(nn.Module):
-    """The 8-bit code back to float32: ``(q - zero_point) * scale``, per image."""
-
-    def forward(self, q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor):
-        return dequantize_uint8(q, scale, zero_point)
-
-
-class Dequantized(nn.Module):
-    """The tail fed with the 8-bit code."""
-
-    def __init__(self, tail: nn.Module) -> None:
-        super().__init__()
-        self.dequantize, self.tail = Dequantize(), tail
-
-    def forward(self, q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor):
-        return self.tail(self.dequantize(q, scale, zero_point))
-
-
-def require(*modules: str) -> None:
-    """An IsplitError naming the install command when an optional package is missing."""
-    import importlib.util
-
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise IsplitError(
-            f"this needs {', '.join(missing)}, part of isplit's deployment extra: "
-            "pip install 'isplit[serve]'"
-        )
-
-
-@dataclass
-class Split:
-    """Head and tail of a network at a point (with the bottleneck's encoder and decoder)."""
-
-    head: nn.Module
-    tail: nn.Module
-    point: SplitPoint
-    transmitted_shape: tuple[int, ...]
-    graph_sha256: str
-    bottleneck: dict | None  # the bottleneck file's metadata
-
-
-def split_parts(loaded: LoadedModel, point: str, bottleneck: str | Path | None = None) -> Split:
-    """Cut ``loaded``'s network at ``point``; with ``bottleneck`` (a file ``isplit validate``
-    saved) the encoder ends the head and the decoder starts the tail."""
-    pp = loaded.preprocess
-    graph = ModelGraph(loaded.model, (pp.channels, pp.size, pp.size), granularity="all")
-    graph.node(point)  # a clear error for an unknown or invalid point
-    _, extras = graph.all_cuts[point]
-    if extras:
-        raise IsplitError(
-            f"at {point} the network carries {len(extras)} value(s) besides the tensor "
-            f"({', '.join(graph.names[e] for e in extras)}, e.g. a batch size read at the top of "
-            "forward), which an exported head cannot send; export at another point "
-            "(`isplit points` lists them)"
-        )
-    sp = graph.point(point)
-    head, tail = graph.split(point)
-    transmitted = tuple(sp.shape[1:])
-    md = None
-    if bottleneck is not None:
-        b, tail_state, md = load_bottleneck(bottleneck)
-        if md.get("point") != point:
-            raise IsplitError(
-                f"{bottleneck} was trained at {md.get('point')}, not at {point}; pass --point "
-                f"{md.get('point')} or validate at {point}"
-            )
-        if md.get("weights_sha256") and md["weights_sha256"] != loaded.fingerprint():
-            raise IsplitError(
-                f"{bottleneck} was trained for other weights of {md.get('model')} than the "
-                f"{loaded.name} ({loaded.weights}) loaded here; pass the model and weights the "
-                "validation used (or leave them out to take the run's)"
-            )
-        if tuple(b.shape) != transmitted:
-            raise IsplitError(
-                f"{bottleneck} fits a tensor of shape {list(b.shape)}, but {point} gives "
-                f"{list(transmitted)}: it belongs to another model"
-            )
-        if tail_state is not None:
-            apply_state_dict(tail, tail_state, str(bottleneck), "the fine-tuned tail")
-        head = nn.Sequential(head, b.encoder).eval()
-        tail = nn.Sequential(b.decoder, tail).eval()
-        transmitted = tuple(b.code_shape)
-    for p in [*head.parameters(), *tail.parameters()]:
-        p.requires_grad_(False)
-    code = graph.gm.code.encode()
-    return Split(head, tail, sp, transmitted, hashlib.sha256(code).hexdigest(), md)
 
 
 def find_bottleneck(run: str | Path, point: str) -> Path:
@@ -193,11 +101,6 @@ def check_images(
     except IsplitError as e:
         return None, f"checking the export on random inputs: {e}"
     return x, None
-
-
-# --------------------------------------------------------------------------------------------
-# Export
-# --------------------------------------------------------------------------------------------
 
 
 def export_split(
@@ -268,7 +171,7 @@ def export_split(
             isplit_version=__version__,
         )
         manifest.files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}
-        _write_triton(manifest, tmp, max_batch)
+        write_triton(manifest, tmp, max_batch)
         manifest.save(tmp)
         _replace(tmp, out)
     except BaseException:
@@ -319,10 +222,6 @@ def _examples(split: Split, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, ..
     return {HEAD: (x,), TAIL: (z,), TAIL_INT8: quantize_uint8(z)}
 
 
-def _modules(split: Split) -> dict[str, nn.Module]:
-    return {HEAD: split.head, TAIL: split.tail, TAIL_INT8: Dequantized(split.tail).eval()}
-
-
 def _write_programs(split: Split, x: torch.Tensor, folder: Path) -> dict:
     """ONNX files for every part, PyTorch programs for the head and the tail. The 8-bit tail is
     the exported dequantiser composed with the exported tail (``onnx.compose``), so it holds
@@ -358,7 +257,7 @@ def _torch_export(module: nn.Module, args: tuple, part: str):
             module, args, dynamic_shapes=tuple({0: batch} for _ in args), strict=False
         )
     except Exception as e:  # data-dependent control flow and the like: TorchScript instead
-        log.warning("torch.export failed for the %s (%s); using TorchScript", part, _first(e))
+        log.warning("torch.export failed for the %s (%s); using TorchScript", part, first_line(e))
         return None
 
 
@@ -373,7 +272,7 @@ def _save_pytorch(program, module: nn.Module, args, folder: Path, part: str) -> 
     except Exception as e:
         raise IsplitError(
             f"the {part} can be exported neither with torch.export nor with TorchScript "
-            f"({_first(e)})"
+            f"({first_line(e)})"
         ) from None
     traced.save(str(folder / f"{part}.ts"))
     return {"file": f"{part}.ts", "format": "torchscript"}
@@ -404,7 +303,7 @@ def _to_onnx(program, module: nn.Module, args, part: str, inputs: list[str], out
         op = _failed_op(e)
         where = f"the operation {op}" if op else "an operation"
         raise IsplitError(
-            f"cannot export the {part} to ONNX: {where} has no ONNX translation ({_first(e)}); "
+            f"cannot export the {part} to ONNX: {where} has no ONNX translation ({first_line(e)}); "
             "export at another point, or replace the operation in the model"
         ) from None
 
@@ -423,15 +322,10 @@ def _failed_op(e: BaseException) -> str | None:
     return None
 
 
-def _first(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
-
-
 def _check(split: Split, loaded: LoadedModel, x: torch.Tensor, folder: Path) -> dict:
     """Run the ONNX programs with onnxruntime beside PyTorch; the maximum absolute differences,
     and how often the split predictions (float and 8-bit) agree with the reference."""
-    run = {part: _onnx_runner(folder / PARTS[part][0], "cpu") for part in PARTS}
+    run = {part: onnx_runner(folder / PARTS[part][0], "cpu") for part in PARTS}
     with torch.no_grad():
         z = split.head(x)
         logits = split.tail(z)
@@ -468,118 +362,3 @@ def _check(split: Split, loaded: LoadedModel, x: torch.Tensor, folder: Path) -> 
     checks["agreement_int8"] = float((e2e_int8.argmax(1) == want).mean())
     checks["reference"] = "split PyTorch network" if split.bottleneck else "unsplit network"
     return checks
-
-
-# --------------------------------------------------------------------------------------------
-# Triton model repository
-# --------------------------------------------------------------------------------------------
-
-_TRITON_TYPES = {"FP32": "TYPE_FP32", "UINT8": "TYPE_UINT8"}
-
-
-def triton_config(manifest: Manifest, model: str, max_batch: int) -> str:
-    """``config.pbtxt`` of served model ``model`` (ONNX Runtime backend, dynamic batching)."""
-
-    def tensors(specs) -> str:
-        return ",\n".join(
-            f'  {{ name: "{t.name}" data_type: {_TRITON_TYPES[t.datatype]} '
-            f"dims: [ {', '.join(str(d) for d in t.shape[1:])} ] }}"
-            for t in specs
-        )
-
-    return (
-        f'name: "{model}"\n'
-        'platform: "onnxruntime_onnx"\n'
-        f"max_batch_size: {max_batch}\n"
-        f"input [\n{tensors(manifest.inputs(model))}\n]\n"
-        f"output [\n{tensors(manifest.outputs())}\n]\n"
-        "dynamic_batching { max_queue_delay_microseconds: 2000 }\n"
-    )
-
-
-def _write_triton(manifest: Manifest, folder: Path, max_batch: int) -> None:
-    for model, part in ((manifest.name, TAIL), (manifest.int8_name, TAIL_INT8)):
-        target = folder / "triton" / model / "1"
-        target.mkdir(parents=True)
-        try:
-            os.link(folder / PARTS[part][0], target / "model.onnx")
-        except OSError:  # no hard links on this file system
-            shutil.copyfile(folder / PARTS[part][0], target / "model.onnx")
-        (folder / "triton" / model / "config.pbtxt").write_text(
-            triton_config(manifest, model, max_batch)
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# Running the exported parts
-# --------------------------------------------------------------------------------------------
-
-Runner = Callable[..., np.ndarray]
-RUNTIMES = ("onnxruntime", "torch")
-
-
-def _onnx_runner(path: Path, device: str) -> Runner:
-    import onnxruntime as ort
-
-    providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise IsplitError(
-                "this onnxruntime has no CUDA support: install onnxruntime-gpu, or use "
-                "--runtime torch (or --device cpu)"
-            )
-        providers.insert(0, "CUDAExecutionProvider")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as e:  # InvalidProtobuf, NoSuchFile, ...
-        raise IsplitError(f"cannot load {path} ({_first(e)}); export the folder again") from None
-    names = [i.name for i in session.get_inputs()]
-
-    def run(*arrays: np.ndarray) -> np.ndarray:
-        return session.run(None, dict(zip(names, arrays)))[0]
-
-    return run
-
-
-def _torch_runner(module: nn.Module, device: torch.device) -> Runner:
-    module = module.to(device).eval()
-
-    def run(*arrays: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            # Request tensors are read-only views of the body: copy those (np.require "W").
-            args = [torch.from_numpy(np.require(a, requirements="CW")).to(device) for a in arrays]
-            return module(*args).float().cpu().numpy()
-
-    return run
-
-
-def load_programs(
-    folder: str | Path,
-    manifest: Manifest,
-    parts: list[str],
-    runtime: str = "onnxruntime",
-    device: str = "cpu",
-) -> dict[str, Runner]:
-    """Runners for ``parts`` (``head``, ``tail``, ``tail_int8``) of an export: functions from
-    numpy arrays (in the part's input order) to the part's output.
-
-    ``onnxruntime`` runs the checked ``.onnx`` files; ``torch`` rebuilds the network from the
-    weights the manifest records (their fingerprint must match) and cuts it again, for GPUs
-    without onnxruntime-gpu. Neither loads pickled data."""
-    folder = Path(folder)
-    if runtime not in RUNTIMES:
-        raise IsplitError(f"unknown runtime {runtime!r}; use {' or '.join(RUNTIMES)}")
-    dev = resolve_device(device)
-    if runtime == "onnxruntime":
-        require("onnxruntime")
-        manifest.check_files(folder, [PARTS[p][0] for p in parts])
-        return {p: _onnx_runner(folder / PARTS[p][0], dev.type) for p in parts}
-    bottleneck = None
-    if manifest.bottleneck is not None:
-        manifest.check_files(folder, [BOTTLENECK_FILE])
-        bottleneck = folder / BOTTLENECK_FILE
-    split = split_parts(load_recorded(manifest.model), manifest.point, bottleneck)
-    modules = _modules(split)
-    return {p: _torch_runner(modules[p], dev) for p in parts}

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from isplit.deploy.export import TAIL, TAIL_INT8, Runner, load_programs, require
-from isplit.deploy.manifest import Manifest, TensorSpec, sha256_file
+from isplit.deploy.manifest import MANIFEST, Manifest, TensorSpec, sha256_file
+from isplit.deploy.parts import TAIL, TAIL_INT8, require
+from isplit.deploy.runtime import Runner, load_programs
 from isplit.deploy.wire import HEADER, WireError, decode_request, encode_response
 from isplit.errors import IsplitError
 
@@ -197,146 +198,87 @@ class _Served:
     batcher: Batcher
 
 
-def create_app(
-    folder: str | Path,
-    *,
-    token: str | None = None,
-    max_batch: int = DEFAULT_MAX_BATCH,
-    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-    runtime: str = "auto",
-    device: str = "cpu",
-):
-    """The FastAPI application serving the tail of the export in ``folder``."""
-    require("fastapi", "uvicorn")
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+class _TailService:
+    """What the routes share: the served models, the token, and the answers to each request."""
 
-    from isplit import __version__
-
-    if max_batch < 1:
-        raise IsplitError(f"--max-batch must be at least 1, not {max_batch}")
-    if batch_wait_ms < 0:
-        raise IsplitError(f"--batch-wait-ms must be 0 or more, not {batch_wait_ms}")
-    if max_request_bytes < 1024:
-        raise IsplitError(f"--max-request-bytes must be at least 1024, not {max_request_bytes}")
-    folder = Path(folder)
-    manifest = Manifest.load(folder)
-    runtime = _pick_runtime(runtime, device)
-    programs = load_programs(folder, manifest, [TAIL, TAIL_INT8], runtime, device)
-    manifest_sha = sha256_file(folder / "manifest.json")
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="isplit-tail")
-    wait = batch_wait_ms / 1e3
-    served = {
-        model: _Served(
-            model,
-            manifest.inputs(model),
-            manifest.outputs(),
-            Batcher(programs[part], max_batch, wait, executor),
-        )
-        for model, part in ((manifest.name, TAIL), (manifest.int8_name, TAIL_INT8))
-    }
-    secret = token.encode() if token else None
+    def __init__(
+        self,
+        folder: Path,
+        token: str | None,
+        max_batch: int,
+        wait_s: float,
+        max_request_bytes: int,
+        runtime: str,
+        device: str,
+    ) -> None:
+        self.manifest = Manifest.load(folder)
+        self.runtime = _pick_runtime(runtime, device)
+        programs = load_programs(folder, self.manifest, [TAIL, TAIL_INT8], self.runtime, device)
+        self.manifest_sha = sha256_file(folder / MANIFEST)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="isplit-tail")
+        self.served = {
+            model: _Served(
+                model,
+                self.manifest.inputs(model),
+                self.manifest.outputs(),
+                Batcher(programs[part], max_batch, wait_s, self.executor),
+            )
+            for model, part in ((self.manifest.name, TAIL), (self.manifest.int8_name, TAIL_INT8))
+        }
+        self.secret = token.encode() if token else None
+        self.max_request_bytes = max_request_bytes
 
     @asynccontextmanager
-    async def lifespan(app):
-        for s in served.values():
+    async def lifespan(self, app):
+        for s in self.served.values():
             s.batcher.start()
         yield
-        for s in served.values():
+        for s in self.served.values():
             await s.batcher.stop()
-        executor.shutdown(wait=False)
+        self.executor.shutdown(wait=False)
 
-    app = FastAPI(title="isplit tail server", version=__version__, lifespan=lifespan)
-    app.state.manifest = manifest
-
-    def error(status: int, message: str, headers: dict | None = None):
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request, e: ApiError):
-        return error(e.status, e.message, e.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request, e):
-        return error(e.status_code, str(e.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request, e):
-        return error(400, f"bad request: {e.errors()[:1]}")
-
-    @app.exception_handler(Exception)
-    async def _internal_error(request, e):
-        log.exception("internal error")
-        return error(500, f"internal server error ({type(e).__name__})")
-
-    def authorize(request: Request) -> None:
-        if secret is None:
+    def authorize(self, request) -> None:
+        if self.secret is None:
             return
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), secret):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            value.strip().encode(), self.secret
+        ):
             raise ApiError(
                 401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="isplit"'}
             )
 
-    def model(request: Request, name: str, version: str | None) -> _Served:
-        authorize(request)
-        s = served.get(name)
+    def model(self, request, name: str, version: str | None) -> _Served:
+        self.authorize(request)
+        s = self.served.get(name)
         if s is None:
-            raise ApiError(404, f"unknown model {name!r}; this server serves {', '.join(served)}")
+            raise ApiError(
+                404, f"unknown model {name!r}; this server serves {', '.join(self.served)}"
+            )
         if version is not None and version != "1":
             raise ApiError(404, f"model {name!r} has no version {version!r}; it has version 1")
         return s
 
-    @app.get("/v2/health/live")
-    async def live():
-        return {"live": True}
-
-    @app.get("/v2/health/ready")
-    async def ready():
-        return {"ready": True}
-
-    @app.get("/v2")
-    async def server_metadata(request: Request):
-        authorize(request)
-        return {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
-
-    def metadata(s: _Served) -> dict:
+    def metadata(self, s: _Served) -> dict:
         return {
             "name": s.name,
             "versions": ["1"],
-            "platform": "onnxruntime_onnx" if runtime == "onnxruntime" else "pytorch_torch",
+            "platform": "onnxruntime_onnx" if self.runtime == "onnxruntime" else "pytorch_torch",
             "inputs": [t.to_json() for t in s.inputs],
             "outputs": [t.to_json() for t in s.outputs],
             "parameters": {
-                "point": manifest.point,
-                "classes": manifest.classes,
-                "manifest_sha256": manifest_sha,
+                "point": self.manifest.point,
+                "classes": self.manifest.classes,
+                "manifest_sha256": self.manifest_sha,
             },
         }
 
-    @app.get("/v2/models/{name}")
-    async def model_metadata(request: Request, name: str):
-        return metadata(model(request, name, None))
+    async def infer(self, request, s: _Served):
+        from fastapi.responses import Response
 
-    @app.get("/v2/models/{name}/versions/{version}")
-    async def model_version_metadata(request: Request, name: str, version: str):
-        return metadata(model(request, name, version))
-
-    @app.get("/v2/models/{name}/ready")
-    async def model_ready(request: Request, name: str):
-        return {"name": model(request, name, None).name, "ready": True}
-
-    @app.get("/v2/models/{name}/versions/{version}/ready")
-    async def model_version_ready(request: Request, name: str, version: str):
-        return {"name": model(request, name, version).name, "ready": True}
-
-    async def infer(request: Request, s: _Served):
         with s.batcher.arriving():
-            body = await _read_body(request, max_request_bytes)
+            body = await _read_body(request, self.max_request_bytes)
             try:
                 req = decode_request(body, request.headers.get(HEADER), s.inputs, s.outputs)
             except WireError as e:
@@ -358,15 +300,108 @@ def create_app(
             headers={HEADER: str(header_length)},
         )
 
+
+def create_app(
+    folder: str | Path,
+    *,
+    token: str | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    runtime: str = "auto",
+    device: str = "cpu",
+):
+    """The FastAPI application serving the tail of the export in ``folder``."""
+    require("fastapi", "uvicorn")
+    from fastapi import FastAPI
+
+    from isplit import __version__
+
+    if max_batch < 1:
+        raise IsplitError(f"--max-batch must be at least 1, not {max_batch}")
+    if batch_wait_ms < 0:
+        raise IsplitError(f"--batch-wait-ms must be 0 or more, not {batch_wait_ms}")
+    if max_request_bytes < 1024:
+        raise IsplitError(f"--max-request-bytes must be at least 1024, not {max_request_bytes}")
+    service = _TailService(
+        Path(folder), token, max_batch, batch_wait_ms / 1e3, max_request_bytes, runtime, device
+    )
+    app = FastAPI(title="isplit tail server", version=__version__, lifespan=service.lifespan)
+    app.state.manifest = service.manifest
+    _add_error_handlers(app)
+    _add_routes(app, service)
+    return app
+
+
+def _add_error_handlers(app) -> None:
+    """Every error answers with the JSON body ``{"error": message}``."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    def error(status: int, message: str, headers: dict | None = None):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, e: ApiError):
+        return error(e.status, e.message, e.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, e):
+        return error(e.status_code, str(e.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, e):
+        return error(400, f"bad request: {e.errors()[:1]}")
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request, e):
+        log.exception("internal error")
+        return error(500, f"internal server error ({type(e).__name__})")
+
+
+def _add_routes(app, service: _TailService) -> None:
+    """The Open Inference Protocol's routes: health, metadata, readiness, inference."""
+    from fastapi import Request
+
+    from isplit import __version__
+
+    @app.get("/v2/health/live")
+    async def live():
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready():
+        return {"ready": True}
+
+    @app.get("/v2")
+    async def server_metadata(request: Request):
+        service.authorize(request)
+        return {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
+
+    @app.get("/v2/models/{name}")
+    async def model_metadata(request: Request, name: str):
+        return service.metadata(service.model(request, name, None))
+
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def model_version_metadata(request: Request, name: str, version: str):
+        return service.metadata(service.model(request, name, version))
+
+    @app.get("/v2/models/{name}/ready")
+    async def model_ready(request: Request, name: str):
+        return {"name": service.model(request, name, None).name, "ready": True}
+
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_version_ready(request: Request, name: str, version: str):
+        return {"name": service.model(request, name, version).name, "ready": True}
+
     @app.post("/v2/models/{name}/infer")
     async def model_infer(request: Request, name: str):
-        return await infer(request, model(request, name, None))
+        return await service.infer(request, service.model(request, name, None))
 
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def model_version_infer(request: Request, name: str, version: str):
-        return await infer(request, model(request, name, version))
-
-    return app
+        return await service.infer(request, service.model(request, name, version))
 
 
 async def _read_body(request, cap: int) -> bytes:

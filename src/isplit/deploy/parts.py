@@ -1,0 +1,126 @@
+"""The parts of a network cut at a split point: the head (with a bottleneck's encoder), the tail
+(with its decoder), and the tail fed with the 8-bit code."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from isplit.deploy.manifest import ACTIVATION, INPUT, LOGITS, SCALE, ZERO_POINT
+from isplit.errors import IsplitError
+from isplit.graph import ModelGraph, SplitPoint
+from isplit.models import LoadedModel, apply_state_dict
+from isplit.validation.bottleneck import dequantize_uint8, load_bottleneck
+
+HEAD, TAIL, TAIL_INT8 = "head", "tail", "tail_int8"
+#: part -> (ONNX file, input names, output names)
+PARTS: dict[str, tuple[str, list[str], list[str]]] = {
+    HEAD: ("head.onnx", [INPUT], [ACTIVATION]),
+    TAIL: ("tail.onnx", [ACTIVATION], [LOGITS]),
+    TAIL_INT8: ("tail_int8.onnx", [ACTIVATION, SCALE, ZERO_POINT], [LOGITS]),
+}
+BOTTLENECK_FILE = "bottleneck.safetensors"
+
+
+class Dequantize(nn.Module):
+    """The 8-bit code back to float32: ``(q - zero_point) * scale``, per image."""
+
+    def forward(self, q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor):
+        return dequantize_uint8(q, scale, zero_point)
+
+
+class Dequantized(nn.Module):
+    """The tail fed with the 8-bit code."""
+
+    def __init__(self, tail: nn.Module) -> None:
+        super().__init__()
+        self.dequantize, self.tail = Dequantize(), tail
+
+    def forward(self, q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor):
+        return self.tail(self.dequantize(q, scale, zero_point))
+
+
+def require(*modules: str) -> None:
+    """An IsplitError naming the install command when an optional package is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise IsplitError(
+            f"this needs {', '.join(missing)}, part of isplit's deployment extra: "
+            "pip install 'isplit[serve]'"
+        )
+
+
+@dataclass
+class Split:
+    """Head and tail of a network at a point (with the bottleneck's encoder and decoder)."""
+
+    head: nn.Module
+    tail: nn.Module
+    point: SplitPoint
+    transmitted_shape: tuple[int, ...]
+    graph_sha256: str
+    bottleneck: dict | None  # the bottleneck file's metadata
+
+
+def split_parts(loaded: LoadedModel, point: str, bottleneck: str | Path | None = None) -> Split:
+    """Cut ``loaded``'s network at ``point``; with ``bottleneck`` (a file ``isplit validate``
+    saved) the encoder ends the head and the decoder starts the tail."""
+    pp = loaded.preprocess
+    graph = ModelGraph(loaded.model, (pp.channels, pp.size, pp.size), granularity="all")
+    graph.node(point)  # a clear error for an unknown or invalid point
+    _, extras = graph.all_cuts[point]
+    if extras:
+        raise IsplitError(
+            f"at {point} the network carries {len(extras)} value(s) besides the tensor "
+            f"({', '.join(graph.names[e] for e in extras)}, e.g. a batch size read at the top of "
+            "forward), which an exported head cannot send; export at another point "
+            "(`isplit points` lists them)"
+        )
+    sp = graph.point(point)
+    head, tail = graph.split(point)
+    transmitted = tuple(sp.shape[1:])
+    md = None
+    if bottleneck is not None:
+        b, tail_state, md = load_bottleneck(bottleneck)
+        if md.get("point") != point:
+            raise IsplitError(
+                f"{bottleneck} was trained at {md.get('point')}, not at {point}; pass --point "
+                f"{md.get('point')} or validate at {point}"
+            )
+        if md.get("weights_sha256") and md["weights_sha256"] != loaded.fingerprint():
+            raise IsplitError(
+                f"{bottleneck} was trained for other weights of {md.get('model')} than the "
+                f"{loaded.name} ({loaded.weights}) loaded here; pass the model and weights the "
+                "validation used (or leave them out to take the run's)"
+            )
+        if tuple(b.shape) != transmitted:
+            raise IsplitError(
+                f"{bottleneck} fits a tensor of shape {list(b.shape)}, but {point} gives "
+                f"{list(transmitted)}: it belongs to another model"
+            )
+        if tail_state is not None:
+            apply_state_dict(tail, tail_state, str(bottleneck), "the fine-tuned tail")
+        head = nn.Sequential(head, b.encoder).eval()
+        tail = nn.Sequential(b.decoder, tail).eval()
+        transmitted = tuple(b.code_shape)
+    for p in [*head.parameters(), *tail.parameters()]:
+        p.requires_grad_(False)
+    code = graph.gm.code.encode()
+    return Split(head, tail, sp, transmitted, hashlib.sha256(code).hexdigest(), md)
+
+
+def part_modules(split: Split) -> dict[str, nn.Module]:
+    """Each part of ``split`` as a module (the 8-bit tail dequantises first)."""
+    return {HEAD: split.head, TAIL: split.tail, TAIL_INT8: Dequantized(split.tail).eval()}
+
+
+def first_line(e: BaseException) -> str:
+    """``e``'s type and the first line of its message (tool errors run to pages)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
