@@ -10,6 +10,14 @@ import torch
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+def user_error(code: int, err: str) -> str:
+    """Check that the command line failed as a user mistake: exit 2, one line on stderr that
+    starts "isplit: error:" (no traceback); that line."""
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("isplit: error:"), (code, err)
+    return lines[0]
+
+
 class StopAt(torch.utils.data.Dataset):
     """``base`` (its first ``n`` images), pressing Ctrl-C (KeyboardInterrupt) when image
     ``stop_at`` is read; ``None``: never."""

@@ -262,6 +262,48 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     return 0
 
 
+#: The commands that run on several processes.
+COMMANDS = ("analyze", "validate")
+
+
+def start(
+    nproc: int,
+    device: str,
+    precision: str,
+    argv: Sequence[str],
+    run: Callable[[], int],
+    check: Callable[[], None] | None = None,
+) -> int:
+    """``--nproc K``: check what can be checked here (K against this machine's GPUs or cores,
+    the precision on ``device``, then ``check``), and start ``python -m isplit ARGV`` on K
+    processes through torchrun (:func:`launch`); K = 1 calls ``run`` in this process."""
+    from isplit.importance import autocast_dtype
+    from isplit.models import resolve_device
+
+    resolved = resolve_device(device)
+    check_nproc(nproc, resolved)
+    autocast_dtype(precision, resolved)
+    if check is not None:
+        check()
+    if nproc == 1:
+        return run()
+    return launch(nproc, argv)
+
+
+def run_rank(command: str, device: str | None, run: Callable[[], int]) -> int:
+    """One process of a torchrun launch: join the process group, call ``run``, leave it."""
+    if command not in COMMANDS:
+        raise IsplitError(
+            f"only {' and '.join(COMMANDS)} run on several processes, not {command}; "
+            "run it without torchrun"
+        )
+    init(device)
+    try:
+        return run()
+    finally:
+        finish()
+
+
 def report_error(message: str) -> bool:
     """Under :func:`launch`, hand a user mistake's message to the launcher (which prints it
     once); False when not launched that way (print it yourself)."""

@@ -166,7 +166,7 @@ class _SlowImages(torch.utils.data.Dataset):
 
 
 def test_timing_tells_a_slow_data_set_from_a_fast_one(model, data, run, capsys):
-    from isplit.cli.main import _print_pace
+    from isplit.cli.analyze import _print_pace
 
     fast = run.timing
     assert fast["images"] == len(data) and fast["images_per_s"] > 0

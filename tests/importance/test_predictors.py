@@ -246,7 +246,7 @@ def test_probe_ratio_sets_the_pca_probe_components(tiny, tiny_data):
 
 
 def test_validate_analysis_takes_the_bottleneck_ratio_for_pca_probe(monkeypatch, tmp_path):
-    import isplit.cli.main as cli
+    import isplit.cli.validate as cli
 
     seen = []
 
@@ -257,7 +257,7 @@ def test_validate_analysis_takes_the_bottleneck_ratio_for_pca_probe(monkeypatch,
         seen.append(options["probe_ratio"])
         raise Stop
 
-    monkeypatch.setattr(cli, "_analyse_and_save", capture)
+    monkeypatch.setattr(cli, "analyse_and_save", capture)
     for extra, expected in (([], 16), (["--probe-ratio", "4"], 4)):
         with pytest.raises(Stop):
             main(

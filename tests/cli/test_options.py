@@ -205,8 +205,14 @@ def test_the_package_imports_its_api_on_first_use():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
-def test_cli_predictor_names_match_the_library():
-    from isplit.cli.main import PREDICTOR_NAMES
-    from isplit.importance.predictors import PREDICTORS
+def test_every_predictor_of_the_registry_is_offered_and_accepted(capsys):
+    from isplit.importance.predictors import parse_predictors
+    from isplit.importance.registry import predictor_names
 
-    assert list(PREDICTOR_NAMES) == [n for n in PREDICTORS if n != "cui"]
+    names = predictor_names(include_cui=False)
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    offered = " ".join(capsys.readouterr().out.split())  # the help's words, unwrapped
+    assert f"same pass: {', '.join(names)} (a,b or a b; CUI always)" in offered
+    args = build_parser().parse_args(["analyze", "--predictors", ",".join(names)])
+    assert parse_predictors(args.predictors) == ["cui", *names]

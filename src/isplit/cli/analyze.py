@@ -1,0 +1,189 @@
+"""`isplit analyze`: CUI curves, candidate split points and the best split."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+from isplit.cli.options import (
+    add_budget_args,
+    add_data_args,
+    add_model_args,
+    add_predictor_args,
+    add_run_args,
+    check_output_folder,
+    list_of,
+    model_from_args,
+)
+from isplit.errors import IsplitError
+from isplit.runfolder import RunFolder
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="CUI curves, candidate split points and the best split")
+    add_model_args(p)
+    add_data_args(p, split="test")
+    add_budget_args(p)
+    p.add_argument("--out", default="runs/analysis", help="output folder (default: runs/analysis)")
+    p.add_argument(
+        "--target",
+        default="label",
+        choices=["label", "predicted"],
+        help="class whose score is differentiated (default: the true label)",
+    )
+    p.add_argument(
+        "--reduction",
+        default="mean",
+        choices=["mean", "sum"],
+        help="channel reduction of the Grad-CAM map (mean: the authors' code)",
+    )
+    p.add_argument(
+        "--protocol",
+        default="default",
+        choices=["default", "official"],
+        help="official: the authors' published choices (predicted class, their layers)",
+    )
+    p.add_argument(
+        "--points",
+        nargs="+",
+        action=list_of(str),
+        default=None,
+        help="the split points to analyse, by name: a,b or a b (default: every point of the "
+        "granularity)",
+    )
+    p.add_argument(
+        "--first", default=None, help="first admissible point (name; default: the first)"
+    )
+    p.add_argument("--last", default=None, help="last admissible point (name; default: the last)")
+    add_predictor_args(p)
+    add_run_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from isplit.data import load_dataset
+    from isplit.distributed import is_main
+
+    check_output_folder(Path(args.out))
+    loaded = model_from_args(args)
+    data = load_dataset(
+        args.data or "fashion-mnist",
+        args.split,
+        loaded.preprocess,
+        root=args.data_root,
+        download=args.download,
+    )
+    if (
+        is_main()
+        and loaded.classes
+        and len(loaded.classes) == len(data.classes)
+        and list(loaded.classes) != list(data.classes)
+    ):
+        print(
+            f"isplit: note: the model's class names differ from the data set's; "
+            f"using the data set's ({', '.join(data.classes[:3])}, ...)",
+            file=sys.stderr,
+        )
+    out = Path(args.out)
+    result = analyse_and_save(
+        args,
+        loaded,
+        data,
+        out,
+        points=args.points,
+        target=args.target,
+        reduction=args.reduction,
+        protocol=args.protocol,
+        granularity=args.granularity,
+        max_bytes=args.max_bytes,
+        max_head_flops=args.max_head_flops,
+        first=args.first,
+        last=args.last,
+        predictors=args.predictors,
+        select_by=args.select_by,
+        probe_ratio=args.probe_ratio,
+    )
+    if not is_main():
+        return 0
+    print(result.table())
+    if result.skipped_images:
+        print(f"isplit: skipped {len(result.skipped_images)} unreadable image(s)", file=sys.stderr)
+    print(f"model accuracy on the analysed images: {result.accuracy:.4f}")
+    _print_pace(result.timing, args.workers)
+    n_data = len(data.classes)
+    if loaded.num_classes > n_data and result.accuracy < 2.0 / n_data:
+        print(
+            f"isplit: note: the model has {loaded.num_classes} outputs but the data set "
+            f"{n_data} classes, so its labels cannot be the model's classes and the accuracy "
+            "is not meaningful; differentiate the predicted class instead (--target "
+            "predicted) or fit the model to these classes first (`isplit train`)",
+            file=sys.stderr,
+        )
+    print(result.recommendation())
+    print(f"wrote {out / 'curves.json'}, {out / 'per_image.npz'}, {out / 'curves.png'}")
+    return 0
+
+
+def analyse_and_save(args: argparse.Namespace, loaded, data, out: Path, **options):
+    """Run ``analyze`` with the data and run options of the command line, save into ``out``."""
+    from isplit.analysis import analyze
+    from isplit.distributed import is_main
+
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise IsplitError(
+            f"cannot create the output folder {out} ({e}); choose another --out"
+        ) from None
+    try:
+        result = analyze(
+            loaded,
+            data,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            device=args.device,
+            model_name=loaded.name,
+            workers=args.workers,
+            skip_bad_images=args.skip_bad_images,
+            progress=not args.quiet,
+            checkpoint=RunFolder(out).checkpoint,
+            checkpoint_every=args.checkpoint_every,
+            precision=args.precision,
+            **options,
+        )
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            with contextlib.suppress(OSError):  # another process may have removed it
+                out.rmdir()  # nothing was saved: leave no empty run folder behind
+        raise
+    if is_main():  # one process writes the outputs of a distributed run
+        result.save(out)
+    return result
+
+
+#: above this share of the loop's time spent waiting for data, a note says the data set set
+#: the pace (a well-fed run waits a few per cent: the first batches, the workers' warm-up)
+DATA_BOUND_SHARE = 0.3
+
+
+def _print_pace(timing: dict | None, workers: int | None) -> None:
+    """The loop's speed; a note when the data set, not the model, set the pace."""
+    if not timing or not timing.get("images") or not timing.get("images_per_s"):
+        return
+    print(
+        f"analysed {timing['images']} images in {timing['seconds']:.1f} s "
+        f"({timing['images_per_s']:.0f} images/s; waiting for data "
+        f"{100 * timing['data_wait_share']:.0f} % of the time)"
+    )
+    share = timing["data_wait_share"]
+    if share >= DATA_BOUND_SHARE and timing["seconds"] >= 1.0:
+        given = "the default" if workers is None else str(workers)
+        print(
+            f"isplit: note: the analysis waited for the data set {100 * share:.0f} % of the "
+            f"time: loading, not the model, set the pace; more loader processes (--workers, "
+            f"now {given}) or a faster data set would speed it up",
+            file=sys.stderr,
+        )

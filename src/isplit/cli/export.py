@@ -1,0 +1,111 @@
+"""`isplit export`: the head and tail at a split point as ONNX and PyTorch programs, a
+manifest, and a Triton model repository for the tail."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from isplit.cli.options import (
+    add_model_args,
+    model_from_args,
+)
+from isplit.errors import IsplitError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write the head and tail at a split point as ONNX and PyTorch programs, a "
+        "manifest, and a Triton model repository for the tail",
+    )
+    add_model_args(p)
+    p.add_argument("--out", required=True, help="the folder to write (replaced if an export)")
+    p.add_argument("--point", default=None, help="split point (default: the --analysis best)")
+    p.add_argument(
+        "--analysis",
+        default=None,
+        metavar="RUN_DIR",
+        help="an analysis run: its network (unless --model/--weights) and its best split",
+    )
+    p.add_argument(
+        "--bottleneck",
+        default=None,
+        metavar="VALIDATION_RUN",
+        help="a validation run folder: put its trained bottleneck at --point into the split",
+    )
+    p.add_argument("--name", default=None, help="the served model name (default: MODEL-tail)")
+    p.add_argument(
+        "--data", default=None, help="images to check the export on (default: the run's data "
+        "set, else fashion-mnist)"
+    )  # fmt: skip
+    p.add_argument("--split", default="test", help="data split of the check images")
+    p.add_argument("--data-root", default=None, help="where the data set files are")
+    p.add_argument("--check-images", type=int, default=64, help="images to check on (64)")
+    p.add_argument(
+        "--max-batch", type=int, default=64, help="max_batch_size of the Triton configuration"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from isplit.analysis import Analysis
+    from isplit.deploy.export import check_images, export_split, find_bottleneck
+
+    run = args.analysis
+    if run is None and args.bottleneck and (Path(args.bottleneck) / "curves.json").is_file():
+        run = args.bottleneck  # a validation run holds its analysis
+    analysis = Analysis.load(run) if run else None
+    if analysis is not None and args.model is None and args.weights is None:
+        loaded = analysis.load_model()  # the network the run analysed
+    else:
+        loaded = model_from_args(args)
+    point = args.point or (analysis.best if analysis is not None else None)
+    if point is None:
+        raise IsplitError(
+            "pass --point NAME (`isplit points` lists them), or --analysis RUN_DIR to export at "
+            "the run's best split"
+        )
+    bottleneck = find_bottleneck(args.bottleneck, point) if args.bottleneck else None
+    data = args.data or (analysis.dataset.get("name") if analysis is not None else None)
+    inputs, note = check_images(loaded, data or "fashion-mnist", args.split, args.data_root,
+                                args.check_images)  # fmt: skip
+    if note:
+        print(f"isplit: note: {note}", file=sys.stderr)
+    classes = None
+    if analysis is not None and len(analysis.dataset.get("classes") or []) == loaded.num_classes:
+        classes = loaded.classes or list(analysis.dataset["classes"])
+    m = export_split(
+        loaded,
+        point,
+        args.out,
+        bottleneck=bottleneck,
+        name=args.name,
+        classes=classes,
+        check_inputs=inputs,
+        max_batch=args.max_batch,
+    )
+    c = m.checks
+    shape = "x".join(map(str, m.transmitted_shape))
+    what = "8-bit code of the bottleneck" if m.bottleneck else "activation"
+    print(
+        f"exported {m.model['model']} cut after {m.point}: the {what} {shape} crosses the link "
+        f"({4 * m.transmitted_numel} bytes float32, {m.transmitted_numel + 5} as 8-bit)"
+    )
+    diffs = ", ".join(
+        f"{part} {c[f'{key}_max_abs_diff']:.2e}"
+        for part, key in (("head", "head"), ("tail", "tail"), ("tail int8", "tail_int8"),
+                          ("end to end", "end_to_end"))
+    )  # fmt: skip
+    print(
+        f"checked with onnxruntime on {c['inputs']}: max abs diff {diffs} (against the "
+        f"{c['reference']}); predictions agree {c['agreement']:.1%}, "
+        f"{c['agreement_int8']:.1%} with 8 bits"
+    )
+    print(
+        f"wrote {args.out}: head.onnx, tail.onnx, tail_int8.onnx, {m.pytorch['head']['file']}, "
+        f"{m.pytorch['tail']['file']}, manifest.json, triton/{m.name}, triton/{m.int8_name}"
+    )
+    print(f"serve the tail with: isplit serve {args.out}")
+    return 0

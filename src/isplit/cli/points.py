@@ -1,0 +1,58 @@
+"""`isplit points`: the valid split points of a model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from isplit.cli.options import (
+    add_budget_args,
+    add_model_args,
+    model_from_args,
+)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("points", help="list the valid split points of a model")
+    add_model_args(p)
+    add_budget_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from isplit.analysis import restrict
+    from isplit.graph import ModelGraph
+
+    loaded = model_from_args(args)
+    pp = loaded.preprocess
+    graph = ModelGraph(loaded.model, (pp.channels, pp.size, pp.size), args.granularity)
+    points = graph.points
+    restrict(points, max_bytes=args.max_bytes, max_head_flops=args.max_head_flops)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": loaded.name,
+                    "input_shape": [pp.channels, pp.size, pp.size],
+                    "total_flops": graph.total_flops,
+                    "points": [p.to_json() for p in points],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        f"{loaded.name}: {len(points)} split points for input "
+        f"{pp.channels}x{pp.size}x{pp.size} (model: {graph.total_flops / 1e6:.1f} MFLOPs)"
+    )
+    print(
+        f"{'point':<32}{'op':<20}{'shape':>16}{'bytes':>12}{'head MFLOPs':>13}"
+        f"{'head params':>13}  admissible"
+    )
+    for p in points:
+        print(
+            f"{p.name:<32}{p.op:<20}{'x'.join(map(str, p.shape)):>16}{p.bytes:>12}"
+            f"{p.head_flops / 1e6:>13.2f}{p.head_params:>13}  {'yes' if p.admissible else 'no'}"
+        )
+    return 0

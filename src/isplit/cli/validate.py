@@ -1,0 +1,214 @@
+"""`isplit validate`: bottlenecks trained at split points, their accuracy, and how well CUI
+and the further predictors predicted it."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from isplit.cli.analyze import analyse_and_save
+from isplit.cli.options import (
+    add_data_args,
+    add_limit_args,
+    add_model_args,
+    add_predictor_args,
+    add_run_args,
+    check_output_folder,
+    count,
+    list_of,
+    model_from_args,
+    non_negative,
+)
+from isplit.errors import IsplitError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="train a bottleneck at split points, measure accuracy, "
+        "and report how well CUI predicted it",
+    )
+    add_model_args(p)
+    add_data_args(p, split="test")
+    p.add_argument("--train-split", default="train", help="data split to train bottlenecks on")
+    p.add_argument(
+        "--analysis",
+        default=None,
+        help="an analysis run folder to reuse (default: run the analysis first)",
+    )
+    add_predictor_args(p)
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: the --analysis folder, else runs/validation)",
+    )
+    p.add_argument(
+        "--points",
+        nargs="+",
+        action=list_of(str),
+        default=["auto"],
+        help="auto (candidates, best, smallest CDE, budget picks, evenly spaced up to 8), all, "
+        "or point names (a,b or a b)",
+    )
+    p.add_argument("--ratio", type=int, default=8, help="channel reduction of the bottleneck")
+    p.add_argument("--halve", action="store_true", help="the bottleneck also halves H and W")
+    p.add_argument("--epochs", type=int, default=4, help="training epochs of each bottleneck")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
+    p.add_argument(
+        "--finetune",
+        default="none",
+        choices=["none", "tail"],
+        help="tail: train the tail with the bottleneck (none: the tail stays frozen)",
+    )
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        help="weight of distillation from the unsplit model's logits",
+    )
+    p.add_argument("--recon", type=float, default=1.0, help="weight of the reconstruction loss")
+    add_limit_args(p)
+    p.add_argument("--k", type=int, default=3, help="retrained points the prediction is fit on")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument(
+        "--flop-shares",
+        nargs="+",
+        action=list_of(non_negative),
+        default=[0.25, 0.5],
+        help="head FLOP budgets for the regret, as shares of the model's FLOPs (0.25,0.5 or "
+        "0.25 0.5)",
+    )
+    p.add_argument(
+        "--byte-budgets",
+        nargs="+",
+        action=list_of(count),
+        default=None,
+        help="link byte budgets for the regret, as --flop-shares (default: the median bytes "
+        "of the admissible points)",
+    )
+    add_run_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from isplit.analysis import Analysis
+    from isplit.data import load_dataset
+    from isplit.distributed import is_main
+    from isplit.validation import Settings, validate
+
+    check_output_folder(Path(args.out or args.analysis or "runs/validation"))
+    analysis = Analysis.load(args.analysis) if args.analysis else None
+    if analysis is not None and (args.predictors or args.select_by != "cui" or args.probe_ratio):
+        raise IsplitError(
+            "--predictors, --select-by and --probe-ratio set up the analysis that validate runs "
+            f"itself; the --analysis folder has its own ({', '.join(analysis.predictor_names)}): "
+            "rerun `isplit analyze --predictors ...` into it, or leave --analysis out"
+        )
+    if analysis is not None and args.model is None and args.weights is None:
+        loaded = analysis.load_model()  # the network the run analysed
+    else:
+        loaded = model_from_args(args)
+    data = args.data or "fashion-mnist"
+    kw = {"root": args.data_root, "download": args.download}
+    test = load_dataset(data, args.split, loaded.preprocess, **kw)
+    train = load_dataset(data, args.train_split, loaded.preprocess, **kw)
+    if analysis is not None:
+        out = Path(args.out or args.analysis)
+    else:
+        out = Path(args.out or "runs/validation")
+        analysis = analyse_and_save(
+            args,
+            loaded,
+            test,
+            out,
+            predictors=args.predictors,
+            select_by=args.select_by,
+            probe_ratio=args.probe_ratio or args.ratio,  # pca-probe stands for this bottleneck
+        )
+        if is_main():
+            print(analysis.recommendation())
+    points = args.points[0] if args.points in (["auto"], ["all"]) else args.points
+    settings = Settings(
+        ratio=args.ratio,
+        halve=args.halve,
+        epochs=args.epochs,
+        lr=args.lr,
+        finetune=args.finetune,
+        distill=args.distill,
+        recon=args.recon,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        seed=args.seed,
+        k=args.k,
+        n_boot=args.bootstrap,
+        flop_shares=tuple(args.flop_shares),
+        byte_budgets=tuple(args.byte_budgets) if args.byte_budgets else None,
+    )
+    report = validate(
+        loaded.model,
+        analysis,
+        train,
+        test,
+        out,
+        points=points,
+        settings=settings,
+        device=args.device,
+        model_name=loaded.name,
+        progress=not args.quiet,
+    )
+    if not is_main():
+        return 0
+    _print_report(report, out)
+    return 0
+
+
+def _print_report(report: dict, out: Path) -> None:
+    """The accuracy at each point and how well each predictor predicted it."""
+    print(f"unsplit accuracy: {report['unsplit_accuracy']:.4f}")
+    print(
+        f"{'point':<24}{'log10 CUI':>10}{'bytes':>9}{'encoded':>9}{'accuracy':>10}"
+        f"{'drop':>8}{'int8':>8}{'log. probe':>11}"
+    )
+    for p in report["points"]:
+        print(
+            f"{p['name']:<24}{math.log10(p['cui']) if p['cui'] > 0 else float('-inf'):>10.3f}"
+            f"{p['bytes']:>9}{p['encoded_bytes']:>9}{p['accuracy']:>10.4f}"
+            f"{p['accuracy_drop']:>8.4f}{_fmt(p['accuracy_int8']):>8}{p['probe_accuracy']:>11.4f}"
+            + ("" if p["learned"] else "  did not learn")
+        )
+    reliable = report["reliability"]["reliable"]
+    if not reliable:
+        print(f"NOT RELIABLE: {report['reliability']['reason']}")
+    calibration = report.get("calibration", {})
+    for name, c in report["correlation"].items():
+        cal = calibration.get(name, {})
+        print(
+            f"{name:>14}: Spearman {_fmt(c['spearman'])} {_ci(c['spearman_ci'])}, Kendall "
+            f"{_fmt(c['kendall'])} {_ci(c['kendall_ci'])}, prediction MAE "
+            f"{_fmt(report['prediction']['mae'][name])}, linear leave-one-out MAE "
+            f"{_fmt(cal.get('loo_mae'))}" + ("" if reliable else " (unreliable)")
+        )
+    for r in report["regret"]:
+        others = ", ".join(f"{k} {_fmt(v)}" for k, v in r.get("regret_by", {}).items())
+        print(
+            f"regret, {r['budget']}: isplit picks {r['pick']}: {_fmt(r['regret'])} ({others})"
+            + ("" if r["reliable"] else " (unreliable)")
+        )
+    best = report.get("best_predictor") or {}
+    if best.get("by_spearman"):
+        by_mae = best.get("by_loo_mae")
+        print(
+            f"best predictor here: {best['by_spearman']} by Spearman"
+            + (f", {by_mae} by the error of its predicted accuracy" if by_mae else "")
+            + ("" if reliable else " (unreliable)")
+        )
+    print(f"wrote {out / 'validation.json'}, {out / 'validation.png'}")
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _ci(ci) -> str:
+    return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
