@@ -13,8 +13,8 @@ from isplit.cli import main
 from isplit.runfolder import FORMAT
 
 
-def test_per_class_bests_ranking_and_groups(run):
-    a = Analysis.load(run)
+def test_per_class_bests_ranking_and_groups(demo_run):
+    a = Analysis.load(demo_run)
     rep = classes_report(a, max_head_flops=0.5 * a.points[-1].head_flops)
     present = [c for i, c in enumerate(a.dataset["classes"]) if (a.labels == i).any()]
     assert list(rep.per_class) == present
@@ -28,27 +28,27 @@ def test_per_class_bests_ranking_and_groups(run):
         assert p.head_flops <= 0.5 * a.points[-1].head_flops
 
 
-def test_classes_cli_and_errors(run, capsys, cli_error):
-    assert main(["classes", str(run), "--classes", "Sandal,Sneaker,Ankle boot"]) == 0
-    doc = json.loads((run / "classes.json").read_text())
+def test_classes_cli_and_errors(demo_run_copy, capsys, cli_error):
+    assert main(["classes", str(demo_run_copy), "--classes", "Sandal,Sneaker,Ankle boot"]) == 0
+    doc = json.loads((demo_run_copy / "classes.json").read_text())
     assert doc["subset"] == ["Sandal", "Sneaker", "Ankle boot"]
     assert {"points", "cui", "candidates", "best", "global_best", "per_class"} <= doc.keys()
-    assert (run / "classes.png").stat().st_size > 10_000
+    assert (demo_run_copy / "classes.png").stat().st_size > 10_000
     out = capsys.readouterr().out
     assert "most different curves" in out
 
     def error(*argv):
         return cli_error("classes", *argv)
 
-    assert "Sandal" in error(str(run), "--classes", "Sandle")
-    assert "empty" in error(str(run), "--classes", ",")
-    (run / "per_image.npz").rename(run / "moved.npz")
+    assert "Sandal" in error(str(demo_run_copy), "--classes", "Sandle")
+    assert "empty" in error(str(demo_run_copy), "--classes", ",")
+    (demo_run_copy / "per_image.npz").rename(demo_run_copy / "moved.npz")
     try:
-        assert "per-image" in error(str(run))
+        assert "per-image" in error(str(demo_run_copy))
     finally:
-        (run / "moved.npz").rename(run / "per_image.npz")
+        (demo_run_copy / "moved.npz").rename(demo_run_copy / "per_image.npz")
     with pytest.raises(IsplitError):
-        classes_report(Analysis.load(run), [])
+        classes_report(Analysis.load(demo_run_copy), [])
 
 
 def _three_class_run(folder, a_peak: int, **selection):
@@ -137,8 +137,8 @@ def test_the_global_best_is_the_runs_best_by_its_select_by(tmp_path):
     assert cheaper.global_best == "p2" and cheaper.shift == -1
 
 
-def test_the_report_is_written_and_read_back(run, tmp_path):
-    a = Analysis.load(run)
+def test_the_report_is_written_and_read_back(demo_run, tmp_path):
+    a = Analysis.load(demo_run)
     rep = classes_report(a, ["Sandal", "Bag"], out=tmp_path, max_bytes=None)
     doc = json.loads((tmp_path / "classes.json").read_text())
     assert doc["format"] == FORMAT and "validation" not in doc

@@ -6,12 +6,12 @@ from isplit.analysis import Analysis
 from isplit.cli import main
 
 
-def test_classes_validate_compares_subset_and_global_best(run, capsys, tmp_path):
-    a = Analysis.load(run)
+def test_classes_validate_compares_subset_and_global_best(demo_run, capsys, tmp_path):
+    a = Analysis.load(demo_run)
     budget = str(0.5 * a.points[-1].head_flops)
     argv = [
         "classes",
-        str(run),
+        str(demo_run),
         "--classes",
         "Dress,Shirt",
         "--max-head-flops",

@@ -9,8 +9,8 @@ from torch.utils.data import TensorDataset
 from isplit import IsplitError
 from isplit.analysis import analyze
 from isplit.cli import main
-from isplit.models import load_model
-from isplit.validation import Settings, validate
+from isplit.models import load_model, read_metadata
+from isplit.validation import Settings, bottleneck_file, validate
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +143,11 @@ def test_validate_cli_end_to_end_and_errors(cli_error, tmp_path):
         assert {"spearman", "kendall", "spearman_ci", "kendall_ci"} <= doc["correlation"][k].keys()
         assert k in doc["prediction"]["mae"]
     assert len(doc["regret"]) == 3 and 0 < doc["unsplit_accuracy"] <= 1
+    # --batch-size reaches the bottlenecks' training (and the analysis), not only the analysis
+    assert doc["settings"]["batch_size"] == 32
+    assert json.loads((out / "curves.json").read_text())["settings"]["batch_size"] == 32
+    header = read_metadata(str(bottleneck_file(out, "features.42")))
+    assert header["settings"]["batch_size"] == 32
 
     def error(*extra):
         return cli_error(*args, "--analysis", str(out), *extra)
