@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-def atomic_write_json(path: Path, obj) -> None:
+def atomic_write_json(path: Path, obj: Any) -> None:
     _atomic(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
 
 

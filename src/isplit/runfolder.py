@@ -144,10 +144,33 @@ class RunFolder:
         )
 
 
+def _validation_before_predictors(doc: dict) -> dict:
+    """A validation.json written before validate scored every predictor (no "calibration"):
+    its "probe" was validation's logistic probe, now "logistic-probe", and each budget's regret
+    of the baselines' picks sat in regret_smallest_bytes / regret_deepest / regret_best_probe,
+    now "regret_by" (keyed like "correlation")."""
+
+    def renamed(scores: dict) -> dict:
+        return {("logistic-probe" if k == "probe" else k): v for k, v in scores.items()}
+
+    out = {**doc, "correlation": renamed(doc.get("correlation", {}))}
+    if "prediction" in doc:
+        out["prediction"] = {**doc["prediction"], "mae": renamed(doc["prediction"].get("mae", {}))}
+    old = {"cui": "regret", "bytes": "regret_smallest_bytes", "depth": "regret_deepest"}
+    old["logistic-probe"] = "regret_best_probe"
+    out["regret"] = [
+        r if "regret_by" in r else {**r, "regret_by": {k: r.get(v) for k, v in old.items()}}
+        for r in doc.get("regret", [])
+    ]
+    return out
+
+
 def upgrade(name: str, doc: dict) -> dict:
     """``doc`` (the contents of the run folder's file ``name``) in the current format: the one
     place where layouts written by older versions of isplit are read."""
     version = doc.get("format", 0)
+    if version == 0 and name == RunFolder.VALIDATION and "calibration" not in doc:
+        doc = _validation_before_predictors(doc)
     if not isinstance(version, int) or version > FORMAT:
         raise IsplitError(
             f"{name} was written in format {version!r}, newer than this isplit reads ({FORMAT}): "

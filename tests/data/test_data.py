@@ -15,16 +15,19 @@ from torch.utils.data import DataLoader, TensorDataset
 from isplit.data import (
     BadImage,
     Preprocess,
+    builtin,
+    folders,
     limit_dataset,
     load_dataset,
+    loaders,
     make_loader,
+    preprocess,
 )
-from isplit.data import datasets as data
 from isplit.errors import IsplitError
 
 FMNIST_PP = Preprocess(size=32, channels=1, mean=(0.286,), std=(0.353,), fit="pad")
 PLAIN_PP = Preprocess(size=8, channels=1, mean=(0.0,), std=(1.0,))  # values stay in [0, 1]
-HAVE_FMNIST = (data.FASHION_MNIST_SYSTEM_DIR / "t10k-images-idx3-ubyte.gz").is_file()
+HAVE_FMNIST = (builtin.FASHION_MNIST_SYSTEM_DIR / "t10k-images-idx3-ubyte.gz").is_file()
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -73,7 +76,7 @@ def test_preprocess_json_round_trip_and_checks():
 def test_resize_then_centre_crop():
     x = torch.rand(1, 20, 40)
     pp = Preprocess(size=8, channels=1, mean=(0.0,), std=(1.0,), resize=10)
-    assert data._to_model_input(x, pp).shape == (1, 8, 8)
+    assert preprocess.to_model_input(x, pp).shape == (1, 8, 8)
 
 
 # --- Fashion-MNIST and digits ---------------------------------------------------------------
@@ -109,7 +112,7 @@ def test_fashion_mnist_three_channels_resized_to_64():
 
 @pytest.fixture
 def no_system_fmnist(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(builtin, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
@@ -194,7 +197,7 @@ def test_tiny_imagenet_layout(tmp_path):
 def test_wordnet_names_disambiguate_duplicates(tmp_path):
     words = tmp_path / "words.txt"
     words.write_text("n1\tcrane, bird\nn2\tcrane, machine\nn3\tdog\n")
-    names = data._wordnet_names(words, ["n1", "n2", "n3", "n4"])
+    names = folders._wordnet_names(words, ["n1", "n2", "n3", "n4"])
     assert names == ["crane (n1)", "crane (n2)", "dog", "n4"]
 
 
@@ -282,8 +285,8 @@ def test_make_loader_wraps_a_user_dataloader():
 
 
 def test_default_workers():
-    assert data.default_workers(load_dataset("digits", "test", PLAIN_PP)) == 0
-    assert data.default_workers(TensorDataset(torch.zeros(2))) == 0
+    assert loaders.default_workers(load_dataset("digits", "test", PLAIN_PP)) == 0
+    assert loaders.default_workers(TensorDataset(torch.zeros(2))) == 0
 
 
 # --- torchvision and unknown specs ----------------------------------------------------------

@@ -13,11 +13,11 @@ import torch.fx
 import torchvision
 from torch import nn
 
-from isplit.data import Preprocess, load_dataset
-from isplit.data import datasets as data
+from isplit.data import FASHION_MNIST_SYSTEM_DIR, Preprocess, load_dataset
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph
 from isplit.models import (
+    demo,
     input_channels,
     list_model_names,
     load_model,
@@ -25,7 +25,6 @@ from isplit.models import (
     replace_final_layer,
     save_weights,
 )
-from isplit.models import loading as models
 from isplit.models.demo import (
     DEMO_MODELS,
     DEMO_PREPROCESS,
@@ -35,6 +34,7 @@ from isplit.models.demo import (
     InvertedResidual,
     packaged_weights_path,
 )
+from isplit.models.presets import IMAGENET_PREPROCESS
 
 WEIGHTS_BUDGET = 12_500_000  # bytes, the packaged demo files together
 
@@ -120,7 +120,7 @@ def test_demo_weights_fit_the_size_budget(tmp_path):
 
 
 @pytest.mark.skipif(
-    not (data.FASHION_MNIST_SYSTEM_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
+    not (FASHION_MNIST_SYSTEM_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
     reason="Debian package dataset-fashion-mnist not installed",
 )
 @pytest.mark.parametrize("name", sorted(DEMO_MODELS))
@@ -160,7 +160,7 @@ def test_torchvision_name_random_init_is_frozen_eval_cpu():
     assert not any(p.requires_grad for p in lm.model.parameters())
     assert all(p.device.type == "cpu" for p in lm.model.parameters())
     assert lm.num_classes == 1000 and lm.classes is None
-    assert lm.preprocess == models.IMAGENET_PREPROCESS
+    assert lm.preprocess == IMAGENET_PREPROCESS
     assert load_model("resnet18", "none", num_classes=7).num_classes == 7
 
 
@@ -173,7 +173,7 @@ def test_demo_random_init_and_preprocess_overrides():
 
 
 def test_missing_packaged_weights_say_how_to_make_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "packaged_weights_path", lambda name: tmp_path / "absent.st")
+    monkeypatch.setattr(demo, "packaged_weights_path", lambda name: tmp_path / "absent.st")
     with pytest.raises(IsplitError, match="make demo-weights"):
         load_model("demo-vgg16")
 
@@ -183,7 +183,7 @@ def test_packaged_weights_are_used_when_present(tmp_path, monkeypatch):
     net = DemoVGG16()
     path = tmp_path / "demo-vgg16.safetensors"
     save_weights(net, str(path), {"model": "demo-vgg16", "classes": list("abcdefghij")})
-    monkeypatch.setattr(models, "packaged_weights_path", lambda name: path)
+    monkeypatch.setattr(demo, "packaged_weights_path", lambda name: path)
     lm = load_model(None)
     assert lm.weights == "packaged" and lm.classes == list("abcdefghij")
     assert _same_state(lm.model, net)

@@ -15,7 +15,8 @@ from isplit.data import ArrayDataset
 from isplit.errors import IsplitError
 from isplit.models import load_model, read_metadata
 from isplit.models import train as train_mod
-from isplit.models.train import augment_batch, train
+from isplit.models.loop import augment_batch
+from isplit.models.train import train
 
 # A small, quick run: 640 digits images (8x8, zero-padded to 32x32), 20 steps per epoch.
 RUN = dict(

@@ -20,8 +20,6 @@ from torch import nn
 
 from isplit.data import Preprocess
 
-#: The data set the packaged demo weights are trained on.
-DEMO_DATASET = "fashion-mnist"
 #: Input preprocessing of the demo networks: Fashion-MNIST padded 28 -> 32, its mean and std.
 DEMO_PREPROCESS = Preprocess(size=32, channels=1, mean=(0.2860,), std=(0.3530,), fit="pad")
 #: Where the packaged weights live: ``<WEIGHTS_DIR>/<name>.safetensors``.

@@ -12,18 +12,17 @@ the last finished epoch and gives the same weights as an uninterrupted run (on t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shlex
 import shutil
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -38,17 +37,13 @@ from isplit.models import (
     resolve_device,
     save_weights,
 )
+from isplit.models.loop import CHECKPOINT_FORMAT, TrainingRun
 
 log = logging.getLogger("isplit")
 
 AUGMENTS = ("none", "shift", "shift+flip")
-SHIFT_PIXELS = 2
 BASE_LR = 0.05  # peak learning rate at batch size 128
 BASE_BATCH = 128
-MOMENTUM = 0.9
-WEIGHT_DECAY = 5e-4
-LABEL_SMOOTHING = 0.1
-CHECKPOINT_FORMAT = 1
 # The arguments that change the trained weights: a checkpoint or output made with other values
 # of these is not this run's.
 _RUN_ARGS = (
@@ -89,44 +84,6 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------
 # Pieces
 # --------------------------------------------------------------------------------------------
-
-
-def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
-    """Random shifts of up to ``SHIFT_PIXELS`` (edge-replicating) and, with ``+flip``, flips.
-
-    Works on a whole ``[B, C, H, W]`` batch with tensor ops; the random numbers come from the
-    CPU ``generator`` so that a run is reproducible on any device.
-    """
-    if mode == "none":
-        return x
-    b, _, h, w = x.shape
-    p = SHIFT_PIXELS
-    padded = F.pad(x, (p, p, p, p), mode="replicate")
-    dy = torch.randint(0, 2 * p + 1, (b, 1), generator=generator)
-    dx = torch.randint(0, 2 * p + 1, (b, 1), generator=generator)
-    rows = (dy + torch.arange(h)).to(x.device)  # [B, H]
-    cols = (dx + torch.arange(w)).to(x.device)  # [B, W]
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    # Advanced indices around a slice: the result is [B, H, W, C].
-    out = padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
-    if mode == "shift+flip":
-        flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
-        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
-    return out
-
-
-def evaluate(model: nn.Module, loader, device: torch.device) -> float:
-    """Top-1 accuracy (fraction) of ``model`` over ``loader``."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    with torch.inference_mode():
-        for x, y in loader:
-            pred = model(x.to(device)).argmax(1).cpu()
-            correct += int((pred == y).sum())
-            total += len(y)
-    model.train(was_training)
-    return correct / max(total, 1)
 
 
 def command_line(args: dict[str, Any], out: str, data_root: str | None, test_split: str) -> str:
@@ -174,20 +131,6 @@ def _load_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise IsplitError(f"{path} is not an isplit training checkpoint; delete {path.parent}")
     return state
-
-
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state(), "augment": generator.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict, generator: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["augment"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _report(line: str, progress: bool) -> None:
@@ -242,19 +185,7 @@ def train(
     When the model's class count differs from the data set's, a demo or torchvision model gets
     a new final layer; ``lr`` is the peak of the one-cycle schedule (default 0.05 x batch/128).
     """
-    if epochs < 1:
-        raise IsplitError(f"--epochs must be at least 1, not {epochs}")
-    if Path(out).suffix.lower() not in WEIGHTS_SUFFIXES:
-        raise IsplitError(
-            f"--out {out!r}: unknown extension; use one of {', '.join(WEIGHTS_SUFFIXES)}"
-        )
-    if augment not in AUGMENTS:
-        raise IsplitError(f"unknown --augment {augment!r}; use one of {', '.join(AUGMENTS)}")
-    if batch_size < 1:
-        raise IsplitError(f"--batch-size must be at least 1, not {batch_size}")
-    if lr is not None and not lr > 0:
-        raise IsplitError(f"--lr must be positive, not {lr}")
-    peak_lr = float(lr) if lr is not None else BASE_LR * batch_size / BASE_BATCH
+    peak_lr = _check(epochs, out, augment, batch_size, lr)
     if weights is not None and weights.lower() == "none":
         weights = None
     args: dict[str, Any] = {
@@ -272,191 +203,172 @@ def train(
         "mean": None if mean is None else [float(m) for m in mean],
         "std": None if std is None else [float(s) for s in std],
     }
-    out_path = Path(out)
     ckpt_path = Path(f"{out}.ckpt") / "last.pt"
+    if Path(out).exists():
+        return _already_trained(out, args, ckpt_path)
+    checkpoint = _unfinished(ckpt_path, args)
 
-    if out_path.exists():
-        md = read_metadata(out)
-        old = md.get("train_args")
-        if isinstance(old, dict) and not _differences(old, args):
-            shutil.rmtree(ckpt_path.parent, ignore_errors=True)  # left by a crash after writing
-            return TrainResult(
-                out=out,
-                model=str(md.get("model", model)),
-                dataset=str(md.get("dataset", data)),
-                epochs=epochs,
-                test_accuracy=md.get("accuracy"),
-                train_loss=md.get("train_loss"),
-                already_done=True,
-            )
-        why = (
-            f"it was trained with other arguments ({'; '.join(_differences(old, args))})"
-            if isinstance(old, dict)
-            else "isplit cannot tell whether this command wrote it"
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    lm = load_model(
+        model, weights or "none", num_classes=None, image_size=image_size, mean=mean, std=std,
+        seed=seed,
+    )  # fmt: skip
+    train_ds, test_ds = _datasets(args, lm.preprocess, data_root, download, test_split)
+    net = _trainable(lm, train_ds, args, dev)
+    loader_kw = {"workers": workers, "skip_bad_images": skip_bad_images}
+    run = TrainingRun.start(net, train_ds, args, dev, loader_kw)
+    if checkpoint is not None:
+        run.restore(checkpoint)
+        _report(f"resuming after epoch {run.done}/{epochs} from {ckpt_path}", progress)
+    test_loader = make_loader(test_ds, batch_size, **loader_kw) if test_ds is not None else None
+    resumed_from = run.done
+    for epoch in range(run.done + 1, epochs + 1):
+        entry = run.epoch(epoch, test_loader, progress)
+        _report(_epoch_line(entry, epochs), progress)
+        _save_checkpoint(ckpt_path, run.state())
+
+    out_info = {"out": out, "data_root": data_root, "test_split": test_split}
+    result = _write(run, lm, out_info)
+    shutil.rmtree(ckpt_path.parent, ignore_errors=True)
+    return dataclasses.replace(result, resumed_from=resumed_from)
+
+
+def _write(run: TrainingRun, lm, where: dict) -> TrainResult:
+    """Write the trained network to ``where["out"]`` with its metadata (classes,
+    preprocessing, accuracy, the command that reproduces it, the history)."""
+    net, args, train_ds = run.net, run.args, run.train_ds
+    net.eval().cpu()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    final = run.history[-1]
+    out, test_split = where["out"], where["test_split"]
+    metadata = {
+        "model": lm.name,
+        "weights": args["weights"],
+        "classes": list(train_ds.classes),
+        "preprocess": lm.preprocess.to_json(),
+        "num_classes": len(train_ds.classes),
+        "dataset": train_ds.name,
+        "split": args["split"],
+        "test_split": None if test_split == "none" else test_split,
+        "accuracy": final["test_accuracy"],
+        "train_loss": final["train_loss"],
+        "epochs": args["epochs"],
+        "seed": args["seed"],
+        "command": command_line(args, out, where["data_root"], test_split),
+        "train_args": args,
+        "history": run.history,
+    }
+    save_weights(net, out, metadata)
+    return TrainResult(
+        out=out,
+        model=lm.name,
+        dataset=train_ds.name,
+        epochs=args["epochs"],
+        test_accuracy=final["test_accuracy"],
+        train_loss=final["train_loss"],
+        history=run.history,
+        skipped_images=run.skipped,
+    )
+
+
+def _check(epochs: int, out: str, augment: str, batch_size: int, lr: float | None) -> float:
+    """Refuse bad arguments; the peak learning rate."""
+    if epochs < 1:
+        raise IsplitError(f"--epochs must be at least 1, not {epochs}")
+    if Path(out).suffix.lower() not in WEIGHTS_SUFFIXES:
+        raise IsplitError(
+            f"--out {out!r}: unknown extension; use one of {', '.join(WEIGHTS_SUFFIXES)}"
         )
-        raise IsplitError(f"{out} already exists and {why}; delete it or choose another --out")
+    if augment not in AUGMENTS:
+        raise IsplitError(f"unknown --augment {augment!r}; use one of {', '.join(AUGMENTS)}")
+    if batch_size < 1:
+        raise IsplitError(f"--batch-size must be at least 1, not {batch_size}")
+    if lr is not None and not lr > 0:
+        raise IsplitError(f"--lr must be positive, not {lr}")
+    return float(lr) if lr is not None else BASE_LR * batch_size / BASE_BATCH
 
+
+def _already_trained(out: str, args: dict, ckpt_path: Path) -> TrainResult:
+    """``out`` exists: the result of this very command (nothing to do), else an error."""
+    md = read_metadata(out)
+    old = md.get("train_args")
+    if isinstance(old, dict) and not _differences(old, args):
+        shutil.rmtree(ckpt_path.parent, ignore_errors=True)  # left by a crash after writing
+        return TrainResult(
+            out=out,
+            model=str(md.get("model", args["model"])),
+            dataset=str(md.get("dataset", args["data"])),
+            epochs=args["epochs"],
+            test_accuracy=md.get("accuracy"),
+            train_loss=md.get("train_loss"),
+            already_done=True,
+        )
+    why = (
+        f"it was trained with other arguments ({'; '.join(_differences(old, args))})"
+        if isinstance(old, dict)
+        else "isplit cannot tell whether this command wrote it"
+    )
+    raise IsplitError(f"{out} already exists and {why}; delete it or choose another --out")
+
+
+def _unfinished(ckpt_path: Path, args: dict) -> dict | None:
+    """The checkpoint of an unfinished run of this command, if there is one."""
     checkpoint = _load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if checkpoint is not None and (diff := _differences(checkpoint["args"], args)):
         raise IsplitError(
             f"{ckpt_path} holds an unfinished run with other arguments ({'; '.join(diff)}); "
             f"rerun that command to finish it, or delete {ckpt_path.parent} to start over"
         )
+    return checkpoint
 
-    dev = resolve_device(device)
-    torch.manual_seed(seed)
-    lm = load_model(
-        model,
-        weights or "none",
-        num_classes=None,
-        image_size=image_size,
-        mean=mean,
-        std=std,
-        seed=seed,
-    )
-    train_ds = limit_dataset(
-        load_dataset(data, split, lm.preprocess, root=data_root, download=download), limit, seed
-    )
+
+def _datasets(
+    args: dict, preprocess, data_root: str | None, download: bool, test_split: str
+) -> tuple[LabelledDataset, LabelledDataset | None]:
+    """The training images and, unless ``test_split`` is "none", the test images."""
+    data, split, limit, seed = args["data"], args["split"], args["limit"], args["seed"]
+
+    def opened(which: str) -> LabelledDataset:
+        ds = load_dataset(data, which, preprocess, root=data_root, download=download)
+        return limit_dataset(ds, limit, seed)
+
+    train_ds = opened(split)
     if len(train_ds) == 0:
         raise IsplitError(f"the {split} split of {data} holds no images; check --data / --split")
     test_ds = None
     if test_split != "none":
-        test_ds = limit_dataset(
-            load_dataset(data, test_split, lm.preprocess, root=data_root, download=download),
-            limit,
-            seed,
-        )
+        test_ds = opened(test_split)
         _check_classes(train_ds, test_ds)
+    return train_ds, test_ds
+
+
+def _trainable(lm, train_ds: LabelledDataset, args: dict, dev: torch.device) -> nn.Module:
+    """The loaded network with as many outputs as the data set has classes, trainable, on
+    ``dev``."""
     num_classes = len(train_ds.classes)
     net = lm.model
     if lm.num_classes != num_classes:
         if lm.source not in ("demo", "torchvision"):
             raise IsplitError(
-                f"{model} has {lm.num_classes} outputs but {data} has {num_classes} classes; "
-                f"make the factory return a model with {num_classes} outputs"
+                f"{args['model']} has {lm.num_classes} outputs but {args['data']} has "
+                f"{num_classes} classes; make the factory return a model with {num_classes} "
+                "outputs"
             )
         layer = replace_final_layer(net, num_classes)
+        model, data = args["model"], args["data"]
         log.info("%s: new %d-class layer %s for %s", model, num_classes, layer, data)
     for p in net.parameters():
         p.requires_grad_(True)
-    net.to(dev).train()
+    return net.to(dev).train()
 
-    # drop_last: a final batch of one image would break batch norm.
-    drop_last = len(train_ds) > batch_size
-    loader_kw = {"workers": workers, "skip_bad_images": skip_bad_images}
-    steps = len(make_loader(train_ds, batch_size, drop_last=drop_last, **loader_kw))
-    optimizer = torch.optim.SGD(
-        net.parameters(),
-        lr=peak_lr,
-        momentum=MOMENTUM,
-        nesterov=True,
-        weight_decay=WEIGHT_DECAY,
-    )
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=peak_lr, total_steps=epochs * steps
-    )
-    criterion = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
-    generator = torch.Generator().manual_seed(seed)
-    history: list[dict] = []
-    start = 0
-    if checkpoint is not None:
-        net.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        _set_rng_state(checkpoint["rng"], generator, dev)
-        history = list(checkpoint["history"])
-        start = int(checkpoint["epoch"])
-        _report(f"resuming after epoch {start}/{epochs} from {ckpt_path}", progress)
-    test_loader = make_loader(test_ds, batch_size, **loader_kw) if test_ds is not None else None
-    bar_off = not progress or not sys.stderr.isatty()
-    skipped: list[str] = []
 
-    for epoch in range(start + 1, epochs + 1):
-        t0 = time.perf_counter()
-        loader = make_loader(
-            train_ds, batch_size, shuffle=True, seed=seed + epoch, drop_last=drop_last, **loader_kw
-        )
-        loss_sum = torch.zeros((), device=dev)
-        correct = torch.zeros((), dtype=torch.long, device=dev)
-        seen = 0
-        bar = tqdm(loader, total=len(loader), desc=f"epoch {epoch}/{epochs}", unit="batch",
-                   leave=False, disable=bar_off)  # fmt: skip
-        for x, y in bar:
-            x = augment_batch(x.to(dev, non_blocking=True), augment, generator)
-            y = y.to(dev, non_blocking=True)
-            logits = net(x)
-            loss = criterion(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
-        skipped += loader.skipped
-        if seen == 0:
-            raise IsplitError(f"no readable images in the {split} split of {data}")
-        entry = {
-            "epoch": epoch,
-            "train_loss": float(loss_sum) / seen,
-            "train_accuracy": int(correct) / seen,
-            "test_accuracy": evaluate(net, test_loader, dev) if test_loader else None,
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
-        history.append(entry)
-        test = entry["test_accuracy"]
-        _report(
-            f"epoch {epoch}/{epochs}: train loss {entry['train_loss']:.4f}, train accuracy "
-            f"{100 * entry['train_accuracy']:.2f} %"
-            + ("" if test is None else f", test accuracy {100 * test:.2f} %")
-            + f" ({entry['seconds']:.1f} s)",
-            progress,
-        )
-        _save_checkpoint(
-            ckpt_path,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "args": args,
-                "epoch": epoch,
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(generator, dev),
-                "history": history,
-            },
-        )
-
-    net.eval().cpu()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    final = history[-1]
-    metadata = {
-        "model": lm.name,
-        "weights": weights,
-        "classes": list(train_ds.classes),
-        "preprocess": lm.preprocess.to_json(),
-        "num_classes": num_classes,
-        "dataset": train_ds.name,
-        "split": split,
-        "test_split": None if test_split == "none" else test_split,
-        "accuracy": final["test_accuracy"],
-        "train_loss": final["train_loss"],
-        "epochs": epochs,
-        "seed": seed,
-        "command": command_line(args, out, data_root, test_split),
-        "train_args": args,
-        "history": history,
-    }
-    save_weights(net, out, metadata)
-    shutil.rmtree(ckpt_path.parent, ignore_errors=True)
-    return TrainResult(
-        out=out,
-        model=lm.name,
-        dataset=train_ds.name,
-        epochs=epochs,
-        test_accuracy=final["test_accuracy"],
-        train_loss=final["train_loss"],
-        history=history,
-        resumed_from=start,
-        skipped_images=skipped,
+def _epoch_line(entry: dict, epochs: int) -> str:
+    test = entry["test_accuracy"]
+    return (
+        f"epoch {entry['epoch']}/{epochs}: train loss {entry['train_loss']:.4f}, train accuracy "
+        f"{100 * entry['train_accuracy']:.2f} %"
+        + ("" if test is None else f", test accuracy {100 * test:.2f} %")
+        + f" ({entry['seconds']:.1f} s)"
     )

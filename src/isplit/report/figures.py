@@ -1,16 +1,28 @@
-"""Figures: the CUI curve (log10) with candidates and best split, and the CDE curve under it."""
+"""Every figure isplit draws, each written as a PNG by :func:`save_figure`: the CUI curve (log10)
+with candidates and best split and the CDE curve under it (``curves.png``), validation
+(``validation.png``), the Grad-CAM maps of sample images (the report), the per-class heat map
+(``classes.png``) and the latency plan (``plan.png``)."""
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.layout_engine import ConstrainedLayoutEngine  # noqa: E402
 
 from isplit.io import atomic_write_bytes  # noqa: E402
+
+if TYPE_CHECKING:
+    from isplit.analysis import Analysis
+    from isplit.report.maps import SampleMaps
 
 
 def _log10(values) -> np.ndarray:
@@ -34,13 +46,19 @@ def _cde_axis(ax, analysis) -> None:
     ax.set_xlabel("split point (network order)")
 
 
-def _save(fig, path: str | Path) -> None:
-    import io
+def save_figure(fig: Figure, path: str | os.PathLike) -> None:
+    """Write ``fig`` to ``path`` as a PNG (110 dpi) atomically, and close it.
 
-    fig.tight_layout()
+    The figure is laid out tightly first unless it carries a layout engine of its own
+    (``layout="constrained"``). The file appears whole or not at all: a crash mid-write leaves
+    the file that was there before."""
+    if not isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+        fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
+    try:
+        fig.savefig(buf, format="png", dpi=110)
+    finally:
+        plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
@@ -85,7 +103,7 @@ def _predictor_axis(ax, analysis, admissible) -> None:
     )
 
 
-def plot_curves(analysis, path: str | Path) -> None:
+def plot_curves(analysis: Analysis, path: str | Path) -> None:
     """Write ``curves.png`` for an ``Analysis``: log10 CUI, the further predictors (when the run
     has any) and the output-size (CDE) curve."""
     names = analysis.point_names
@@ -136,10 +154,10 @@ def plot_curves(analysis, path: str | Path) -> None:
         _predictor_axis(axes[1], analysis, admissible)
 
     _cde_axis(axes[-1], analysis)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def plot_validation(analysis, report: dict, path: str | Path) -> None:
+def plot_validation(analysis: Analysis, report: dict, path: str | Path) -> None:
     """Write ``validation.png``: log10 CUI and measured accuracy over the points, CDE under it."""
     names = analysis.point_names
     x = np.arange(len(names))
@@ -179,10 +197,57 @@ def plot_validation(analysis, report: dict, path: str | Path) -> None:
     enc = [p["encoded_bytes"] / 1024 for p in report["points"]]
     ax2.plot(vx, enc, "v", color="tab:olive", ms=6, label="encoded by the bottleneck (float32)")
     _cde_axis(ax2, analysis)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def plot_classes(analysis, report: dict, path: str | Path) -> None:
+def plot_gradcam(s: SampleMaps, title: str, path: str | os.PathLike) -> None:
+    """The report's teaser figure (``s``: :func:`isplit.report.maps.gradcam_samples`): one row
+    per image, the image then its map at each point."""
+    n, k = s.maps.shape[:2]
+    cell = 1.45
+    fig, axes = plt.subplots(
+        n,
+        k + 1,
+        figsize=(cell * (k + 1) + 1.4, cell * n + 1.2),
+        squeeze=False,
+        layout="constrained",
+    )
+    gray = s.images.ndim == 3
+    for r in range(n):
+        img = s.images[r]
+        show = {"cmap": "gray", "vmin": 0, "vmax": 1} if gray else {}
+        ax = axes[r, 0]
+        ax.imshow(img, interpolation="nearest", **show)
+        wrong = s.predictions[r] != s.labels[r]
+        ax.set_ylabel(s.labels[r], fontsize=9, rotation=0, ha="right", va="center")
+        ax.set_xlabel(
+            f"predicted: {s.predictions[r]}" if wrong else "correct",
+            fontsize=7,
+            color="tab:red" if wrong else "dimgray",
+        )
+        for c in range(k):
+            ax = axes[r, c + 1]
+            ax.imshow(img, interpolation="nearest", **show)
+            ax.imshow(s.maps[r, c], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            v = s.cui[r, c]
+            ax.set_xlabel(
+                "map is 0 everywhere" if s.empty[r, c] else f"log10 CUI {np.log10(v):.2f}",
+                fontsize=7,
+                color="dimgray",
+            )
+    axes[0, 0].set_title("image", fontsize=9)
+    for c, (p, shape) in enumerate(zip(s.points, s.shapes)):
+        axes[0, c + 1].set_title(f"{p}\n{'×'.join(map(str, shape[1:]))}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    sm = plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1))
+    fig.colorbar(sm, ax=axes, shrink=min(1.0, 3.0 / n), label="importance (each map scaled to 0–1)")
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def plot_classes(analysis: Analysis, report: dict, path: str | Path) -> None:
     """``classes.png``: heat map of log10 CUI, classes x points, each class's best split marked
     (``report``: the contents of ``classes.json``)."""
     from matplotlib.patches import Patch
@@ -227,7 +292,7 @@ def plot_classes(analysis, report: dict, path: str | Path) -> None:
         f"Per-class CUI of {analysis.model} on {analysis.dataset.get('name')} (log10 scale)",
         fontsize=10,
     )
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_plan(plan: dict, path: str | Path) -> None:
@@ -270,4 +335,4 @@ def plot_plan(plan: dict, path: str | Path) -> None:
             label.set_fontweight("bold")
             label.set_color("r")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)

@@ -1,0 +1,166 @@
+"""Image folders (``<folder>/<class>/<image>``, optionally under split folders) and the
+Tiny-ImageNet-200 layout; images decoded lazily with PIL."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from isplit.data.base import BadImage, LabelledDataset
+from isplit.data.preprocess import Preprocess, pil_to_model_input
+from isplit.errors import IsplitError
+
+log = logging.getLogger("isplit")
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class ImageFileDataset(LabelledDataset):
+    """Image files opened lazily with PIL; undecodable files come back as :class:`BadImage`."""
+
+    def __init__(
+        self,
+        name: str,
+        split: str,
+        classes: Sequence[str],
+        samples: list[tuple[str, int]],
+        preprocess: Preprocess,
+    ) -> None:
+        super().__init__(name, split, classes, [label for _, label in samples])
+        self.paths = [path for path, _ in samples]
+        self.preprocess = preprocess
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | BadImage, int]:
+        path, label = self.paths[i], int(self.targets[i])
+        try:
+            with Image.open(path) as img:
+                return pil_to_model_input(img, self.preprocess), label
+        except Exception as e:  # never raise here: workers would mangle the message
+            return BadImage(path, f"{type(e).__name__}: {e}"), label
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMG_EXTENSIONS
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Image files anywhere below ``folder``, sorted (as torchvision's ImageFolder does)."""
+    return sorted(p for p in folder.rglob("*") if _is_image(p))
+
+
+def _has_class_folders(folder: Path) -> bool:
+    """Whether ``folder`` holds sub-folders with images in them (checks the first few)."""
+    return any(next((p for p in d.rglob("*") if _is_image(p)), None) for d in _subdirs(folder)[:20])
+
+
+def _class_folder_samples(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    classes = [d.name for d in _subdirs(folder)]
+    if not classes:
+        raise IsplitError(
+            f"no class sub-folders in {folder}: expected one sub-folder per class "
+            "(<folder>/<class>/<image>)"
+        )
+    samples = []
+    for label, name in enumerate(classes):
+        files = _images_under(folder / name)
+        if not files:
+            log.warning("class folder %s holds no images", folder / name)
+        samples += [(str(f), label) for f in files]
+    if not samples:
+        raise IsplitError(
+            f"no image files ({', '.join(IMG_EXTENSIONS)}) in the class folders of {folder}; "
+            "put the images in <folder>/<class>/"
+        )
+    return classes, samples
+
+
+_SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
+
+
+def folder_dataset(path: str, split: str, pp: Preprocess) -> LabelledDataset:
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise IsplitError(f"data folder {root} does not exist; check the path")
+    if not root.is_dir():
+        raise IsplitError(f"{root} is not a folder; pass a folder with one sub-folder per class")
+    if _is_tiny_imagenet(root):
+        classes, samples = _tiny_imagenet(root, split)
+    elif (root / split).is_dir() and _has_class_folders(root / split):
+        classes, samples = _class_folder_samples(root / split)
+    else:
+        splits = [d.name for d in _subdirs(root) if d.name.lower() in _SPLIT_NAMES]
+        splits = [s for s in splits if _has_class_folders(root / s)]
+        if splits:
+            raise IsplitError(
+                f"{root} has no split {split!r}; use one of: {', '.join(splits)} (--split)"
+            )
+        classes, samples = _class_folder_samples(root)
+        log.info("%s has no %r sub-folder: using its class folders, split ignored", root, split)
+    return ImageFileDataset(path, split, classes, samples, pp)
+
+
+# --- Tiny-ImageNet-200 layout ---------------------------------------------------------------
+
+
+def _is_tiny_imagenet(root: Path) -> bool:
+    if (root / "wnids.txt").is_file():
+        return True
+    train = root / "train"
+    return train.is_dir() and any((d / "images").is_dir() for d in _subdirs(train)[:5])
+
+
+def _tiny_imagenet(root: Path, split: str) -> tuple[list[str], list[tuple[str, int]]]:
+    wnids_file = root / "wnids.txt"
+    if wnids_file.is_file():
+        wnids = sorted({w.strip() for w in wnids_file.read_text().split() if w.strip()})
+    else:
+        wnids = [d.name for d in _subdirs(root / "train")]
+    label = {w: i for i, w in enumerate(wnids)}
+    if split == "train":
+        samples = [
+            (str(f), label[w]) for w in wnids for f in _images_under(root / "train" / w / "images")
+        ]
+    elif split == "val":
+        samples = _tiny_imagenet_val(root, label)
+    elif split == "test":
+        raise IsplitError("the Tiny-ImageNet test split has no labels; use --split val")
+    else:
+        raise IsplitError(f"Tiny-ImageNet has no split {split!r}; use train or val")
+    if not samples:
+        raise IsplitError(f"no image files for the {split} split of Tiny-ImageNet in {root}")
+    return _wordnet_names(root / "words.txt", wnids), samples
+
+
+def _tiny_imagenet_val(root: Path, label: dict[str, int]) -> list[tuple[str, int]]:
+    annotations = root / "val" / "val_annotations.txt"
+    if not annotations.is_file():
+        raise IsplitError(f"{annotations} is missing: it labels the val images; restore it")
+    samples = []
+    for line in annotations.read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) < 2:
+            continue
+        if fields[1] not in label:
+            raise IsplitError(f"{annotations} names class {fields[1]!r}, not in wnids.txt")
+        samples.append((str(root / "val" / "images" / fields[0]), label[fields[1]]))
+    return samples
+
+
+def _wordnet_names(words: Path, wnids: list[str]) -> list[str]:
+    """First name of each wnid from words.txt; "name (wnid)" where two classes share a name."""
+    if not words.is_file():
+        return list(wnids)
+    first = {}
+    for line in words.read_text().splitlines():
+        wnid, _, names = line.partition("\t")
+        first[wnid.strip()] = names.split(",")[0].strip()
+    names = [first.get(w) or w for w in wnids]
+    return [f"{n} ({w})" if names.count(n) > 1 else n for n, w in zip(names, wnids, strict=True)]

@@ -1,0 +1,91 @@
+"""Preprocessing: how an image (a tensor in [0, 1] or a PIL image) becomes a model input:
+geometry (resize and crop, or pad), channels and normalisation, as a :class:`Preprocess` says."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from isplit.errors import IsplitError
+
+_FITS = ("resize", "pad")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images become model inputs: geometry, channels and normalisation."""
+
+    size: int  # final square side in pixels
+    channels: int  # 1 or 3
+    mean: tuple[float, ...]  # per channel; length 1 is broadcast
+    std: tuple[float, ...]
+    resize: int | None = None  # resize shorter side to this, then centre-crop `size`
+    fit: str = "resize"  # "resize" to size x size, or "pad": centre zero-pad smaller images
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if self.size < 1 or (self.resize is not None and self.resize < self.size):
+            raise IsplitError(
+                f"bad image size {self.size} (resize {self.resize}): size must be >= 1 and "
+                "resize, if given, >= size"
+            )
+        if self.channels not in (1, 3):
+            raise IsplitError(f"channels must be 1 or 3, not {self.channels}")
+        for what, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, self.channels):
+                raise IsplitError(
+                    f"{what} has {len(values)} values for {self.channels} channel(s); "
+                    f"give 1 value or {self.channels}"
+                )
+        if any(s == 0 for s in self.std):
+            raise IsplitError("std values must not be 0")
+        if self.fit not in _FITS:
+            raise IsplitError(f"fit must be one of {', '.join(_FITS)}, not {self.fit!r}")
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Preprocess:
+        return cls(
+            size=int(d["size"]),
+            channels=int(d["channels"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            resize=None if d.get("resize") is None else int(d["resize"]),
+            fit=d.get("fit", "resize"),
+        )
+
+
+def _fit(x: torch.Tensor, pp: Preprocess) -> torch.Tensor:
+    """Bring ``[..., C, H, W]`` floats to ``size x size`` as ``pp`` says."""
+    h, w = x.shape[-2:]
+    size = pp.size
+    if pp.resize is not None:
+        x = TF.resize(x, [pp.resize], antialias=True)  # shorter side
+        return TF.center_crop(x, [size, size])
+    if h == size and w == size:
+        return x
+    if pp.fit == "pad" and h <= size and w <= size:
+        left, top = (size - w) // 2, (size - h) // 2
+        return torch.nn.functional.pad(x, (left, size - w - left, top, size - h - top))
+    return TF.resize(x, [size, size], antialias=True)
+
+
+def to_model_input(x: torch.Tensor, pp: Preprocess) -> torch.Tensor:
+    """Float ``[..., C, H, W]`` in [0, 1] -> normalised ``[..., channels, size, size]``."""
+    x = _fit(x, pp)
+    if x.shape[-3] == 1 and pp.channels == 3:
+        x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
+    mean = torch.tensor(pp.mean, dtype=x.dtype).view(-1, 1, 1)
+    std = torch.tensor(pp.std, dtype=x.dtype).view(-1, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+def pil_to_model_input(img: Image.Image, pp: Preprocess) -> torch.Tensor:
+    img = img.convert("L" if pp.channels == 1 else "RGB")
+    return to_model_input(TF.pil_to_tensor(img).float().div_(255.0), pp)
