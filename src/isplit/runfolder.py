@@ -29,6 +29,17 @@ log = logging.getLogger("isplit")
 FORMAT = 1
 
 
+class _File:
+    """One file of a run folder, read as an attribute: ``folder.curves`` is
+    ``folder.root / "curves.json"``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, folder: RunFolder | None, owner: type | None = None) -> Path:
+        return self if folder is None else folder.root / self.name
+
+
 class RunFolder:
     """A run folder and the names of its files (nothing is read or written until asked)."""
 
@@ -72,33 +83,13 @@ class RunFolder:
     def __fspath__(self) -> str:
         return os.fspath(self.root)
 
-    @property
-    def curves(self) -> Path:
-        return self.root / self.CURVES
-
-    @property
-    def per_image(self) -> Path:
-        return self.root / self.PER_IMAGE
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / self.CHECKPOINT
-
-    @property
-    def validation(self) -> Path:
-        return self.root / self.VALIDATION
-
-    @property
-    def classes(self) -> Path:
-        return self.root / self.CLASSES
-
-    @property
-    def report(self) -> Path:
-        return self.root / self.REPORT
-
-    @property
-    def plan(self) -> Path:
-        return self.root / self.PLAN
+    curves = _File(CURVES)
+    per_image = _File(PER_IMAGE)
+    checkpoint = _File(CHECKPOINT)
+    validation = _File(VALIDATION)
+    classes = _File(CLASSES)
+    report = _File(REPORT)
+    plan = _File(PLAN)
 
     def is_analysis(self) -> bool:
         """Whether an analysis was written here (``curves.json`` exists)."""
@@ -177,3 +168,17 @@ def upgrade(name: str, doc: dict) -> dict:
             "upgrade isplit (pip install -U isplit)"
         )
     return {**doc, "format": FORMAT}
+
+
+def upgrade_checkpoint(state: dict) -> dict:
+    """A checkpoint's arrays (``checkpoint.npz``) in the current layout: checkpoints written
+    before pca-probe existed lack the probe's channel widths (zeros: unknown, as pca-probe was
+    not computed)."""
+    import numpy as np  # not at the top: the command line's --help imports this module
+
+    for name in ("probe", "pca-probe"):
+        prefix = f"predictor/{name}/"
+        if f"{prefix}n" in state and f"{prefix}widths" not in state:
+            points = sum(1 for key in state if key.startswith(f"{prefix}sx"))
+            state = {**state, f"{prefix}widths": np.zeros(points, dtype=np.int64)}
+    return state

@@ -199,11 +199,11 @@ def test_two_processes_validate_as_one(tmp_path):
 
 
 def test_a_checkpoint_of_another_run_stops_every_process_with_one_line(tmp_path):
+    from isplit.analysis.checkpoint import save_checkpoint
     from isplit.analysis.curves import CurveAccumulator
-    from isplit.analysis.run import _save_checkpoint
 
     ckpt = tmp_path / "checkpoint-rank1-of-2.npz"
-    _save_checkpoint(ckpt, CurveAccumulator(3, 10), None, 4, [], "another run", [1, 32, 32])
+    save_checkpoint(ckpt, CurveAccumulator(3, 10), None, 4, [], "another run", [1, 32, 32])
     before = ckpt.read_bytes()
     proc = isplit_process(*ARGS, "--limit", "40", "--out", str(tmp_path), "--nproc", "2")
     _, err = proc.communicate(timeout=300)

@@ -16,16 +16,9 @@ from isplit.analysis.curves import local_maxima
 from isplit.cli import main
 from isplit.graph import ModelGraph
 from isplit.importance import EXTRAS, GradCAM
-from isplit.importance.predictors import (
-    PCA_PROBE_RATIO,
-    PROBE_HOLDOUT,
-    PROBE_RIDGE,
-    LinearProbe,
-    PcaProbe,
-    PredictorSet,
-    holdout_keys,
-    parse_predictors,
-)
+from isplit.importance.predictors import PredictorSet, parse_predictors
+from isplit.importance.probe import PROBE_HOLDOUT, PROBE_RIDGE, LinearProbe, PcaProbe, holdout_keys
+from isplit.importance.registry import PCA_PROBE_RATIO
 
 
 class Tiny(nn.Module):

@@ -19,10 +19,11 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist, squareform
 
+from isplit.analysis import Analysis
 from isplit.analysis.curves import best_point, local_maxima
-from isplit.analysis.run import Analysis, _no_admissible, restrict
 from isplit.classes.curves import class_names, global_curve, labels_of, normalised, subset_curve
 from isplit.errors import IsplitError
+from isplit.graph.points import no_admissible_message, restrict
 from isplit.results import RunResult
 from isplit.runfolder import RunFolder
 
@@ -163,7 +164,7 @@ def _admissible(analysis: Analysis, budget: dict) -> np.ndarray:
         restrict(narrowed, **budget)
     mask = np.array([p.admissible for p in narrowed])
     if not mask.any():
-        raise IsplitError(_no_admissible(narrowed, budget))
+        raise IsplitError(no_admissible_message(narrowed, budget))
     return mask
 
 

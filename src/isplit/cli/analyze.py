@@ -23,7 +23,7 @@ from isplit.runfolder import RunFolder
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="CUI curves, candidate split points and the best split")
-    add_model_args(p)
+    add_model_args(p, trace=True)
     add_data_args(p, split="test")
     add_budget_args(p)
     p.add_argument("--out", default="runs/analysis", help="output folder (default: runs/analysis)")
@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         predictors=args.predictors,
         select_by=args.select_by,
         probe_ratio=args.probe_ratio,
+        leaf_modules=args.leaf_module or (),
     )
     if not is_main():
         return 0

@@ -67,7 +67,8 @@ def list_of(convert: Callable[[str], Any], separators: str = r"[,\s]+") -> type[
     return ListAction
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser, trace: bool = False) -> None:
+    """The model options; ``trace``: the command traces the model (``--leaf-module``)."""
     p.add_argument(
         "--model",
         default=None,
@@ -89,6 +90,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "not cover) and of the command's own sampling and training (default: 0)",
     )
     add_device_arg(p, "auto")
+    if trace:
+        p.add_argument(
+            "--leaf-module",
+            action="append",
+            default=None,
+            metavar="NAME",
+            help="a submodule class that torch.fx must not trace into (data-dependent Python "
+            "control flow): kept whole, one node, no split point inside it; by class name or "
+            "qualified type name (timm.layers.Attention); repeat for several",
+        )
     p.add_argument(
         "--image-size",
         type=int,

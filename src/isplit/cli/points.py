@@ -14,7 +14,7 @@ from isplit.cli.options import (
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("points", help="list the valid split points of a model")
-    add_model_args(p)
+    add_model_args(p, trace=True)
     add_budget_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = model_from_args(args)
     pp = loaded.preprocess
-    graph = ModelGraph(loaded.model, (pp.channels, pp.size, pp.size), args.granularity)
+    shape = (pp.channels, pp.size, pp.size)
+    graph = ModelGraph(loaded.model, shape, args.granularity, leaf_modules=args.leaf_module or ())
     points = graph.points
     restrict(points, max_bytes=args.max_bytes, max_head_flops=args.max_head_flops)
     if args.json:

@@ -1,6 +1,16 @@
 """The graph: capture a model (torch.fx), its valid cuts (split points), shapes, bytes, FLOPs,
-and head / tail at a point."""
+which points are admissible and chosen, and head / tail at a point."""
 
-from isplit.graph.trace import ModelGraph, SplitPoint, split_model, split_points
+from isplit.graph.points import SplitPoint, no_admissible_message, restrict, select_points
+from isplit.graph.trace import ModelGraph, leaf_module_name, split_model, split_points
 
-__all__ = ["ModelGraph", "SplitPoint", "split_model", "split_points"]
+__all__ = [
+    "ModelGraph",
+    "SplitPoint",
+    "leaf_module_name",
+    "no_admissible_message",
+    "restrict",
+    "select_points",
+    "split_model",
+    "split_points",
+]

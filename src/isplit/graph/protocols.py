@@ -1,5 +1,6 @@
-"""Analysis protocols. ``default``: this project's definitions (DESIGN.md). ``official``: the
-choices of the authors' published code, so results can be set side by side with theirs.
+"""Analysis protocols. ``default``: this project's definitions (the true label's logit, every
+valid cut after a layer's activation; see the README). ``official``: the choices of the authors'
+published code, so results can be set side by side with theirs.
 
 The authors' code differentiates the predicted class and hooks:
 - VGG16: the output of every convolution and max-pooling layer of ``features`` (13 + 5 points,

@@ -1,8 +1,11 @@
-"""Valid cut points of a traced model, their sizes and costs, and head/tail modules at a cut.
+"""Capture a model's graph (torch.fx) and find its valid cuts, with their sizes and costs.
 
 The model is traced once with torchvision's ``NodePathTracer`` (the tracer behind
 ``get_graph_node_names`` / ``create_feature_extractor``), so split point names are torchvision's
-node names (``features.4``, ``layer2.1.relu_2``).
+node names (``features.4``, ``layer2.1.relu_2``). Submodules that torch.fx cannot trace into
+(data-dependent Python control flow) can be kept whole as *leaf modules*, named by class name or
+qualified type name (``leaf_modules=["timm.layers.Attention"]``); a leaf module is one node, so no
+cut falls inside it.
 
 A *valid cut* is a position in the graph's topological order across which exactly one tensor that
 depends on the input is alive (produced before, used after). Parameters, buffers and other values
@@ -13,11 +16,9 @@ tensor (the head then returns ``(tensor, *extras)`` and the tail unpacks it).
 
 from __future__ import annotations
 
-import copy
+import importlib
 import math
-import operator
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.fx as fx
@@ -27,120 +28,66 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.feature_extraction import NodePathTracer
 
 from isplit.errors import IsplitError, did_you_mean
+from isplit.graph.cut import head_and_tail
+from isplit.graph.ops import continues_layer, opens_layer, remove_inplace
+from isplit.graph.points import SplitPoint, is_spatial
 
-# Ops that continue a layer rather than start a new one: a cut right before one of them moves
-# after it ("conv -> bn -> relu is one point").
-_CONTINUATION_MODULES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._BatchNorm,
-    nn.GroupNorm,
-    nn.LayerNorm,
-    nn.LocalResponseNorm,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.Hardtanh,
-    nn.Softplus,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.Identity,
-)
-_CONTINUATION_FUNCTIONS = {
-    torch.relu,
-    torch.nn.functional.relu,
-    torch.nn.functional.relu6,
-    torch.nn.functional.gelu,
-    torch.nn.functional.silu,
-    torch.nn.functional.hardswish,
-    torch.nn.functional.leaky_relu,
-    torch.sigmoid,
-    torch.tanh,
-    torch.nn.functional.dropout,
-    torch.nn.functional.batch_norm,
-    torch.nn.functional.layer_norm,
-    torch.nn.functional.group_norm,
-}
-_CONTINUATION_METHODS = {"relu", "sigmoid", "tanh"}
-
-# Padding is the first step of the layer it feeds (TensorFlow-style "same" padding, as in
-# EfficientNet ports: a ``static_padding`` module before each convolution): a cut between them
-# moves before the padding, so the padded tensor (larger than the layer's input) is never offered.
-_PADDING_MODULES: tuple[type[nn.Module], ...] = (
-    nn.modules.padding._ConstantPadNd,  # ZeroPad*d too
-    nn.modules.padding._ReflectionPadNd,
-    nn.modules.padding._ReplicationPadNd,
-    nn.modules.padding._CircularPadNd,
-)
-_PADDING_FUNCTIONS = {torch.nn.functional.pad, torch._C._nn.pad, torch.constant_pad_nd}
-# The layers a padding belongs to: convolutions and pooling windows.
-_WINDOW_MODULES: tuple[type[nn.Module], ...] = (
-    nn.modules.conv._ConvNd,
-    nn.modules.pooling._MaxPoolNd,
-    nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._LPPoolNd,
-)
-_WINDOW_FUNCTIONS = {
-    torch.conv1d,
-    torch.conv2d,
-    torch.conv3d,
-    torch.conv_transpose1d,
-    torch.conv_transpose2d,
-    torch.conv_transpose3d,
-    torch.nn.functional.max_pool1d,
-    torch.nn.functional.max_pool2d,
-    torch.nn.functional.max_pool3d,
-    torch.nn.functional.avg_pool1d,
-    torch.nn.functional.avg_pool2d,
-    torch.nn.functional.avg_pool3d,
-}
+#: A leaf module as the API takes it: a module class, or its class name or qualified type name.
+LeafModule = str | type
 
 
-@dataclass
-class SplitPoint:
-    """One valid cut, named by the node whose output crosses the link."""
-
-    name: str
-    op: str  # what produces the tensor: a module class name or a function/method name
-    shape: tuple[int, ...]  # at batch 1
-    bytes: int  # size of the transmitted tensor at batch 1 (the CDE baseline)
-    head_flops: int  # FLOPs of the head at batch 1 (torch.utils.flop_counter)
-    head_params: int  # parameters the head holds
-    spatial: bool  # N x C x H x W with more than one position
-    admissible: bool = True
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["shape"] = list(self.shape)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> SplitPoint:
-        d = dict(d)
-        d["shape"] = tuple(d["shape"])
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+def leaf_module_name(leaf: LeafModule) -> str:
+    """How a leaf module is recorded (in ``curves.json`` and the fingerprint): the name as given,
+    or a class's qualified type name."""
+    return leaf if isinstance(leaf, str) else f"{leaf.__module__}.{leaf.__qualname__}"
 
 
-def _tracer_kwargs() -> dict:
-    """torchvision's defaults: torchvision.ops modules are leaves, math is auto-wrapped."""
+def _imported_type(name: str) -> type | None:
+    """The module class that the qualified name ``package.module.Class`` imports as, if any."""
+    module, _, attr = name.rpartition(".")
+    if not module:
+        return None
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return obj if isinstance(obj, type) and issubclass(obj, nn.Module) else None
+
+
+def resolve_leaf_modules(model: nn.Module, leaves: Sequence[LeafModule]) -> list[type]:
+    """The module classes of ``leaves``; a name must match a class of ``model``'s submodules (its
+    ``__name__``, or ``module.qualname``) or import as a module class."""
+    present = {type(m) for m in model.modules()}
+    out: list[type] = []
+    for leaf in leaves:
+        if isinstance(leaf, type):
+            out.append(leaf)
+            continue
+        found = [t for t in present if leaf in (t.__name__, leaf_module_name(t))]
+        imported = _imported_type(leaf)
+        if imported is not None and imported not in found:
+            found.append(imported)
+        if not found:
+            known = sorted({t.__name__ for t in present})
+            raise IsplitError(
+                f"--leaf-module {leaf!r} is no module class of {type(model).__name__}"
+                f"{did_you_mean(leaf, known)}; give a class name of one of its submodules or a "
+                "qualified type name (package.module.Class)"
+            )
+        out.extend(found)
+    return out
+
+
+def _tracer(model: nn.Module, leaf_modules: Sequence[LeafModule]) -> NodePathTracer:
+    """torchvision's defaults (torchvision.ops modules are leaves, math is auto-wrapped) and the
+    user's leaf modules."""
     leaves = [
         obj
         for obj in vars(torchvision.ops).values()
         if isinstance(obj, type) and issubclass(obj, nn.Module)
     ]
-    return {"autowrap_modules": (math, torchvision.ops), "leaf_modules": leaves}
+    leaves += resolve_leaf_modules(model, leaf_modules)
+    return NodePathTracer(autowrap_modules=(math, torchvision.ops), leaf_modules=leaves)
 
 
 def _has_tensor(value) -> bool:
@@ -159,60 +106,6 @@ def _op_name(gm: fx.GraphModule, node: fx.Node) -> str:
     if node.op == "call_function":
         return getattr(node.target, "__name__", str(node.target))
     return str(node.target)
-
-
-def _remove_inplace(gm: fx.GraphModule) -> None:
-    """Rewrite in-place ops out of place, so captured activations are never overwritten.
-
-    Later uses of the tensor an op mutated are redirected to the op's result, which keeps the
-    model's semantics. Leaf modules of the GraphModule are shared with the user's model, so
-    modules with ``inplace=True`` are replaced by shallow copies rather than changed.
-    """
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
-    mutating: list[fx.Node] = []
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            mod = gm.get_submodule(node.target)
-            if getattr(mod, "inplace", False) is True:
-                clone = copy.copy(mod)
-                clone.inplace = False
-                parent, _, attr = node.target.rpartition(".")
-                setattr(gm.get_submodule(parent) if parent else gm, attr, clone)
-                mutating.append(node)
-        elif node.op == "call_function":
-            name = getattr(node.target, "__name__", "")
-            if node.kwargs.get("inplace") is True:
-                node.kwargs = {**node.kwargs, "inplace": False}
-                mutating.append(node)
-            elif node.target in _INPLACE_OPERATORS:
-                node.target = _INPLACE_OPERATORS[node.target]
-                mutating.append(node)
-            elif name.endswith("_") and not name.startswith("_"):
-                for ns in (torch, torch.nn.functional):
-                    if getattr(ns, name, None) is node.target and hasattr(ns, name[:-1]):
-                        node.target = getattr(ns, name[:-1])
-                        mutating.append(node)
-                        break
-        elif node.op == "call_method":
-            name = node.target
-            if name.endswith("_") and not name.startswith("_") and hasattr(torch.Tensor, name[:-1]):
-                node.target = name[:-1]
-                mutating.append(node)
-    for node in mutating:
-        mutated = node.args[0] if node.args else None
-        if isinstance(mutated, fx.Node):
-            mutated.replace_all_uses_with(
-                node, delete_user_cb=lambda user, n=node: order[user] > order[n]
-            )
-    gm.recompile()
-
-
-_INPLACE_OPERATORS = {
-    operator.iadd: operator.add,
-    operator.isub: operator.sub,
-    operator.imul: operator.mul,
-    operator.itruediv: operator.truediv,
-}
 
 
 class _Recorder(fx.Interpreter):
@@ -238,10 +131,17 @@ class ModelGraph:
 
     ``input_shape`` is one input's shape, ``(C, H, W)`` (a leading batch dimension is dropped).
     ``granularity="layer"`` keeps the cuts a practitioner would make (after the activation that
-    follows a layer); ``"all"`` keeps every valid cut.
+    follows a layer); ``"all"`` keeps every valid cut. ``leaf_modules``: submodules (classes,
+    class names or qualified type names) traced as one node rather than into.
     """
 
-    def __init__(self, model: nn.Module, input_shape: Sequence[int], granularity: str = "layer"):
+    def __init__(
+        self,
+        model: nn.Module,
+        input_shape: Sequence[int],
+        granularity: str = "layer",
+        leaf_modules: Sequence[LeafModule] = (),
+    ):
         if granularity not in ("layer", "all"):
             raise IsplitError(f"granularity must be 'layer' or 'all', not {granularity!r}")
         input_shape = tuple(int(s) for s in input_shape)
@@ -249,22 +149,24 @@ class ModelGraph:
             input_shape = input_shape[1:]
         self.input_shape = input_shape
         self.granularity = granularity
+        self.leaf_modules = tuple(leaf_modules)
+        tracer = _tracer(model, self.leaf_modules)
         was_training = model.training
         model.eval()
-        tracer = NodePathTracer(**_tracer_kwargs())
         try:
             graph = tracer.trace(model)
         except Exception as e:  # tracing failures are the model's property, not a bug of ours
             raise IsplitError(
                 f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: "
                 f"{str(e).splitlines()[0] if str(e) else ''}); isplit needs a model whose forward "
-                "has no data-dependent Python control flow (see torch.fx's limitations)"
+                "has no data-dependent Python control flow (see torch.fx's limitations), or "
+                "keep the submodule that has it whole with --leaf-module CLASS"
             ) from None
         finally:
             model.train(was_training)
         self.gm = fx.GraphModule(tracer.root, graph, class_name=type(model).__name__)
         self.gm.eval()
-        _remove_inplace(self.gm)
+        remove_inplace(self.gm)
         self.names = {n: tracer.node_to_qualname.get(n, n.name) for n in graph.nodes}
         self.nodes = list(graph.nodes)
         self._index = {n: i for i, n in enumerate(self.nodes)}
@@ -316,38 +218,18 @@ class ModelGraph:
             self._describe(n) for n in keep if n.op != "placeholder" and n is not self.logits_node
         ]
 
-    def _continues(self, n: fx.Node) -> bool:
-        if n.op == "call_method":
-            return n.target in _CONTINUATION_METHODS
-        return self._is(n, _CONTINUATION_MODULES, _CONTINUATION_FUNCTIONS)
-
-    def _is(self, n: fx.Node, modules: tuple[type[nn.Module], ...], functions: set) -> bool:
-        if n.op == "call_module":
-            return isinstance(self.gm.get_submodule(n.target), modules)
-        return n.op == "call_function" and n.target in functions
-
-    def _opens_layer(self, n: fx.Node) -> bool:
-        """``n`` pads (or passes on, ``nn.Identity`` standing in for a padding) the input of the
-        convolution or pooling that alone uses it: it belongs to that layer."""
-        users = list(n.users)
-        if len(users) != 1 or not self._is(users[0], _WINDOW_MODULES, _WINDOW_FUNCTIONS):
-            return False
-        if n.op == "call_module" and type(self.gm.get_submodule(n.target)) is nn.Identity:
-            return True
-        return self._is(n, _PADDING_MODULES, _PADDING_FUNCTIONS)
-
     def _layer_level(self, cuts) -> list[fx.Node]:
         cut_nodes = {n for n, _ in cuts}
         keep = []
         for n, _ in cuts:
-            if self._opens_layer(n):  # the cut moves before the padding
+            if opens_layer(self.gm, n):  # the cut moves before the padding
                 continue
             users = list(n.users)
             if (
                 len(users) == 1
                 and users[0] in cut_nodes
-                and self._continues(users[0])
-                and not self._opens_layer(users[0])
+                and continues_layer(self.gm, users[0])
+                and not opens_layer(self.gm, users[0])
             ):
                 continue
             keep.append(n)
@@ -374,8 +256,8 @@ class ModelGraph:
             bytes=int(math.prod(shape)) * value.element_size(),
             head_flops=int(sum(self.flops[h] for h in head_nodes)),
             head_params=int(sum(params.values())),
-            spatial=len(shape) == 4 and shape[2] * shape[3] > 1,
-            admissible=len(shape) == 4 and shape[2] * shape[3] > 1,
+            spatial=is_spatial(shape),
+            admissible=is_spatial(shape),
         )
 
     # -- queries -------------------------------------------------------------------------------
@@ -408,47 +290,7 @@ class ModelGraph:
 
     def split(self, name: str) -> tuple[fx.GraphModule, fx.GraphModule]:
         """Head and tail at the valid cut ``name``: ``tail(head(x))`` equals ``model(x)``."""
-        cut = self.node(name)
-        _, extras = self.all_cuts[name]
-        i = self._index[cut]
-
-        head_graph = fx.Graph()
-        env: dict[fx.Node, fx.Node] = {}
-        for n in self.nodes[: i + 1]:
-            env[n] = head_graph.node_copy(n, lambda a: env[a])
-        out = env[cut] if not extras else tuple([env[cut], *(env[e] for e in extras)])
-        head_graph.output(out)
-
-        tail_graph = fx.Graph()
-        payload = tail_graph.placeholder("payload")
-        tenv: dict[fx.Node, fx.Node] = {}
-        if extras:
-            tenv[cut] = tail_graph.call_function(operator.getitem, (payload, 0))
-            for k, e in enumerate(extras):
-                tenv[e] = tail_graph.call_function(operator.getitem, (payload, k + 1))
-        else:
-            tenv[cut] = payload
-
-        def materialize(a: fx.Node) -> fx.Node:
-            # Values from the head that the tail needs: weights and input-independent constants
-            # are recomputed in the tail.
-            if a not in tenv:
-                if a in self.dynamic:
-                    raise AssertionError(f"{a} crosses the cut {name} but is not transmitted")
-                tenv[a] = tail_graph.node_copy(a, materialize)
-            return tenv[a]
-
-        for n in self.nodes[i + 1 :]:
-            tenv[n] = tail_graph.node_copy(n, materialize)
-        return _module(self.gm, head_graph, "Head"), _module(self.gm, tail_graph, "Tail")
-
-
-def _module(root: fx.GraphModule, graph: fx.Graph, class_name: str) -> fx.GraphModule:
-    gm = fx.GraphModule(root, graph, class_name=class_name)
-    gm.graph.eliminate_dead_code()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
-    return gm.eval()
+        return head_and_tail(self, name)
 
 
 def _get_attr(module: nn.Module, target: str):
@@ -459,14 +301,21 @@ def _get_attr(module: nn.Module, target: str):
 
 
 def split_points(
-    model: nn.Module, input_shape: Sequence[int], granularity: str = "layer"
+    model: nn.Module,
+    input_shape: Sequence[int],
+    granularity: str = "layer",
+    leaf_modules: Sequence[LeafModule] = (),
 ) -> list[SplitPoint]:
-    """The split points of ``model`` for inputs of ``input_shape`` (C, H, W), in network order."""
-    return ModelGraph(model, input_shape, granularity).points
+    """The split points of ``model`` for inputs of ``input_shape`` (C, H, W), in network order;
+    ``leaf_modules``: submodules (classes, class names) to keep whole rather than trace into."""
+    return ModelGraph(model, input_shape, granularity, leaf_modules).points
 
 
 def split_model(
-    model: nn.Module, point: str, input_shape: Sequence[int]
+    model: nn.Module,
+    point: str,
+    input_shape: Sequence[int],
+    leaf_modules: Sequence[LeafModule] = (),
 ) -> tuple[fx.GraphModule, fx.GraphModule]:
     """``(head, tail)`` of ``model`` cut after ``point``; ``tail(head(x))`` equals ``model(x)``."""
-    return ModelGraph(model, input_shape, granularity="all").split(point)
+    return ModelGraph(model, input_shape, "all", leaf_modules).split(point)

@@ -12,6 +12,9 @@ _LAZY = {
     "REDUCTIONS": "isplit.importance.gradcam",
     "TARGETS": "isplit.importance.gradcam",
     "GradCAM": "isplit.importance.gradcam",
+    "Layout": "isplit.importance.gradcam",
+    "Predictor": "isplit.importance.predictors",
+    "PredictorSet": "isplit.importance.predictors",
     "autocast_dtype": "isplit.importance.gradcam",
     "check_labels": "isplit.importance.gradcam",
 }

@@ -82,6 +82,15 @@ class BatchImportance:
     extras: dict[str, list[torch.Tensor]] | None = None
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where a point's activation [N, ...] holds its channels (an axis; None: the tensor is one
+    channel) and its positions (the axes the map spans; none: one position)."""
+
+    channels: int | None
+    positions: tuple[int, ...]
+
+
 def check_labels(labels: torch.Tensor, num_classes: int, what: str = "the model's") -> None:
     """Labels (a tensor on the host) must be class indices below ``num_classes``."""
     if labels.numel() == 0:
@@ -104,6 +113,10 @@ def _num_outputs(graph: ModelGraph) -> int | None:
 
 class GradCAM:
     """Grad-CAM maps / CUI values at ``points`` of a traced model, all in one pass per batch.
+
+    Two steps can be overridden by a subclass, each for every point: :meth:`layout` (which axes
+    of the activation hold channels and positions) and :meth:`channel_weights` (``alpha`` from
+    activation and gradient).
 
     Labels on the host are checked against the model's classes; labels already on a GPU are
     not (that check would make the host wait for the GPU every batch): check them before the
@@ -177,6 +190,19 @@ class GradCAM:
         unknown = set(extras) - set(EXTRAS)
         if unknown:
             raise ValueError(f"unknown extras {sorted(unknown)}; known: {EXTRAS}")
+        # an autocast region of the caller's does not reach in: the forward pass runs in
+        # ``precision``, the maps in float32
+        with torch.autocast(x.device.type, enabled=False):
+            return self._importance(x, labels, target, keep_maps, extras)
+
+    def _importance(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None,
+        target: str,
+        keep_maps: bool,
+        extras: Collection[str],
+    ) -> BatchImportance:
         dtype = autocast_dtype(self.precision, x.device)
         with torch.enable_grad():
             with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
@@ -229,20 +255,28 @@ class GradCAM:
         return hook
 
     def _point(self, maps: list, extra: dict, k: int, a: torch.Tensor, g: torch.Tensor) -> None:
-        if a.dim() == 1:  # [N]: one channel, no positions
-            a, g = a[:, None], g[:, None]
-        alpha = _alpha(a, g)
+        a, g = _channels_first(self.layout(k, a), a, g)
+        alpha = self.channel_weights(a, g)
         maps[k] = self._map(a, alpha)
         if extra:
             for name, value in self.extras_of(a, g, alpha, maps[k], extra.keys()).items():
                 extra[name][k] = value
 
-    def cam(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Grad-CAM map [N, *spatial] from activation and gradient [N, C, *spatial], computed in
-        float32 whatever precision the network ran in."""
-        if a.dim() == 1:  # [N]: one channel, no positions
-            a, g = a[:, None], g[:, None]
-        return self._map(a, _alpha(a, g))
+    # -- the steps a subclass may override ---------------------------------------------------
+    def layout(self, k: int, activation: torch.Tensor) -> Layout:
+        """Which axes of point ``k``'s activation [N, ...] hold its channels and its positions:
+        axis 1 and the axes after it (a flat [N] tensor: one channel, one position)."""
+        if activation.dim() == 1:
+            return Layout(channels=None, positions=())
+        return Layout(channels=1, positions=tuple(range(2, activation.dim())))
+
+    def channel_weights(self, activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+        """The channel weights ``alpha`` [N, C] from activation and gradient [N, C, *positions]:
+        Grad-CAM's spatial mean of the gradient, in float32 (pytorch-grad-cam's
+        ``get_cam_weights``)."""
+        if activation.dim() > 2:
+            return gradient.flatten(2).mean(2, dtype=torch.float32)
+        return gradient.float()
 
     def _map(self, a: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         n, c = a.shape[:2]
@@ -287,9 +321,17 @@ class GradCAM:
         return out
 
 
-def _alpha(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """The Grad-CAM channel weights [N, C]: the gradient's spatial mean, in float32."""
-    return g.flatten(2).mean(2, dtype=torch.float32) if a.dim() > 2 else g.float()
+def _channels_first(
+    layout: Layout, a: torch.Tensor, g: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activation and gradient as [N, C, *positions] (views where the layout is that already)."""
+    if layout.channels is None:  # one channel
+        order = (0, *layout.positions)
+        return a.permute(order)[:, None], g.permute(order)[:, None]
+    order = (0, layout.channels, *layout.positions)
+    if order == tuple(range(a.dim())):
+        return a, g
+    return a.permute(order), g.permute(order)
 
 
 _RELUS = (torch.relu, torch.nn.functional.relu)

@@ -1,14 +1,24 @@
 """The predictors of post-split accuracy that an analysis can compute, by name: what the command
-line offers, what the curves record and what the report and the figures call them.
+line offers, what the curves record, what the report and the figures call them, and the class
+that computes each.
 
-Torch-free on purpose: the command line reads it to build ``--help``. The streaming state of
-each predictor (its ``add`` / ``merge`` / ``values``) lives in :mod:`isplit.importance.predictors`,
-which looks its classes up by these names.
+Torch-free on purpose: the command line reads it to build ``--help``; the classes are imported
+only when a predictor is computed.
+
+To add a predictor: write one class that follows
+:class:`~isplit.importance.predictors.Predictor` (its streaming ``add`` / ``merge`` / ``state`` /
+``load_state`` / ``values`` and the Grad-CAM quantities it ``needs``), and register it here with
+one :class:`PredictorInfo` in :data:`PREDICTORS`. The command line (``--predictors``,
+``--select-by``), the analysis, ``curves.json``, the figures and the report take it from there.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from isplit.errors import IsplitError
 
 #: pca-probe keeps ceil(channels / ratio) principal components; validate's default --ratio.
 PCA_PROBE_RATIO = 8
@@ -16,17 +26,31 @@ PCA_PROBE_RATIO = 8
 
 @dataclass(frozen=True)
 class PredictorInfo:
-    """One predictor: its name, one line for ``--help`` and tables, and its label in figures and
-    the report (``{ratio}``: pca-probe's bottleneck ratio)."""
+    """One predictor: its name, one line for ``--help`` and tables, its label in figures and
+    the report (``{ratio}``: pca-probe's bottleneck ratio), and where its class is
+    (``package.module:Class``; None for ``cui``, which the analysis's curve accumulator keeps)."""
 
     name: str
     description: str
     label: str
+    implementation: str | None = None
 
     def label_for(self, probe_ratio: int = PCA_PROBE_RATIO) -> str:
+        """The label, with pca-probe's ``probe_ratio`` where it shows one."""
         return self.label.format(ratio=probe_ratio)
 
+    def load(self) -> type:
+        """The class that computes this predictor (imports it)."""
+        if self.implementation is None:
+            raise ValueError(f"{self.name} is kept by the analysis itself, not by a class")
+        module, _, name = self.implementation.partition(":")
+        return getattr(importlib.import_module(module), name)
 
+
+_HERE = "isplit.importance.predictors"
+_PROBE = "isplit.importance.probe"
+
+#: Every predictor by name, CUI first: the one list of them.
 PREDICTORS: dict[str, PredictorInfo] = {
     p.name: p
     for p in (
@@ -35,22 +59,26 @@ PREDICTORS: dict[str, PredictorInfo] = {
             "probe",
             "held-out accuracy of a linear probe on pooled activations",
             "probe (analysis, held-out images)",
+            f"{_PROBE}:LinearProbe",
         ),
         PredictorInfo(
             "taylor",
             "first-order Taylor share of the target logit (gradient x activation / logit)",
             "Taylor share",
+            f"{_HERE}:TaylorShare",
         ),
         PredictorInfo(
             "cam-share",
             "share of the Grad-CAM map's mass that survives the ReLU (scale-free CUI)",
             "Grad-CAM share",
+            f"{_HERE}:CamShare",
         ),
         PredictorInfo(
             "pca-probe",
             "the probe on the top channels/ratio principal components (a linear bottleneck; "
             "--probe-ratio, default 8)",
             "probe on channels / {ratio} principal components",
+            f"{_PROBE}:PcaProbe",
         ),
     )
 }
@@ -61,8 +89,28 @@ def predictor_names(include_cui: bool = True) -> list[str]:
     return [n for n in PREDICTORS if include_cui or n != "cui"]
 
 
+def predictor_class(name: str) -> type:
+    """The class that computes predictor ``name`` (not ``cui``)."""
+    return PREDICTORS[name].load()
+
+
 def predictor_label(name: str, probe_ratio: int = PCA_PROBE_RATIO) -> str:
     """``name``'s label in figures and the report (the name itself when it is not a predictor
     of the analysis)."""
     info = PREDICTORS.get(name)
     return info.label_for(probe_ratio) if info else name
+
+
+def parse_predictors(spec: str | Iterable[str] | None) -> list[str]:
+    """The predictor names of ``--predictors`` (comma-separated or a list), CUI always first."""
+    if spec is None:
+        return ["cui"]
+    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in PREDICTORS]
+    if unknown:
+        raise IsplitError(
+            f"unknown predictor {', '.join(repr(n) for n in unknown)} in --predictors; "
+            f"choose from {', '.join(PREDICTORS)}"
+        )
+    return ["cui", *dict.fromkeys(n for n in names if n != "cui")]

@@ -1,4 +1,4 @@
-"""Valid cuts, head/tail splitting, sizes and FLOPs."""
+"""Tracing (leaf modules included), valid cuts, head/tail splitting, sizes and FLOPs."""
 
 import pytest
 import torch
@@ -6,8 +6,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from gated_model import Gate, Gated
 from isplit import IsplitError
-from isplit.graph import ModelGraph, split_model, split_points
+from isplit.graph import ModelGraph, leaf_module_name, split_model, split_points
 
 
 def _check_all_cuts(model, shape):
@@ -205,3 +206,30 @@ def test_padding_is_folded_into_the_layer_it_feeds():
         assert padded in every  # still there at --granularity all
     assert graph.point("_conv_stem.static_padding").shape == (1, 3, 33, 33)
     assert {"pool_pad", "pad"} <= set(every)
+
+
+@pytest.mark.parametrize("leaf", [Gate, "Gate", leaf_module_name(Gate)])
+def test_a_leaf_module_keeps_an_untraceable_submodule_whole(leaf):
+    torch.manual_seed(0)
+    model = Gated().eval()
+    with pytest.raises(IsplitError, match="cannot trace Gated.*--leaf-module"):
+        ModelGraph(model, (3, 8, 8))
+    graph = ModelGraph(model, (3, 8, 8), granularity="all", leaf_modules=[leaf])
+    assert "gate" in graph.all_cuts  # one node: its output is a cut, nothing inside it is
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        for name in graph.all_cuts:
+            head, tail = graph.split(name)
+            assert torch.equal(tail(head(x)), model(x)), name
+    names = [p.name for p in split_points(model, (3, 8, 8), leaf_modules=[leaf])]
+    assert names == ["r1", "gate", "r2", "mean"]
+    head, tail = split_model(model, "gate", (3, 8, 8), leaf_modules=[leaf])
+    with torch.no_grad():
+        assert torch.equal(tail(head(x)), model(x))
+
+
+def test_an_unknown_leaf_module_is_a_clear_error():
+    with pytest.raises(IsplitError, match=r"'Gte' is no module class of Gated \(did you mean Gate"):
+        ModelGraph(Gated(), (3, 8, 8), leaf_modules=["Gte"])
+    with pytest.raises(IsplitError, match="no module class"):
+        ModelGraph(Gated(), (3, 8, 8), leaf_modules=["no.such.Module"])

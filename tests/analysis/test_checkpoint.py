@@ -132,22 +132,22 @@ def test_checkpoint_of_other_weights_is_refused(small, tmp_path):
 
 
 def test_a_checkpoint_holding_every_image_finishes_the_run(small, tmp_path, monkeypatch):
-    import isplit.analysis.run as a
+    import isplit.analysis.checkpoint as a
 
     model, data = small
     whole = analyze(model, data, batch_size=8)
     ckpt = tmp_path / "checkpoint.npz"
-    save = a._save_checkpoint
+    save = a.save_checkpoint
 
     def killed_after_the_last_save(path, acc, preds, position, *args):
         save(path, acc, preds, position, *args)
         if position == len(data):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(a, "_save_checkpoint", killed_after_the_last_save)
+    monkeypatch.setattr(a, "save_checkpoint", killed_after_the_last_save)
     with pytest.raises(KeyboardInterrupt):
         analyze(model, data, batch_size=8, checkpoint=ckpt, checkpoint_every=1)
-    monkeypatch.setattr(a, "_save_checkpoint", save)
+    monkeypatch.setattr(a, "save_checkpoint", save)
     resumed = analyze(model, StopAt(data, 0), batch_size=8, checkpoint=ckpt)
     np.testing.assert_array_equal(resumed.per_image, whole.per_image)
     assert resumed.best == whole.best and not ckpt.exists()

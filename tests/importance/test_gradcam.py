@@ -1,12 +1,15 @@
-"""Grad-CAM maps and CUI values: against Captum (an independent oracle) and the naive algorithm."""
+"""Grad-CAM maps and CUI values: against Captum (an independent oracle) and the naive algorithm;
+its overridable steps (layout, channel weights)."""
 
 import pytest
 import torch
 import torchvision
 from captum.attr import LayerGradCam
+from torch import nn
 
 from isplit.graph import ModelGraph
 from isplit.importance import GradCAM
+from isplit.importance.gradcam import Layout
 from isplit.importance.reference import naive_cui
 
 
@@ -98,3 +101,73 @@ def test_inplace_relu_does_not_corrupt_captured_activations():
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-10)
     conv_out = GradCAM(graph, names).module(x)[1][0]
     assert (conv_out < 0).any()  # the pre-activation really was kept
+
+
+class ChannelsLast(nn.Module):
+    """A conv block whose output is permuted to N x H x W x C and back: the permuted tensor holds
+    the same numbers as the ReLU output before it, with channels on axis 3."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(6, 4, 3, padding=1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.relu(self.conv(x)).permute(0, 2, 3, 1)
+        x = torch.relu(self.conv2(x.permute(0, 3, 1, 2)))
+        return self.fc(torch.flatten(self.gap(x), 1))
+
+
+class NHWC(GradCAM):
+    """Says where the permuted point's channels are (a per-point layout)."""
+
+    def layout(self, k, activation):
+        if self.points[k] == "permute":
+            return Layout(channels=3, positions=(1, 2))
+        return super().layout(k, activation)
+
+
+class PositiveWeights(GradCAM):
+    """Only channels whose gradient raises the score on average count (a different weighting)."""
+
+    def channel_weights(self, activation, gradient):
+        return super().channel_weights(activation, gradient).clamp(min=0)
+
+
+@pytest.fixture(scope="module")
+def channels_last():
+    torch.manual_seed(0)
+    model = _frozen(ChannelsLast())
+    graph = ModelGraph(model, (3, 8, 8), granularity="all")
+    x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    return graph, x, y
+
+
+def test_a_layout_override_finds_channels_last_and_gives_the_permuted_copy_the_same_cui(
+    channels_last,
+):
+    graph, x, y = channels_last
+    points = ["relu", "permute"]
+    plain = GradCAM(graph, points)(x, y, keep_maps=True)
+    nhwc = NHWC(graph, points)(x, y, keep_maps=True)
+    torch.testing.assert_close(nhwc.cui[:, 0], plain.cui[:, 0])  # the override is per point
+    torch.testing.assert_close(nhwc.cui[:, 1], nhwc.cui[:, 0])  # a permuted copy: the same CUI
+    torch.testing.assert_close(nhwc.maps[1], nhwc.maps[0])
+    assert not torch.allclose(plain.cui[:, 1], plain.cui[:, 0])  # axis 1 (H) taken as channels
+
+
+def test_a_channel_weight_override_changes_the_maps_as_written(channels_last):
+    graph, x, y = channels_last
+    plain = GradCAM(graph, ["relu"])(x, y)
+    positive = PositiveWeights(graph, ["relu"])(x, y, keep_maps=True)
+    assert not torch.allclose(positive.cui, plain.cui)
+    # by hand: activation and gradient at the point through the real tail
+    head, tail = graph.split("relu")
+    a = head(x).detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(tail(a).gather(1, y[:, None]).sum(), a)
+    alpha = g.mean((2, 3)).clamp(min=0)
+    expected = torch.relu((alpha[:, :, None, None] * a.detach()).sum(1) / a.shape[1])
+    torch.testing.assert_close(positive.maps[0], expected)
