@@ -53,10 +53,9 @@ def unsplit(demo, images):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("deploy") / "run"
-    assert main(["analyze", "--limit", "200", "--out", str(out), "--quiet"]) == 0
-    return out
+def run(demo_run):
+    """The shared analysis of the demo network (read only here)."""
+    return demo_run
 
 
 @pytest.fixture(scope="module")

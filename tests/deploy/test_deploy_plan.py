@@ -2,6 +2,7 @@
 front, the recommendation under budgets, the command and the report section."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -114,10 +115,9 @@ def test_pareto_front_by_hand():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("plan") / "run"
-    assert main(["analyze", "--limit", "64", "--out", str(out), "--quiet"]) == 0
-    return out
+def run(demo_run, tmp_path_factory):
+    """The shared analysis of the demo network, copied: plan.json is written into it."""
+    return shutil.copytree(demo_run, tmp_path_factory.mktemp("plan") / "run")
 
 
 def _oip_body_bytes(shape, datatype: str, itemsize: int) -> int:
