@@ -62,11 +62,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def output_folder(args: argparse.Namespace) -> Path:
+    """Where analyze writes: --out."""
+    return Path(args.out)
+
+
 def run(args: argparse.Namespace) -> int:
     from isplit.data import load_dataset
     from isplit.distributed import is_main
 
-    check_output_folder(Path(args.out))
+    check_output_folder(output_folder(args))
     loaded = model_from_args(args)
     data = load_dataset(
         args.data or "fashion-mnist",
@@ -86,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             f"using the data set's ({', '.join(data.classes[:3])}, ...)",
             file=sys.stderr,
         )
-    out = Path(args.out)
+    out = output_folder(args)
     result = analyse_and_save(
         args,
         loaded,

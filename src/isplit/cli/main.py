@@ -12,7 +12,6 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 from isplit.cli import (
     analyze,
@@ -49,9 +48,7 @@ def _launch(args: argparse.Namespace, argv: list[str]) -> int:
     """``--nproc K`` (analyze, validate): the output folder is checked before any process starts."""
     from isplit import distributed
 
-    out = Path(
-        args.out if args.command == "analyze" else (args.out or args.analysis or "runs/validation")
-    )
+    out = {"analyze": analyze, "validate": validate}[args.command].output_folder(args)
     return distributed.start(
         args.nproc,
         args.device,

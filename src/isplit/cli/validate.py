@@ -94,6 +94,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def output_folder(args: argparse.Namespace) -> Path:
+    """Where validate writes: --out, else the --analysis folder, else runs/validation."""
+    return Path(args.out or args.analysis or "runs/validation")
+
+
 def run(args: argparse.Namespace) -> int:
     from isplit.analysis import Analysis, AnalysisSettings
     from isplit.data import load_dataset
@@ -104,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     given_batch = args.batch_size  # the bottlenecks' training keeps its own default without it
     args.batch_size = given_batch or AnalysisSettings.batch_size
 
-    check_output_folder(Path(args.out or args.analysis or "runs/validation"))
+    out = output_folder(args)
+    check_output_folder(out)
     analysis = Analysis.load(args.analysis) if args.analysis else None
     if analysis is not None and (args.predictors or args.select_by != "cui" or args.probe_ratio):
         raise IsplitError(
@@ -120,10 +126,7 @@ def run(args: argparse.Namespace) -> int:
     kw = {"root": args.data_root, "download": args.download}
     test = load_dataset(data, args.split, loaded.preprocess, **kw)
     train = load_dataset(data, args.train_split, loaded.preprocess, **kw)
-    if analysis is not None:
-        out = Path(args.out or args.analysis)
-    else:
-        out = Path(args.out or "runs/validation")
+    if analysis is None:
         analysis = analyse_and_save(
             args,
             loaded,
