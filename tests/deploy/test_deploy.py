@@ -502,19 +502,6 @@ def test_validate_saves_each_trained_bottleneck(validated, run):
     assert md["weights_sha256"] == isplit.load_model("demo-vgg16").fingerprint()
 
 
-def test_plan_scores_by_the_probe_on_a_validated_run(validated, run):
-    from isplit.deploy.plan import Link, make_plan
-
-    out, _ = validated
-    a = Analysis.load(run)
-    plan = make_plan(out, Link(1e6, 0.01), device_speed=1e9, server_speed=1e10, score="probe",
-                     analysis=a)  # fmt: skip
-    v = json.loads((out / "validation.json").read_text())
-    assert [r["name"] for r in plan["points"]] == [p["name"] for p in v["points"]] == [a.best]
-    assert plan["points"][0]["score"] == v["points"][0]["probe_accuracy"]
-    assert plan["recommended"] == a.best and plan["score"] == "probe"
-
-
 def test_the_bottleneck_split_serves_like_it_validated(validated, run, demo, images, server,
                                                       tmp_path):  # fmt: skip
     out, _ = validated

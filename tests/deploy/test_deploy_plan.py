@@ -10,6 +10,7 @@ from isplit.analysis import Analysis
 from isplit.cli import main
 from isplit.deploy.plan import (
     Link,
+    Plan,
     latency,
     make_plan,
     pareto,
@@ -19,6 +20,7 @@ from isplit.deploy.plan import (
     parse_speed,
 )
 from isplit.errors import IsplitError
+from isplit.runfolder import FORMAT
 
 
 @pytest.mark.parametrize(
@@ -143,8 +145,8 @@ def test_plan_from_flops_matches_the_hand_computed_model(run):
     for quantize, datatype, itemsize in ((True, "UINT8", 1), (False, "FP32", 4)):
         plan = make_plan(run, link, device_speed=2e9, server_speed=5e10, quantize=quantize)
         adm = [p for p in a.points if p.admissible]
-        assert [r["name"] for r in plan["points"]] == [p.name for p in adm]
-        for r, p in zip(plan["points"], adm):
+        assert [r["name"] for r in plan.points] == [p.name for p in adm]
+        for r, p in zip(plan.points, adm):
             nbytes = _oip_body_bytes(p.shape[1:], datatype, itemsize)
             assert r["bytes"] == nbytes
             assert r["head_ms"] == pytest.approx(1e3 * p.head_flops / 2e9)
@@ -155,8 +157,8 @@ def test_plan_from_flops_matches_the_hand_computed_model(run):
             assert r["total_ms"] == pytest.approx(total)
             assert r["score"] == pytest.approx(a.cui[a.point_names.index(p.name)])
         # Without a budget the recommendation is the best-scoring point: the analysis's best.
-        assert plan["recommended"] == a.best and a.best in plan["pareto"]
-        b = plan["baselines"]
+        assert plan.recommended == a.best and a.best in plan.pareto
+        b = plan.baselines
         assert b["device_only_ms"] == pytest.approx(1e3 * a.total_flops / 2e9)
         assert b["server_only_ms"] == pytest.approx(
             1e3 * b["server_only_bytes"] / 1e6 + 15.0 + 1e3 * a.total_flops / 5e10
@@ -166,19 +168,19 @@ def test_plan_from_flops_matches_the_hand_computed_model(run):
 def test_the_recommendation_respects_the_budgets(run):
     link = Link(parse_bandwidth("8Mbit/s"), parse_duration("15ms"))
     free = make_plan(run, link, device_speed=2e9, server_speed=5e10)
-    rows = free["points"]
+    rows = free.points
     # A budget between the fastest and the slowest point: the best score among those within.
     limit = float(np.median([r["total_ms"] for r in rows]))
     plan = make_plan(run, link, device_speed=2e9, server_speed=5e10, max_latency=limit / 1e3)
     within = [r for r in rows if r["total_ms"] <= limit]
-    assert plan["recommended"] == max(within, key=lambda r: r["score"])["name"]
-    assert [r["within_budget"] for r in plan["points"]] == [r["total_ms"] <= limit for r in rows]
+    assert plan.recommended == max(within, key=lambda r: r["score"])["name"]
+    assert [r["within_budget"] for r in plan.points] == [r["total_ms"] <= limit for r in rows]
     small = min(r["bytes"] for r in rows)
     plan = make_plan(run, link, device_speed=2e9, server_speed=5e10, max_bytes=small)
     fits = [r for r in rows if r["bytes"] <= small]
-    assert plan["recommended"] == max(fits, key=lambda r: r["score"])["name"]
+    assert plan.recommended == max(fits, key=lambda r: r["score"])["name"]
     plan = make_plan(run, link, device_speed=2e9, server_speed=5e10, max_latency=1e-6)
-    assert plan["recommended"] is None and plan["reason"].startswith("no point meets")
+    assert plan.recommended is None and plan.reason.startswith("no point meets")
     # Every non-Pareto point is beaten by a Pareto point.
     for r in rows:
         if not r["pareto"]:
@@ -194,14 +196,17 @@ def test_plan_command_measures_writes_and_the_report_shows_it(run, capsys, tmp_p
     capsys.readouterr()
     assert main(argv) == 0
     out = capsys.readouterr().out
-    plan = json.loads((run / "plan.json").read_text())
+    plan = Plan.load(run)
+    assert plan.to_json() == json.loads((run / "plan.json").read_text())
+    assert json.loads((run / "plan.json").read_text())["format"] == FORMAT
     assert (run / "plan.png").stat().st_size > 10_000
-    assert "measured on this machine" in plan["times"]
-    for r in plan["points"]:
+    assert "measured on this machine" in plan.times
+    assert out.splitlines()[: len(plan.points) + 3] == plan.table().splitlines()
+    for r in plan.points:
         assert r["head_ms"] > 0 and r["tail_ms"] > 0 and r["rtt_ms"] == 20.0
         assert (r["name"] in out) and (("pareto" in out) or not r["pareto"])
-    if plan["recommended"]:
-        assert f"recommended: {plan['recommended']}" in out
+    if plan.recommended:
+        assert f"recommended: {plan.recommended}" in out
     else:
         assert "no point meets the budgets" in out
     from isplit.report import write_report
@@ -216,4 +221,24 @@ def test_plan_mistakes_are_one_line_errors(run, cli_error):
     err = cli_error("plan", str(run), "--bandwidth", "1MB/s", "--rtt", "20")
     assert "duration '20'" in err and "20ms" in err
     err = cli_error(*base, "--bandwidth", "1MB/s", "--score", "probe")
-    assert "--score probe needs a validated run" in err
+    assert "--score probe needs a run analysed with the probe predictor" in err
+    assert "isplit analyze --predictors probe" in err
+
+
+def test_score_probe_is_the_analysis_probe_predictor(tmp_path):
+    """--score probe: the held-out accuracy of the analysis's linear probe (the probe
+    predictor, at every admissible point), not validation's logistic probe."""
+    run = tmp_path / "run"
+    argv = ["analyze", "--limit", "64", "--predictors", "probe", "--out", str(run), "--quiet"]
+    assert main(argv) == 0
+    a = Analysis.load(run)
+    # a validation.json whose logistic probe would rank the points the other way round
+    validation = {"points": [{"name": p.name, "probe_accuracy": 1.0 - a.point_names.index(p.name)
+                              / 100} for p in a.points if p.admissible]}  # fmt: skip
+    (run / "validation.json").write_text(json.dumps(validation))
+    link = Link(parse_bandwidth("8Mbit/s"), parse_duration("15ms"))
+    plan = make_plan(run, link, device_speed=2e9, server_speed=5e10, score="probe")
+    probe = {p.name: v for p, v in zip(a.points, a.curve("probe")) if p.admissible}
+    assert [r["name"] for r in plan.points] == list(probe)
+    assert [r["score"] for r in plan.points] == pytest.approx(list(probe.values()))
+    assert probe[plan.recommended] == max(probe.values())

@@ -58,8 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from isplit.analysis import Analysis
-    from isplit.classes import classes_report, plot_classes
-    from isplit.io import atomic_write_json
+    from isplit.classes import classes_report, validate_subset
+    from isplit.runfolder import RunFolder
+    from isplit.validation import Settings
 
     analysis = Analysis.load(args.run)
     subset = None if args.classes is None else [c.strip() for c in args.classes.split(",")]
@@ -69,87 +70,23 @@ def run(args: argparse.Namespace) -> int:
     report = classes_report(analysis, subset, **budget)
     out = Path(args.out or args.run)
     if args.validate:
-        report["validation"] = _validate_subset(args, analysis, report, out)
-    atomic_write_json(out / "classes.json", report)
-    plot_classes(analysis, report, out / "classes.png")
-    print(f"{'class':<24}{'images':>7}  {'best split':<22}{'shift':>6}  candidates")
-    for c, v in report["per_class"].items():
-        print(
-            f"{c:<24}{v['images']:>7}  {str(v['best']):<22}{_signed(v['shift']):>6}  "
-            f"{', '.join(v['candidates'])}"
+        settings = Settings(
+            epochs=args.epochs,
+            train_limit=args.train_limit,
+            test_limit=args.test_limit,
+            batch_size=args.batch_size,
         )
-    pulling = ", ".join(report["pulling"][:3])
-    print(
-        "classes pulling the split furthest: "
-        + (pulling or "none (every class's best split is the global one)")
-    )
-    if report["most_different"]:
-        a, b = report["most_different"]["classes"]
-        print(f"most different curves: {a} and {b}")
-    print("groups of alike curves: " + "; ".join(", ".join(g) for g in report["groups"]))
-    label = "all classes" if subset is None else ", ".join(report["subset"])
-    print(
-        f"subset ({label}; {report['images']} images): best split {report['best']}, "
-        f"global best {report['global_best']} (shift {_signed(report['shift'])} points); "
-        f"candidates: {', '.join(report['candidates'])}"
-    )
-    if "validation" in report:
-        v = report["validation"]
-        print(
-            f"on the subset's images: accuracy at the subset's best {v['subset_best']}: "
-            f"{v['subset_best_accuracy']:.4f}, at the global best {v['global_best']}: "
-            f"{v['global_best_accuracy']:.4f}"
+        validate_subset(
+            analysis,
+            report,
+            out,
+            settings,
+            train_split=args.train_split,
+            data_root=args.data_root,
+            device=args.device,
+            progress=not args.quiet,
         )
-    print(f"wrote {out / 'classes.json'}, {out / 'classes.png'}")
+    report.save(out, analysis)
+    print(report.table())
+    print(f"wrote {RunFolder(out).classes}, {RunFolder(out) / RunFolder.CLASSES_PNG}")
     return 0
-
-
-def _signed(v) -> str:
-    return "n/a" if v is None else f"{v:+d}"
-
-
-def _validate_subset(args, analysis, report, out: Path) -> dict:
-    """Retrain the bottleneck at the subset's best and at the global best on the subset only."""
-    import numpy as np
-
-    from isplit.data import SubsetDataset, load_dataset
-    from isplit.validation import Settings, validate
-
-    loaded = analysis.load_model()
-    pp = loaded.preprocess
-    names = report["subset"]
-
-    def only_subset(split: str):
-        root = args.data_root or analysis.dataset.get("root")
-        ds = load_dataset(analysis.dataset["name"], split, pp, root=root)
-        keep = [ds.classes.index(c) for c in names if c in ds.classes]
-        return SubsetDataset(ds, np.flatnonzero(np.isin(ds.targets, keep)))
-
-    points = sorted({report["best"], report["global_best"]}, key=report["points"].index)
-    settings = Settings(
-        epochs=args.epochs,
-        train_limit=args.train_limit,
-        test_limit=args.test_limit,
-        batch_size=args.batch_size,
-    )
-    result = validate(
-        loaded.model,
-        analysis,
-        only_subset(args.train_split),
-        only_subset(analysis.dataset["split"]),
-        out / "classes-validation",
-        points=points,
-        settings=settings,
-        device=args.device,
-        model_name=loaded.name,
-        progress=not args.quiet,
-    )
-    acc = {p["name"]: p["accuracy"] for p in result["points"]}
-    return {
-        "subset_best": report["best"],
-        "global_best": report["global_best"],
-        "subset_best_accuracy": acc[report["best"]],
-        "global_best_accuracy": acc[report["global_best"]],
-        "subset_best_wins": acc[report["best"]] >= acc[report["global_best"]],
-        "settings": result["settings"],
-    }

@@ -4,7 +4,6 @@ the recommended point under a latency budget."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-bytes", default=None, help="request size budget: 4096, 16kB, ...")
     p.add_argument(
         "--score", default="cui", choices=["cui", "probe"],
-        help="cui, or probe: the linear-probe accuracy of a validated run",
+        help="cui, or probe: the held-out accuracy of the analysis's linear probe (a run "
+        "analysed with --predictors probe)",
     )  # fmt: skip
     p.add_argument("--no-quantize", action="store_true", help="plan for float32 tensors")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per part (median)")
@@ -42,20 +42,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from isplit.deploy.plan import (
-        PLAN_JSON,
-        PLAN_PNG,
         Link,
         make_plan,
         parse_bandwidth,
         parse_duration,
         parse_size,
         parse_speed,
-        plan_table,
-        plot_plan,
     )
-    from isplit.io import atomic_write_json
+    from isplit.runfolder import RunFolder
 
     link = Link(parse_bandwidth(args.bandwidth), parse_duration(args.rtt))
+    out = RunFolder(args.out or args.run)
     plan = make_plan(
         args.run,
         link,
@@ -67,10 +64,8 @@ def run(args: argparse.Namespace) -> int:
         quantize=not args.no_quantize,
         repeats=args.repeats,
         threads=args.threads or None,
+        out=out,
     )
-    out = Path(args.out or args.run)
-    atomic_write_json(out / PLAN_JSON, plan)
-    plot_plan(plan, out / PLAN_PNG)
-    print(plan_table(plan))
-    print(f"wrote {out / PLAN_JSON}, {out / PLAN_PNG}")
+    print(plan.table())
+    print(f"wrote {out.plan}, {out / RunFolder.PLAN_PNG}")
     return 0

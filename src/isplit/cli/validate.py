@@ -4,7 +4,6 @@ and the further predictors predicted it."""
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from isplit.cli.analyze import analyse_and_save
@@ -88,14 +87,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "of the admissible points)",
     )
     add_run_args(p)
+    # one --batch-size for the analysis (64 unless given) and the bottlenecks' training (128)
+    batch = p._option_string_actions["--batch-size"]
+    batch.default = None
+    batch.help = "images per batch (default: 64 in the analysis, 128 in training)"
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from isplit.analysis import Analysis
+    from isplit.analysis import Analysis, AnalysisSettings
     from isplit.data import load_dataset
     from isplit.distributed import is_main
+    from isplit.runfolder import RunFolder
     from isplit.validation import Settings, validate
+
+    given_batch = args.batch_size  # the bottlenecks' training keeps its own default without it
+    args.batch_size = given_batch or AnalysisSettings.batch_size
 
     check_output_folder(Path(args.out or args.analysis or "runs/validation"))
     analysis = Analysis.load(args.analysis) if args.analysis else None
@@ -139,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         recon=args.recon,
         train_limit=args.train_limit,
         test_limit=args.test_limit,
+        **({} if given_batch is None else {"batch_size": given_batch}),
         seed=args.seed,
         k=args.k,
         n_boot=args.bootstrap,
@@ -159,56 +167,6 @@ def run(args: argparse.Namespace) -> int:
     )
     if not is_main():
         return 0
-    _print_report(report, out)
+    print(report.table())
+    print(f"wrote {RunFolder(out).validation}, {RunFolder(out) / RunFolder.VALIDATION_PNG}")
     return 0
-
-
-def _print_report(report: dict, out: Path) -> None:
-    """The accuracy at each point and how well each predictor predicted it."""
-    print(f"unsplit accuracy: {report['unsplit_accuracy']:.4f}")
-    print(
-        f"{'point':<24}{'log10 CUI':>10}{'bytes':>9}{'encoded':>9}{'accuracy':>10}"
-        f"{'drop':>8}{'int8':>8}{'log. probe':>11}"
-    )
-    for p in report["points"]:
-        print(
-            f"{p['name']:<24}{math.log10(p['cui']) if p['cui'] > 0 else float('-inf'):>10.3f}"
-            f"{p['bytes']:>9}{p['encoded_bytes']:>9}{p['accuracy']:>10.4f}"
-            f"{p['accuracy_drop']:>8.4f}{_fmt(p['accuracy_int8']):>8}{p['probe_accuracy']:>11.4f}"
-            + ("" if p["learned"] else "  did not learn")
-        )
-    reliable = report["reliability"]["reliable"]
-    if not reliable:
-        print(f"NOT RELIABLE: {report['reliability']['reason']}")
-    calibration = report.get("calibration", {})
-    for name, c in report["correlation"].items():
-        cal = calibration.get(name, {})
-        print(
-            f"{name:>14}: Spearman {_fmt(c['spearman'])} {_ci(c['spearman_ci'])}, Kendall "
-            f"{_fmt(c['kendall'])} {_ci(c['kendall_ci'])}, prediction MAE "
-            f"{_fmt(report['prediction']['mae'][name])}, linear leave-one-out MAE "
-            f"{_fmt(cal.get('loo_mae'))}" + ("" if reliable else " (unreliable)")
-        )
-    for r in report["regret"]:
-        others = ", ".join(f"{k} {_fmt(v)}" for k, v in r.get("regret_by", {}).items())
-        print(
-            f"regret, {r['budget']}: isplit picks {r['pick']}: {_fmt(r['regret'])} ({others})"
-            + ("" if r["reliable"] else " (unreliable)")
-        )
-    best = report.get("best_predictor") or {}
-    if best.get("by_spearman"):
-        by_mae = best.get("by_loo_mae")
-        print(
-            f"best predictor here: {best['by_spearman']} by Spearman"
-            + (f", {by_mae} by the error of its predicted accuracy" if by_mae else "")
-            + ("" if reliable else " (unreliable)")
-        )
-    print(f"wrote {out / 'validation.json'}, {out / 'validation.png'}")
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
-
-
-def _ci(ci) -> str:
-    return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"

@@ -8,14 +8,16 @@ where the request bytes are the HTTP body the client sends (the transmitted tens
 default, in the Open Inference Protocol's binary form: :func:`isplit.deploy.client.request_bytes`).
 Head and tail times are measured on this machine (median of repeated runs at batch 1) or derived
 from the point's FLOPs and a given speed (``--device-speed 5GFLOPS``). Beside latency and bytes
-each point has a score: its CUI, or with ``score="probe"`` on a validated run the linear-probe
-accuracy. The plan lists the Pareto front over (latency, bytes, score) and recommends the point
-with the highest score within the budgets (``max_latency``, ``max_bytes``).
+each point has a score: its CUI, or with ``score="probe"`` the held-out accuracy of the
+analysis's linear probe (the ``probe`` predictor: ``isplit analyze --predictors probe``). The
+plan lists the Pareto front over (latency, bytes, score) and recommends the point with the
+highest score within the budgets (``max_latency``, ``max_bytes``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import statistics
 import time
@@ -28,9 +30,9 @@ import torch
 
 from isplit.analysis import Analysis
 from isplit.errors import IsplitError
-from isplit.io import read_json
+from isplit.results import RunResult
+from isplit.runfolder import RunFolder
 
-PLAN_JSON, PLAN_PNG = "plan.json", "plan.png"
 PARTS = ("head", "link", "rtt", "tail")
 SCORES = ("cui", "probe")
 
@@ -185,19 +187,81 @@ def _measure(model, input_shape, points, repeats):
 # -- the plan ------------------------------------------------------------------------------------
 
 
-def _scores(analysis: Analysis, run: Path, score: str) -> dict[str, float]:
-    if score == "cui":
-        return {p.name: float(c) for p, c in zip(analysis.points, analysis.cui) if p.admissible}
-    if score == "probe":
-        path = run / "validation.json"
-        if not path.is_file():
-            raise IsplitError(
-                f"--score probe needs a validated run: {path} is missing; run `isplit validate "
-                f"--analysis {run}` first, or use --score cui"
+@dataclass
+class Plan(RunResult):
+    """``plan.json``: the fields in the order they are written."""
+
+    FILE = RunFolder.PLAN
+    WHAT = "plan"
+
+    run: str  # the analysis run planned over
+    model: str
+    link: dict  # bandwidth_bytes_per_s, rtt_ms
+    device_speed_flops: float | None  # None: measured on this machine
+    server_speed_flops: float | None
+    times: str  # how head and tail times were found
+    quantize: bool  # 8-bit tensors on the link
+    score: str  # cui or probe
+    budgets: dict  # max_latency_ms, max_bytes
+    points: list[dict]  # one row per admissible point: bytes, parts of the latency, score, marks
+    pareto: list[str]
+    recommended: str | None
+    reason: str
+    baselines: dict  # all on the device, all on the server
+
+    def save(self, out: str | os.PathLike) -> Path:
+        """Write ``plan.json`` and ``plan.png`` into ``out``."""
+        from isplit.report.figures import plot_plan
+
+        path = self.write_json(out)
+        plot_plan(self.to_json(), RunFolder(out) / RunFolder.PLAN_PNG)
+        return path
+
+    def table(self) -> str:
+        """The plan as text: one row per point, Pareto points and the recommendation marked."""
+        label = "log10 CUI" if self.score == "cui" else "probe acc"
+        rows = [
+            f"{'point':<26}{'bytes':>9}{'head ms':>9}{'link ms':>9}{'rtt ms':>8}{'tail ms':>9}"
+            f"{'total ms':>10}{label:>11}  "
+        ]
+        for r in self.points:
+            s = r["score"]
+            shown = (np.log10(s) if s > 0 else float("-inf")) if self.score == "cui" else s
+            marks = (
+                ("recommended", r["name"] == self.recommended),
+                ("pareto", r["pareto"]),
+                ("over-budget", not r["within_budget"]),
             )
-        v = read_json(path)
-        return {p["name"]: float(p["probe_accuracy"]) for p in v.get("points", [])}
-    raise IsplitError(f"--score must be one of {', '.join(SCORES)}, not {score!r}")
+            rows.append(
+                f"{r['name']:<26}{r['bytes']:>9}{r['head_ms']:>9.2f}{r['link_ms']:>9.2f}"
+                f"{r['rtt_ms']:>8.1f}{r['tail_ms']:>9.2f}{r['total_ms']:>10.2f}{shown:>11.3f}  "
+                + " ".join(m for m, on in marks if on)
+            )
+        b = self.baselines
+        rows.append(
+            f"reference: all on the device {b['device_only_ms']:.2f} ms; all on the server "
+            f"{b['server_only_ms']:.2f} ms (the 8-bit image, {b['server_only_bytes']} bytes)"
+        )
+        rec = self.recommended
+        rows.append(f"recommended: {rec} ({self.reason})" if rec else self.reason)
+        return "\n".join(rows)
+
+
+def _scores(analysis: Analysis, run: Path, score: str) -> dict[str, float]:
+    """Each admissible point's score: its CUI, or the held-out accuracy of the analysis's
+    linear probe (the ``probe`` predictor), where the run has one."""
+    if score not in SCORES:
+        raise IsplitError(f"--score must be one of {', '.join(SCORES)}, not {score!r}")
+    if score not in analysis.predictor_names:
+        raise IsplitError(
+            f"--score {score} needs a run analysed with the {score} predictor; {run} has "
+            f"{', '.join(analysis.predictor_names)}: rerun `isplit analyze --predictors {score} "
+            f"--out {run}`, or use --score cui"
+        )
+    values = analysis.curve(score)
+    return {
+        p.name: float(v) for p, v in zip(analysis.points, values) if p.admissible and np.isfinite(v)
+    }
 
 
 def make_plan(
@@ -213,9 +277,11 @@ def make_plan(
     repeats: int = 20,
     threads: int | None = None,
     analysis: Analysis | None = None,
-) -> dict:
-    """The plan for analysis run ``run`` (see the module docstring). Speeds in FLOP/s (None:
-    measure on this machine), ``max_latency`` in seconds, ``max_bytes`` per request body."""
+    out: str | Path | None = None,
+) -> Plan:
+    """The plan for analysis run ``run`` (see the module docstring); written to ``out``
+    (``plan.json``, ``plan.png``) when given. Speeds in FLOP/s (None: measure on this
+    machine), ``max_latency`` in seconds, ``max_bytes`` per request body."""
     from isplit.deploy.client import request_bytes
 
     run = Path(run)
@@ -229,24 +295,73 @@ def make_plan(
     input_shape = tuple(analysis.settings.get("input_shape") or ())
     if not input_shape:
         raise IsplitError(f"{run} does not record its input shape; rerun `isplit analyze`")
-    total_flops = analysis.total_flops
-    if (device_speed is not None or server_speed is not None) and not total_flops:
+    total_flops = analysis.total_flops or 0
+    if (device_speed is not None or server_speed is not None) and not analysis.total_flops:
         raise IsplitError(f"{run} does not record the model's FLOPs; rerun `isplit analyze`")
     measured: dict[str, tuple[float, float]] = {}
-    whole_s = None
+    whole_s = 0.0
     if device_speed is None or server_speed is None:
         model = analysis.load_model().model
         names = [p.name for p in points]
         measured, whole_s = measure_parts(model, input_shape, names, repeats, threads)
 
-    def on(speed: float | None, flops: float, measured_s: float) -> float:
-        return measured_s if speed is None else flops / speed
+    rows = _rows(
+        points, scores, measured, (device_speed, server_speed), total_flops, link, quantize
+    )
+    best = _mark(rows, max_latency, max_bytes)
+    input_bytes = request_bytes(input_shape, quantize=True)  # all on the server: the 8-bit image
+    server_only = latency(0.0, input_bytes, _seconds(server_speed, total_flops, whole_s), link)
+    plan = Plan(
+        run=str(run),
+        model=analysis.model,
+        link={"bandwidth_bytes_per_s": link.bandwidth, "rtt_ms": 1e3 * link.rtt},
+        device_speed_flops=device_speed,
+        server_speed_flops=server_speed,
+        times=_times(measured, repeats, threads),
+        quantize=quantize,
+        score=score,
+        budgets={
+            "max_latency_ms": None if max_latency is None else 1e3 * max_latency,
+            "max_bytes": max_bytes,
+        },
+        points=rows,
+        pareto=[r["name"] for r in rows if r["pareto"]],
+        recommended=None if best is None else best["name"],
+        reason=_reason(best, rows, max_latency, max_bytes),
+        baselines={
+            "device_only_ms": 1e3 * _seconds(device_speed, total_flops, whole_s),
+            "server_only_ms": 1e3 * server_only["total"],
+            "server_only_bytes": input_bytes,
+        },
+    )
+    if out is not None:
+        plan.save(out)
+    return plan
 
+
+def _seconds(speed: float | None, flops: float, measured_s: float) -> float:
+    """A part's time: as measured, or its FLOPs at the given speed."""
+    return measured_s if speed is None else flops / speed
+
+
+def _rows(
+    points: list,
+    scores: dict[str, float],
+    measured: dict[str, tuple[float, float]],
+    speeds: tuple[float | None, float | None],
+    total_flops: float,
+    link: Link,
+    quantize: bool,
+) -> list[dict]:
+    """One row per point: the request's bytes, the latency and its parts, the score."""
+    from isplit.deploy.client import request_bytes
+
+    device_speed, server_speed = speeds
     rows = []
     for p in points:
         m_head, m_tail = measured.get(p.name, (0.0, 0.0))
-        head_s = on(device_speed, p.head_flops, m_head)
-        tail_s = on(server_speed, (total_flops or 0) - p.head_flops, m_tail)
+        head_s = _seconds(device_speed, p.head_flops, m_head)
+        tail_s = _seconds(server_speed, total_flops - p.head_flops, m_tail)
         nbytes = request_bytes(p.shape[1:], quantize)
         lat = latency(head_s, nbytes, tail_s, link)
         rows.append(
@@ -259,6 +374,12 @@ def make_plan(
                 "score": scores[p.name],
             }
         )
+    return rows
+
+
+def _mark(rows: list[dict], max_latency: float | None, max_bytes: int | None) -> dict | None:
+    """Mark each row as on the Pareto front or not, and within the budgets or not; the row to
+    recommend (the highest score within the budgets, the faster of equals), if any."""
     front = pareto([r["total_ms"] for r in rows], [r["bytes"] for r in rows],
                    [r["score"] for r in rows])  # fmt: skip
     for r, f in zip(rows, front):
@@ -267,33 +388,7 @@ def make_plan(
             max_bytes is None or r["bytes"] <= max_bytes
         )
     within = [r for r in rows if r["within_budget"]]
-    best = max(within, key=lambda r: (r["score"], -r["total_ms"]), default=None)
-    whole_device = on(device_speed, total_flops or 0, whole_s or 0.0)
-    whole_server = on(server_speed, total_flops or 0, whole_s or 0.0)
-    input_bytes = request_bytes(input_shape, quantize=True)
-    return {
-        "run": str(run),
-        "model": analysis.model,
-        "link": {"bandwidth_bytes_per_s": link.bandwidth, "rtt_ms": 1e3 * link.rtt},
-        "device_speed_flops": device_speed,
-        "server_speed_flops": server_speed,
-        "times": _times(measured, repeats, threads),
-        "quantize": quantize,
-        "score": score,
-        "budgets": {
-            "max_latency_ms": None if max_latency is None else 1e3 * max_latency,
-            "max_bytes": max_bytes,
-        },
-        "points": rows,
-        "pareto": [r["name"] for r in rows if r["pareto"]],
-        "recommended": None if best is None else best["name"],
-        "reason": _reason(best, rows, max_latency, max_bytes),
-        "baselines": {
-            "device_only_ms": 1e3 * whole_device,
-            "server_only_ms": 1e3 * latency(0.0, input_bytes, whole_server, link)["total"],
-            "server_only_bytes": input_bytes,
-        },
-    }
+    return max(within, key=lambda r: (r["score"], -r["total_ms"]), default=None)
 
 
 def _times(measured: dict, repeats: int, threads: int | None) -> str:
@@ -319,81 +414,3 @@ def _reason(best: dict | None, rows: list[dict], max_latency, max_bytes) -> str:
         f"{fastest['total_ms']:.1f} ms, the smallest {smallest['name']} with "
         f"{smallest['bytes']} bytes"
     )
-
-
-def plan_table(plan: dict) -> str:
-    """The plan as text: one row per point, Pareto points and the recommendation marked."""
-    label = "log10 CUI" if plan["score"] == "cui" else "probe acc"
-    rows = [
-        f"{'point':<26}{'bytes':>9}{'head ms':>9}{'link ms':>9}{'rtt ms':>8}{'tail ms':>9}"
-        f"{'total ms':>10}{label:>11}  "
-    ]
-    for r in plan["points"]:
-        s = r["score"]
-        shown = (np.log10(s) if s > 0 else float("-inf")) if plan["score"] == "cui" else s
-        mark = " ".join(
-            m
-            for m, on in (
-                ("recommended", r["name"] == plan["recommended"]),
-                ("pareto", r["pareto"]),
-                ("over-budget", not r["within_budget"]),
-            )
-            if on
-        )
-        rows.append(
-            f"{r['name']:<26}{r['bytes']:>9}{r['head_ms']:>9.2f}{r['link_ms']:>9.2f}"
-            f"{r['rtt_ms']:>8.1f}{r['tail_ms']:>9.2f}{r['total_ms']:>10.2f}{shown:>11.3f}  {mark}"
-        )
-    b = plan["baselines"]
-    rows.append(
-        f"reference: all on the device {b['device_only_ms']:.2f} ms; all on the server "
-        f"{b['server_only_ms']:.2f} ms (the 8-bit image, {b['server_only_bytes']} bytes)"
-    )
-    rec = plan["recommended"]
-    rows.append(f"recommended: {rec} ({plan['reason']})" if rec else plan["reason"])
-    return "\n".join(rows)
-
-
-def plot_plan(plan: dict, path: str | Path) -> None:
-    """``plan.png``: latency stacked by part over the points (Pareto points starred, the
-    recommendation in bold, the latency budget dashed) above the score."""
-    import matplotlib.pyplot as plt
-
-    from isplit.report.figures import save_figure
-
-    rows = plan["points"]
-    x = np.arange(len(rows))
-    fig, (ax, ax2) = plt.subplots(
-        2, 1, figsize=(max(7, 0.45 * len(rows) + 3), 6.5), sharex=True,
-        gridspec_kw={"height_ratios": [2, 1]},
-    )  # fmt: skip
-    bottom = np.zeros(len(rows))
-    for part, color in zip(PARTS, ("#4c72b0", "#dd8452", "#bbbbbb", "#55a868")):
-        values = np.array([r[f"{part}_ms"] for r in rows])
-        ax.bar(x, values, bottom=bottom, color=color, label=part)
-        bottom += values
-    front = [i for i, r in enumerate(rows) if r["pareto"]]
-    ax.plot(x[front], bottom[front] * 1.04, "k*", ms=9, label="Pareto front", linestyle="none")
-    budget = plan["budgets"]["max_latency_ms"]
-    if budget is not None:
-        ax.axhline(budget, color="r", ls="--", lw=1, label=f"budget {budget:g} ms")
-    ax.set_ylabel("latency per image (ms)")
-    link = plan["link"]
-    ax.set_title(
-        f"{plan['model']}: {8 * link['bandwidth_bytes_per_s'] / 1e6:g} Mbit/s, "
-        f"RTT {link['rtt_ms']:g} ms, {'8-bit' if plan['quantize'] else 'float32'} tensor"
-    )
-    ax.legend(fontsize=8, ncol=3)
-    scores = np.array([r["score"] for r in rows])
-    if plan["score"] == "cui":
-        scores = np.log10(np.where(scores > 0, scores, np.nan))
-    ax2.plot(x, scores, "o-", color="#8172b3")
-    ax2.plot(x[front], scores[front], "k*", ms=9, linestyle="none")
-    ax2.set_ylabel("log10 CUI" if plan["score"] == "cui" else "probe accuracy")
-    ax2.set_xticks(x, [r["name"] for r in rows], rotation=60, ha="right", fontsize=8)
-    for label, r in zip(ax2.get_xticklabels(), rows):
-        if r["name"] == plan["recommended"]:
-            label.set_fontweight("bold")
-            label.set_color("r")
-    fig.tight_layout()
-    save_figure(fig, path)

@@ -1,6 +1,7 @@
 """Every figure isplit draws, each written as a PNG by :func:`save_figure`: the CUI curve (log10)
 with candidates and best split and the CDE curve under it (``curves.png``), validation
-(``validation.png``), and the Grad-CAM maps of sample images (the report)."""
+(``validation.png``), the Grad-CAM maps of sample images (the report), the per-class heat map
+(``classes.png``) and the latency plan (``plan.png``)."""
 
 from __future__ import annotations
 
@@ -243,4 +244,95 @@ def plot_gradcam(s: SampleMaps, title: str, path: str | os.PathLike) -> None:
     sm = plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1))
     fig.colorbar(sm, ax=axes, shrink=min(1.0, 3.0 / n), label="importance (each map scaled to 0–1)")
     fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def plot_classes(analysis: Analysis, report: dict, path: str | Path) -> None:
+    """``classes.png``: heat map of log10 CUI, classes x points, each class's best split marked
+    (``report``: the contents of ``classes.json``)."""
+    from matplotlib.patches import Patch
+
+    from isplit.classes import subset_curve
+
+    present = list(report["per_class"])
+    points = report["points"]
+    grid = np.stack([np.log10(np.clip(subset_curve(analysis, [c]), 1e-30, None)) for c in present])
+    adm = np.array([p.admissible for p in analysis.points])
+    scale = grid[:, adm] if adm.any() else grid  # colours span the admissible points
+    scale = scale[np.isfinite(scale)] if np.isfinite(scale).any() else np.zeros(1)
+    fig, ax = plt.subplots(figsize=(max(8, 0.35 * len(points) + 3), 2.2 + 0.42 * len(present)))
+    im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=scale.min(), vmax=scale.max())
+    fig.colorbar(im, ax=ax, label="log10 CUI (colour range: admissible points)")
+    for col in np.flatnonzero(~adm):
+        ax.axvspan(col - 0.5, col + 0.5, color="white", alpha=0.6, lw=0)
+    for r, c in enumerate(present):
+        best = report["per_class"][c]["best"]
+        if best is not None:
+            ax.plot(points.index(best), r, marker="*", color="red", ms=12, mec="white")
+    if report["global_best"] is not None:
+        ax.axvline(points.index(report["global_best"]), color="white", ls="--", lw=1)
+    ax.plot([], [], "*", color="red", ms=10, label="best split of the class")
+    ax.plot([], [], "--", color="gray", label="global best split")
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Patch(facecolor="lightgray", label="not admissible (faded)"))
+    ax.legend(
+        handles=handles,
+        loc="lower left",
+        bbox_to_anchor=(0, 1.01),
+        fontsize=8,
+        ncol=3,
+        frameon=False,
+    )
+    ax.set_yticks(range(len(present)))
+    ax.set_yticklabels([f"{c} ({report['per_class'][c]['images']})" for c in present], fontsize=8)
+    ax.set_xticks(range(len(points)))
+    ax.set_xticklabels(points, rotation=70, ha="right", fontsize=7)
+    ax.set_xlabel("split point (network order)")
+    fig.suptitle(
+        f"Per-class CUI of {analysis.model} on {analysis.dataset.get('name')} (log10 scale)",
+        fontsize=10,
+    )
+    save_figure(fig, path)
+
+
+def plot_plan(plan: dict, path: str | Path) -> None:
+    """``plan.png``: latency stacked by part over the points (Pareto points starred, the
+    recommendation in bold, the latency budget dashed) above the score."""
+    from isplit.deploy.plan import PARTS
+
+    rows = plan["points"]
+    x = np.arange(len(rows))
+    fig, (ax, ax2) = plt.subplots(
+        2, 1, figsize=(max(7, 0.45 * len(rows) + 3), 6.5), sharex=True,
+        gridspec_kw={"height_ratios": [2, 1]},
+    )  # fmt: skip
+    bottom = np.zeros(len(rows))
+    for part, color in zip(PARTS, ("#4c72b0", "#dd8452", "#bbbbbb", "#55a868")):
+        values = np.array([r[f"{part}_ms"] for r in rows])
+        ax.bar(x, values, bottom=bottom, color=color, label=part)
+        bottom += values
+    front = [i for i, r in enumerate(rows) if r["pareto"]]
+    ax.plot(x[front], bottom[front] * 1.04, "k*", ms=9, label="Pareto front", linestyle="none")
+    budget = plan["budgets"]["max_latency_ms"]
+    if budget is not None:
+        ax.axhline(budget, color="r", ls="--", lw=1, label=f"budget {budget:g} ms")
+    ax.set_ylabel("latency per image (ms)")
+    link = plan["link"]
+    ax.set_title(
+        f"{plan['model']}: {8 * link['bandwidth_bytes_per_s'] / 1e6:g} Mbit/s, "
+        f"RTT {link['rtt_ms']:g} ms, {'8-bit' if plan['quantize'] else 'float32'} tensor"
+    )
+    ax.legend(fontsize=8, ncol=3)
+    scores = np.array([r["score"] for r in rows])
+    if plan["score"] == "cui":
+        scores = np.log10(np.where(scores > 0, scores, np.nan))
+    ax2.plot(x, scores, "o-", color="#8172b3")
+    ax2.plot(x[front], scores[front], "k*", ms=9, linestyle="none")
+    ax2.set_ylabel("log10 CUI" if plan["score"] == "cui" else "probe accuracy")
+    ax2.set_xticks(x, [r["name"] for r in rows], rotation=60, ha="right", fontsize=8)
+    for label, r in zip(ax2.get_xticklabels(), rows):
+        if r["name"] == plan["recommended"]:
+            label.set_fontweight("bold")
+            label.set_color("r")
+    fig.tight_layout()
     save_figure(fig, path)

@@ -135,9 +135,10 @@ def points_table(a: Analysis) -> Section:
 
 
 def classes(a: Analysis) -> Section:
-    from isplit.classes import classes_report, plot_classes
+    from isplit.classes import classes_report
+    from isplit.report.figures import plot_classes
 
-    rep = classes_report(a)
+    rep = classes_report(a).to_json()
     png = png_from(lambda path: plot_classes(a, rep, path))
     rows = []
     for c, info in rep["per_class"].items():

@@ -1,6 +1,7 @@
 """validate scores every predictor of the analysis: calibration to an absolute accuracy with an
 interval, leave-one-out combinations of cheap signals, regret of each predictor's pick; the
-experiment scripts that turn sweeps into the tables of docs/experiments.md."""
+report's persistence; the experiment scripts that turn sweeps into the tables of
+docs/experiments.md."""
 
 import importlib.util
 import json
@@ -17,51 +18,8 @@ from torch.utils.data import TensorDataset
 from isplit.analysis import analyze
 from isplit.models import load_model
 from isplit.report import write_report
-from isplit.validation import Settings, validate
-from isplit.validation.stats import linear_calibration, loo_linear, predict_accuracy
-
-
-def test_linear_calibration_leave_one_out_by_hand():
-    x = np.array([0.1, 0.4, 0.35, 0.8, 0.9, 0.6])
-    y = np.array([0.80, 0.86, 0.84, 0.90, 0.93, 0.85])
-    cal = linear_calibration(x, y, k=3)
-    slope, intercept = np.polyfit(x, y, 1)
-    assert cal["fit"]["slope"] == pytest.approx(slope)
-    assert cal["fit"]["intercept"] == pytest.approx(intercept)
-    loo = [
-        abs(np.polyval(np.polyfit(np.delete(x, i), np.delete(y, i), 1), x[i]) - y[i])
-        for i in range(6)
-    ]
-    assert cal["loo_mae"] == pytest.approx(np.mean(loo))
-    assert 0 <= cal["loo_coverage"] <= 1 and cal["loo_halfwidth"] > 0
-    assert linear_calibration(x[:2], y[:2])["fit"] is None
-
-
-def test_prediction_intervals_cover_as_stated():
-    """On data that is a line plus Gaussian noise, 95 % of new points fall in the interval."""
-    rng = np.random.default_rng(0)
-    inside = []
-    for _ in range(2000):
-        x = rng.uniform(0, 1, 8)
-        y = 0.8 + 0.1 * x + rng.normal(0, 0.01, 8)
-        new = rng.uniform(0, 1)
-        pred, lo, hi = predict_accuracy(x, y, np.array([new]))[0]
-        inside.append(lo <= 0.8 + 0.1 * new + rng.normal(0, 0.01) <= hi)
-        assert lo < pred < hi
-    assert np.mean(inside) == pytest.approx(0.95, abs=0.015)
-
-
-def test_loo_linear_recovers_a_linear_law_and_never_sees_the_point_it_predicts():
-    rng = np.random.default_rng(1)
-    features = rng.normal(size=(9, 3))
-    acc = 0.9 + features @ np.array([0.01, -0.02, 0.005])
-    pred = loo_linear(features, acc)
-    np.testing.assert_allclose(pred, acc, atol=2e-4)
-    moved = acc.copy()
-    moved[4] += 0.5
-    again = loo_linear(features, moved)
-    assert again[4] == pytest.approx(pred[4])  # its own accuracy did not enter its prediction
-    assert loo_linear(features[:5], acc[:5]) is None  # fewer than features + 3 points
+from isplit.runfolder import FORMAT
+from isplit.validation import Settings, ValidationReport, validate
 
 
 def test_validate_scores_every_predictor_of_the_analysis(tmp_path):
@@ -94,40 +52,48 @@ def test_validate_scores_every_predictor_of_the_analysis(tmp_path):
     )
     names = ["cui", "probe", "taylor", "cam-share", "bytes", "depth", "logistic-probe", "combo"]
     names += ["combo-probe"]
-    assert list(report["correlation"]) == names
-    assert list(report["prediction"]["mae"]) == names
-    acc = np.array([p["accuracy"] for p in report["points"]])
+    assert list(report.correlation) == names
+    assert list(report.prediction["mae"]) == names
+    acc = np.array([p["accuracy"] for p in report.points])
     adm = [p.name for p in analysis.points if p.admissible]
     for name in names:
-        cal = report["calibration"][name]
+        cal = report.calibration[name]
         assert cal["loo_mae"] is not None, name
         if name in ("probe", "taylor", "cam-share", "cui", "bytes", "depth"):
             assert list(cal["predicted"]) == adm  # an absolute prediction at every admissible point
             assert all(lo <= v <= hi for v, lo, hi in cal["predicted"].values())
-    assert report["calibration"]["probe"]["raw_mae"] == pytest.approx(
-        np.mean([abs(p["accuracy"] - p["scores"]["probe"]) for p in report["points"]])
+    assert report.calibration["probe"]["raw_mae"] == pytest.approx(
+        np.mean([abs(p["accuracy"] - p["scores"]["probe"]) for p in report.points])
     )
-    for r in report["regret"]:
-        within = np.array([p["name"] in _within(analysis, r) for p in report["points"]])
+    for r in report.regret:
+        within = np.array([p["name"] in _within(analysis, r) for p in report.points])
         for name in names:
-            score = np.array([p["scores"][name] for p in report["points"]], dtype=float)
+            score = np.array([p["scores"][name] for p in report.points], dtype=float)
             if not within.any():
                 assert r["regret_by"][name] is None
                 continue
             i = np.flatnonzero(within)[np.argmax(score[within])]
             assert r["regret_by"][name] == pytest.approx(acc[within].max() - acc[i])
-            assert r["pick_by"][name] == report["points"][i]["name"]
+            assert r["pick_by"][name] == report.points[i]["name"]
         assert r["regret_best_probe"] == r["regret_by"]["logistic-probe"]
-    best = report["best_predictor"]["by_spearman"]
+    best = report.best_predictor["by_spearman"]
     assert best in names
-    assert report["correlation"][best]["spearman"] == max(
-        c["spearman"] for c in report["correlation"].values() if c["spearman"] is not None
+    assert report.correlation[best]["spearman"] == max(
+        c["spearman"] for c in report.correlation.values() if c["spearman"] is not None
     )
-    versus = report["versus_depth"]
+    versus = report.versus_depth
     assert "depth" not in versus and set(versus) <= set(names)
     for name, d in versus.items():
-        rho = report["correlation"][name]["spearman"] - report["correlation"]["depth"]["spearman"]
+        rho = report.correlation[name]["spearman"] - report.correlation["depth"]["spearman"]
         assert d["spearman_diff"] == pytest.approx(rho) and d["above"] == (d["ci"][0] > 0)
+    written = ValidationReport.load(tmp_path)  # what validate wrote, read back
+    assert written.to_json() == json.loads(json.dumps(report.to_json()))
+    assert written.to_json()["format"] == FORMAT
+    assert ValidationReport.load(tmp_path / "validation.json") == written
+    table = report.table().splitlines()
+    assert table[0] == f"unsplit accuracy: {report.unsplit_accuracy:.4f}"
+    assert [line.split()[0] for line in table[2 : 2 + len(points)]] == points
+    assert table[-1].startswith(f"best predictor here: {best} by Spearman")
     page = (write_report(tmp_path, samples=0)).read_text()
     assert "the best predictor of post-split accuracy was" in page
     if best != "depth" and best in versus:
@@ -143,7 +109,7 @@ def test_validate_scores_every_predictor_of_the_analysis(tmp_path):
     for name in names:
         row = summary[tmp_path.name]["predictors"][name]
         assert row["max_regret"] == pytest.approx(
-            max(r["regret_by"][name] for r in report["regret"] if r["regret_by"][name] is not None)
+            max(r["regret_by"][name] for r in report.regret if r["regret_by"][name] is not None)
         )
 
 

@@ -1,0 +1,63 @@
+"""The settings of a validation sweep: what decides the trained bottlenecks (and so the
+resumable per-point results) and how the statistics are computed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from isplit.errors import IsplitError
+
+#: The settings that decide a point's trained bottleneck: a finished point made with others is
+#: not reused.
+TRAINING_KEYS = (
+    "ratio",
+    "halve",
+    "epochs",
+    "batch_size",
+    "lr",
+    "finetune",
+    "distill",
+    "recon",
+    "train_limit",
+    "test_limit",
+    "seed",
+)
+
+
+@dataclass
+class Settings:
+    ratio: int = 8
+    halve: bool = False
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 2e-3
+    finetune: str = "none"  # or "tail"
+    distill: float = 0.0  # weight of the distillation loss (KL to the unsplit model's logits)
+    recon: float = 1.0  # weight of the reconstruction loss (MSE / mean square of the activation)
+    train_limit: int | None = 8000
+    test_limit: int | None = 5000
+    seed: int = 0
+    k: int = 3
+    n_boot: int = 1000
+    flop_shares: tuple[float, ...] = (0.25, 0.5)
+    byte_budgets: tuple[int, ...] | None = None  # default: the median bytes of admissible points
+
+    def fingerprint(self) -> str:
+        """A short hash of :data:`TRAINING_KEYS`."""
+        text = json.dumps({k: getattr(self, k) for k in TRAINING_KEYS})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def check(self) -> None:
+        """An error for settings no sweep can run with."""
+        if self.finetune not in ("none", "tail"):
+            raise IsplitError(f"--finetune must be none or tail, not {self.finetune!r}")
+        if self.epochs < 1:
+            raise IsplitError("--epochs must be at least 1")
+        for flag, value in (("--train-limit", self.train_limit), ("--test-limit", self.test_limit)):
+            if value is not None and value < 1:
+                raise IsplitError(f"{flag} must be at least 1, not {value}")
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
