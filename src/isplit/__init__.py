@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from isplit.errors import IsplitError
 
 if TYPE_CHECKING:
-    from isplit.analysis import Analysis, analyze
+    from isplit.analysis import Analysis, AnalysisSettings, RunOptions, analyze
     from isplit.data import Preprocess, load_dataset
     from isplit.graph import SplitPoint, split_model, split_points
     from isplit.models import load_model
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 #: public name -> the module that defines it
 _LAZY = {
     "Analysis": "isplit.analysis",
+    "AnalysisSettings": "isplit.analysis",
+    "RunOptions": "isplit.analysis",
     "analyze": "isplit.analysis",
     "Preprocess": "isplit.data",
     "load_dataset": "isplit.data",
@@ -35,8 +37,10 @@ _LAZY = {
 
 __all__ = [
     "Analysis",
+    "AnalysisSettings",
     "IsplitError",
     "Preprocess",
+    "RunOptions",
     "SplitPoint",
     "analyze",
     "load_dataset",
