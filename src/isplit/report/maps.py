@@ -144,7 +144,8 @@ def _gradcam(analysis: Analysis, model, points: list[str], x: torch.Tensor, labe
 
     settings = analysis.settings
     input_shape = settings.get("input_shape") or list(x.shape[1:])
-    graph = ModelGraph(model.to(x.device), input_shape, settings.get("granularity", "layer"))
+    granularity = settings.get("granularity", "layer")
+    graph = ModelGraph(model.to(x.device), input_shape, granularity, analysis.leaf_modules)
     cam = GradCAM(graph, points, settings.get("reduction", "mean")).to(x.device)
     return cam(x, labels, target=settings.get("target", "label"), keep_maps=True)
 

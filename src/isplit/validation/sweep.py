@@ -148,7 +148,7 @@ def _graph(model: nn.Module, analysis: Analysis, model_name: str) -> ModelGraph:
     input_shape = tuple(analysis.settings.get("input_shape") or [])
     if not input_shape:
         raise IsplitError("the analysis folder does not record its input shape; rerun analyze")
-    graph = ModelGraph(model, input_shape, granularity="all")
+    graph = ModelGraph(model, input_shape, "all", analysis.leaf_modules)
     _check_analysis(analysis, graph, model, model_name)
     return graph
 
