@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from isplit.cli.options import (
     add_model_args,
     model_from_args,
 )
 from isplit.errors import IsplitError
+from isplit.runfolder import RunFolder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from isplit.deploy.export import check_images, export_split, find_bottleneck
 
     run = args.analysis
-    if run is None and args.bottleneck and (Path(args.bottleneck) / "curves.json").is_file():
+    if run is None and args.bottleneck and RunFolder(args.bottleneck).is_analysis():
         run = args.bottleneck  # a validation run holds its analysis
     analysis = Analysis.load(run) if run else None
     if analysis is not None and args.model is None and args.weights is None:

@@ -56,6 +56,7 @@ from isplit.deploy.runtime import onnx_runner
 from isplit.deploy.triton import TRITON_MAX_BATCH, write_triton
 from isplit.errors import IsplitError
 from isplit.models import LoadedModel
+from isplit.runfolder import RunFolder
 from isplit.validation.bottleneck import dequantize_uint8, quantize_uint8
 
 log = logging.getLogger("isplit")
@@ -73,7 +74,7 @@ def find_bottleneck(run: str | Path, point: str) -> Path:
     path = bottleneck_file(run, point)
     if path.is_file():
         return path
-    folder = run / "validation_points"
+    folder = RunFolder(run) / RunFolder.VALIDATION_POINTS
     if not folder.is_dir():
         raise IsplitError(f"{run} is not a validation run (no validation_points/ in it)")
     trained = sorted(f.stem for f in folder.glob("*.safetensors"))
