@@ -446,7 +446,9 @@ def reshape_axes(axes: Axes, shape: Sequence[int], out: Sequence[int]) -> Axes:
                 pj, j = pj * out[dst[j]], j + 1
             else:
                 break
-        for k, x in zip(gj, _regroup([axes[a] for a in gi], [shape[a] for a in gi], [out[b] for b in gj])):
+        for k, x in zip(
+            gj, _regroup([axes[a] for a in gi], [shape[a] for a in gi], [out[b] for b in gj])
+        ):
             result[k] = x
     return tuple(_UNKNOWN if x is None else x for x in result)
 
@@ -525,4 +527,3 @@ def _sliced(x: Axis, size: int, s: slice) -> Axis:
     trail = sum(1 for k in kept if k >= size - x.trail)
     grid = x.grid if x.grid in (("h",), ("w",)) else ()  # strided rows stay rows
     return Axis(POSITION, grid, (), lead, trail)
-
