@@ -8,8 +8,8 @@ from captum.attr import LayerGradCam
 from torch import nn
 
 from isplit.graph import ModelGraph
-from isplit.importance import GradCAM
 from isplit.graph.layout import Layout
+from isplit.importance import GradCAM
 from isplit.importance.reference import naive_cui
 
 

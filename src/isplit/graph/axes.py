@@ -28,10 +28,19 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from isplit.graph.axis_algebra import (
+    CHANNEL_AXIS,
+    UNIT_AXIS,
+    UNKNOWN_AXIS,
+    Axes,
+    agree,
+    axis_index,
+    broadcasts,
+    index_axes,
+    pieces,
+    reshape_axes,
+)
 from isplit.graph.layout import BATCH, CHANNEL, POSITION, UNIT, UNKNOWN, Axis, Layout, layout_of
-
-Axes = tuple[Axis, ...]
-_UNKNOWN, _UNIT, _CHANNEL = Axis(UNKNOWN), Axis(UNIT), Axis(CHANNEL)
 
 _RESHAPES = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as"}
 _RESHAPES |= {"reshape_as", "ravel"}
@@ -122,7 +131,7 @@ class AxisInference:
             if not isinstance(value, torch.Tensor) or value.dim() < 2:
                 return None
             grid = (("h",), ("w",)) if value.dim() == 4 else ((),) * (value.dim() - 2)
-            return (Axis(BATCH), _CHANNEL, *(Axis(POSITION, g) for g in grid))
+            return (Axis(BATCH), CHANNEL_AXIS, *(Axis(POSITION, g) for g in grid))
         if n.op not in ("call_module", "call_function", "call_method"):
             return None
         dynamic = self._dynamic(n) + [a for a in n.all_input_nodes if self._is_tuple(a)]
@@ -190,12 +199,12 @@ class AxisInference:
         merging). Otherwise unknown."""
         dynamic = self._dynamic(n)
         shapes = [self._shape(a) for a in dynamic]
-        if out in shapes or _broadcasts(shapes, out):
+        if out in shapes or broadcasts(shapes, out):
             return self._combine(dynamic, out)
         kept = self._keep_kinds(n, out)
         if kept is not None:
             return kept
-        return tuple(_UNIT if s == 1 else _UNKNOWN for s in out)
+        return tuple(UNIT_AXIS if s == 1 else UNKNOWN_AXIS for s in out)
 
     def _combine(self, inputs: Sequence[fx.Node], out: tuple[int, ...]) -> Axes:
         """Axes of an elementwise (broadcasting) op over ``inputs``: per axis, what the inputs
@@ -209,7 +218,7 @@ class AxisInference:
                 j = i - (rank - len(shape))
                 if j >= 0 and shape[j] == size:
                     options.append(axes[j])
-            result.append(_agree(options, size))
+            result.append(agree(options, size))
         return tuple(result)
 
     def _tuple(self, n: fx.Node, value) -> list:
@@ -222,9 +231,9 @@ class AxisInference:
             if not isinstance(v, torch.Tensor):
                 out.append(None)
             elif first is not None and name in ("split", "chunk", "tensor_split"):
-                out.append(_pieces(first[0], first[1], tuple(v.shape)))
+                out.append(pieces(first[0], first[1], tuple(v.shape)))
             elif first is not None and name == "unbind":
-                dim = _axis(self._arg(n, 1, "dim", 0), len(first[1]))
+                dim = axis_index(self._arg(n, 1, "dim", 0), len(first[1]))
                 out.append(first[0][:dim] + first[0][dim + 1 :])
             else:
                 out.append(self._fallback(n, tuple(v.shape)))
@@ -245,15 +254,15 @@ class AxisInference:
         first = self._first(n)
         if first is None or len(dims) != len(first[0]):
             return None
-        return tuple(first[0][_axis(d, len(dims))] for d in dims)
+        return tuple(first[0][axis_index(d, len(dims))] for d in dims)
 
     def _transpose(self, n: fx.Node, out) -> Axes | None:
         first = self._first(n)
         if first is None:
             return None
         rank = len(first[0])
-        a = _axis(self._arg(n, 1, "dim0", 0), rank)
-        b = _axis(self._arg(n, 2, "dim1", 1), rank)
+        a = axis_index(self._arg(n, 1, "dim0", 0), rank)
+        b = axis_index(self._arg(n, 2, "dim1", 1), rank)
         axes = list(first[0])
         axes[a], axes[b] = axes[b], axes[a]
         return tuple(axes)
@@ -267,13 +276,13 @@ class AxisInference:
 
     def _conv(self, n: fx.Node, out) -> Axes | None:
         kept = self._keep_kinds(n, out)
-        return None if kept is None else (kept[0], _CHANNEL, *kept[2:])
+        return None if kept is None else (kept[0], CHANNEL_AXIS, *kept[2:])
 
     def _last_is_channels(self, n: fx.Node, out) -> Axes | None:
         first = self._first(n)
         if first is None or len(first[0]) != len(out):
             return None
-        return (*first[0][:-1], _CHANNEL)
+        return (*first[0][:-1], CHANNEL_AXIS)
 
     def _keep_kinds(self, n: fx.Node, out) -> Axes | None:
         """Same rank, sizes may change (pooling, padding, a convolution-like block): each axis
@@ -285,13 +294,13 @@ class AxisInference:
         result = []
         for x, s, o in zip(axes, shape, out):
             if s == o or x.kind in (UNIT, UNKNOWN) and o == 1:
-                result.append(x if s == o else _UNIT)
+                result.append(x if s == o else UNIT_AXIS)
             elif x.kind == CHANNEL:
-                result.append(_CHANNEL)
+                result.append(CHANNEL_AXIS)
             elif x.kind == POSITION and not (x.lead or x.trail):
                 result.append(Axis(POSITION, x.grid if x.grid in (("h",), ("w",)) else ()))
             else:
-                result.append(_UNIT if o == 1 else _UNKNOWN)
+                result.append(UNIT_AXIS if o == 1 else UNKNOWN_AXIS)
         return tuple(result)
 
     def _reshape(self, n: fx.Node, out) -> Axes | None:
@@ -304,11 +313,13 @@ class AxisInference:
             return None
         axes, shape = first
         if len(out) == len(shape):  # keepdim
-            return tuple(x if s == o else _UNIT for x, s, o in zip(axes, shape, out))
+            return tuple(x if s == o else UNIT_AXIS for x, s, o in zip(axes, shape, out))
         dim = self._arg(n, 1, "dim", None)
         if dim is None:
             return None
-        dims = {_axis(d, len(shape)) for d in (dim if isinstance(dim, (list, tuple)) else [dim])}
+        dims = {
+            axis_index(d, len(shape)) for d in (dim if isinstance(dim, (list, tuple)) else [dim])
+        }
         kept = tuple(x for i, x in enumerate(axes) if i not in dims)
         return kept if len(kept) == len(out) else None
 
@@ -324,7 +335,7 @@ class AxisInference:
         parts = n.args[0] if n.args else n.kwargs.get("tensors")
         if not isinstance(parts, (list, tuple)):
             return None
-        dim = _axis(self._arg(n, 1, "dim", 0), len(out))
+        dim = axis_index(self._arg(n, 1, "dim", 0), len(out))
         dynamic = [p for p in parts if isinstance(p, fx.Node) and self._dynamic_node(p)]
         axes = list(self._combine(dynamic, out))
         axes[dim] = self._cat_axis(parts, dim)
@@ -340,18 +351,18 @@ class AxisInference:
         for p in parts:
             shape = self._shape(p)
             if shape is None:
-                return _UNKNOWN
+                return UNKNOWN_AXIS
             pieces.append((self.axes[p][dim] if self._dynamic_node(p) else None, shape[dim]))
         known = [a for a, _ in pieces if a is not None]
         if not known or any(a.kind != known[0].kind for a in known):
-            return _UNKNOWN
+            return UNKNOWN_AXIS
         if known[0].kind == CHANNEL:
-            return _CHANNEL
+            return CHANNEL_AXIS
         if known[0].kind != POSITION:
-            return _UNKNOWN
+            return UNKNOWN_AXIS
         if len(known) > 1:  # several image-derived token sets: positions of no one grid
             ok = all(a is not None and not (a.lead or a.trail) for a, _ in pieces)
-            return Axis(POSITION) if ok else _UNKNOWN
+            return Axis(POSITION) if ok else UNKNOWN_AXIS
         i = next(k for k, (a, _) in enumerate(pieces) if a is not None)
         a = pieces[i][0]
         lead = a.lead + sum(s for _, s in pieces[:i])
@@ -372,158 +383,7 @@ class AxisInference:
                 j = i - (len(out) - len(shape))
                 if axes is not None and 0 <= j < len(shape) - 2 and shape[j] == out[i]:
                     options.append(axes[j])
-            batch.append(_agree(options, out[i]))
-        rows = la[-2] if la is not None else _CHANNEL
-        cols = ra[-1] if ra is not None else _CHANNEL
+            batch.append(agree(options, out[i]))
+        rows = la[-2] if la is not None else CHANNEL_AXIS
+        cols = ra[-1] if ra is not None else CHANNEL_AXIS
         return (*batch, rows, cols)
-
-
-def _axis(d, rank: int) -> int:
-    return int(d) % rank if rank else 0
-
-
-def _broadcasts(shapes, out) -> bool:
-    try:
-        return tuple(torch.broadcast_shapes(*shapes)) == tuple(out)
-    except (RuntimeError, TypeError):
-        return False
-
-
-def _agree(options: Sequence[Axis], size: int) -> Axis:
-    """One axis from the axes of several inputs at the same place: what the known ones agree
-    on (tokens must agree too; a grid tag only where all have it)."""
-    known = [a for a in options if a.kind not in (UNKNOWN, UNIT)]
-    if not known:
-        return _UNIT if size == 1 else _UNKNOWN
-    first = known[0]
-    if any(a.kind != first.kind or (a.lead, a.trail) != (first.lead, first.trail) for a in known):
-        return _UNKNOWN
-    if any(a.grid != first.grid or a.sizes != first.sizes for a in known):
-        return Axis(first.kind, lead=first.lead, trail=first.trail)
-    return first
-
-
-def _pieces(axes: Axes, shape, out) -> Axes:
-    """The axes of one piece of a ``split``: the cut axis keeps its kind unless it had tokens."""
-    result = []
-    for x, s, o in zip(axes, shape, out):
-        if s == o:
-            result.append(x)
-        elif x.kind == POSITION and (x.lead or x.trail):
-            result.append(_UNKNOWN)
-        else:
-            result.append(Axis(x.kind) if x.kind in (CHANNEL, POSITION) else _UNKNOWN)
-    return tuple(result)
-
-
-def reshape_axes(axes: Axes, shape: Sequence[int], out: Sequence[int]) -> Axes:
-    """The axes after reshaping ``shape`` to ``out``: axes are grouped by equal running products
-    of their sizes; a group that splits one axis or merges several keeps one kind where that is
-    unambiguous (rows then columns merged: a token axis). The batch must stay axis 0."""
-    out = tuple(out)
-    result: list[Axis | None] = [None] * len(out)
-    start = 0
-    if axes and axes[0].kind == BATCH:
-        if not out or out[0] != shape[0]:
-            return tuple(_UNIT if s == 1 else _UNKNOWN for s in out)
-        result[0], start = axes[0], 1
-    src = [i for i in range(start, len(shape)) if shape[i] != 1]
-    dst = [j for j in range(start, len(out)) if out[j] != 1]
-    for j in range(start, len(out)):
-        if out[j] == 1:
-            result[j] = _UNIT
-    i = j = 0
-    while i < len(src) and j < len(dst):
-        gi, gj = [src[i]], [dst[j]]
-        pi, pj = shape[src[i]], out[dst[j]]
-        i, j = i + 1, j + 1
-        while pi != pj:
-            if pi < pj and i < len(src):
-                gi.append(src[i])
-                pi, i = pi * shape[src[i]], i + 1
-            elif pj < pi and j < len(dst):
-                gj.append(dst[j])
-                pj, j = pj * out[dst[j]], j + 1
-            else:
-                break
-        for k, x in zip(
-            gj, _regroup([axes[a] for a in gi], [shape[a] for a in gi], [out[b] for b in gj])
-        ):
-            result[k] = x
-    return tuple(_UNKNOWN if x is None else x for x in result)
-
-
-def _regroup(axes: list[Axis], sizes: list[int], out: list[int]) -> list[Axis]:
-    """The axes of ``out`` made from ``axes`` (one group of a reshape)."""
-    kinds = {a.kind for a in axes}
-    tokens = any(a.lead or a.trail for a in axes)
-    if len(axes) == 1 and len(out) == 1:
-        return [axes[0]]
-    if len(kinds) != 1 or tokens or kinds & {BATCH, UNKNOWN}:
-        return [_UNKNOWN] * len(out)
-    kind = next(iter(kinds))
-    if kind != POSITION:
-        return [Axis(kind)] * len(out)
-    parts: list[tuple[str, int]] = []  # the grid parts, in row-major order
-    for a, size in zip(axes, sizes):
-        if len(a.grid) == 1:
-            parts.append((a.grid[0], size))
-        elif a.grid:
-            parts.extend(zip(a.grid, a.sizes))
-        else:
-            return [Axis(POSITION)] * len(out)
-    if len(out) == 1:
-        parts = _joined(parts)
-        return [Axis(POSITION, tuple(p for p, _ in parts), tuple(s for _, s in parts))]
-    if len(parts) == len(out) and [s for _, s in parts] == list(out):
-        return [Axis(POSITION, (p,)) for p, _ in parts]
-    if len(parts) == 1 and parts[0][0] in ("h", "w"):  # rows cut into windows and rows in them
-        return [Axis(POSITION, (f"{parts[0][0]}.{k}",)) for k in range(len(out))]
-    return [Axis(POSITION)] * len(out)
-
-
-def _joined(parts: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    """Parts with a split row (column) axis joined again: ``h.0, h.1`` -> ``h``."""
-    out: list[tuple[str, int]] = []
-    for name, size in parts:
-        if out and name.endswith(".1") and out[-1][0] == name[:-2] + ".0":
-            out[-1] = (name[:-2], out[-1][1] * size)
-        else:
-            out.append((name, size))
-    return out
-
-
-def index_axes(axes: Axes, shape: Sequence[int], index, out: Sequence[int]) -> Axes | None:
-    """The axes after ``tensor[index]``: integers drop an axis, slices narrow it (tokens cut off
-    are gone), ``None`` adds a size-1 axis; tensor indices are not followed."""
-    index = index if isinstance(index, tuple) else (index,)
-    if any(isinstance(i, torch.Tensor) or isinstance(i, (list, bool)) for i in index):
-        return None
-    if Ellipsis in index:
-        k = index.index(Ellipsis)
-        fill = len(shape) - sum(1 for i in index if i is not None and i is not Ellipsis)
-        index = index[:k] + (slice(None),) * fill + index[k + 1 :]
-    index = index + (slice(None),) * (len(shape) - sum(1 for i in index if i is not None))
-    result, a = [], 0
-    for i in index:
-        if i is None:
-            result.append(_UNIT)
-            continue
-        if isinstance(i, slice):
-            result.append(_sliced(axes[a], shape[a], i))
-        elif not isinstance(i, int):
-            return None
-        a += 1
-    return tuple(result) if len(result) == len(out) else None
-
-
-def _sliced(x: Axis, size: int, s: slice) -> Axis:
-    kept = range(size)[s]
-    if len(kept) == size:
-        return x
-    if x.kind != POSITION:
-        return x if x.kind in (CHANNEL, BATCH) else _UNKNOWN
-    lead = sum(1 for k in kept if k < x.lead)
-    trail = sum(1 for k in kept if k >= size - x.trail)
-    grid = x.grid if x.grid in (("h",), ("w",)) else ()  # strided rows stay rows
-    return Axis(POSITION, grid, (), lead, trail)

@@ -28,10 +28,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.feature_extraction import NodePathTracer
 
 from isplit.errors import IsplitError, did_you_mean
-from isplit.graph.cut import head_and_tail
-from isplit.graph.ops import continues_layer, opens_layer, remove_inplace
 from isplit.graph.axes import AxisInference
+from isplit.graph.cut import head_and_tail
 from isplit.graph.layout import Layout
+from isplit.graph.ops import continues_layer, opens_layer, remove_inplace
 from isplit.graph.points import SplitPoint
 
 #: A leaf module as the API takes it: a module class, or its class name or qualified type name.
