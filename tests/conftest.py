@@ -49,3 +49,13 @@ def demo_run(tmp_path_factory) -> Iterator[Path]:
 def demo_run_copy(demo_run, tmp_path) -> Path:
     """A copy of ``demo_run`` in the test's own folder, to write into."""
     return Path(shutil.copytree(demo_run, tmp_path / "run"))
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> dict:
+    """A tiny ConvNeXt and a tiny ViT (``tiny_nets``), trained on Fashion-MNIST, analysed, and
+    validated at a channels-last point and a token point; once for the whole session."""
+    from tiny_nets import NETS, prepare
+
+    folder = tmp_path_factory.mktemp("tiny")
+    return {name: prepare(name, folder) for name in NETS}

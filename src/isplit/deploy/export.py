@@ -164,6 +164,7 @@ def export_split(
             input_shape=input_shape,
             preprocess=pp.to_json(),
             transmitted_shape=split.transmitted_shape,
+            transmitted_layout=split.transmitted_layout.to_json(),
             classes=names,
             model={**loaded.record(), "graph_sha256": split.graph_sha256},
             bottleneck=_bottleneck_info(split.bottleneck),
@@ -213,7 +214,8 @@ def _umask() -> int:
 def _bottleneck_info(md: dict | None) -> dict | None:
     if md is None:
         return None
-    keys = ("point", "shape", "ratio", "halve", "code_shape", "finetuned_tail", "settings")
+    keys = ("point", "shape", "layout", "ratio", "halve", "code_shape", "finetuned_tail")
+    keys += ("settings",)
     return {"file": BOTTLENECK_FILE, **{k: md.get(k) for k in keys}}
 
 

@@ -5,10 +5,15 @@ The manifest says everything the client and the server need besides the programs
 shape and preprocessing, the tensor that crosses the link, the 8-bit scheme, the class names, the
 fingerprints of the network it came from, and the checks made when it was exported.
 
+The transmitted tensor has the shape the point gives (N x C x H x W in a CNN, N x H x W x C
+inside a ConvNeXt block, N x L x D tokens in a vision transformer, ...; with a bottleneck, its
+code: N x C x H x W, or N x C x P x 1 for tokens) and the manifest records its layout
+(:class:`~isplit.graph.layout.Layout`: which axes hold channels and positions).
+
 The tail is published under two model names over the Open Inference Protocol:
 
-- ``<name>`` takes the transmitted tensor as float32: input ``activation`` FP32 [N, C, H, W];
-- ``<name>-int8`` takes its 8-bit code: ``activation`` UINT8 [N, C, H, W], ``scale`` FP32 [N, 1]
+- ``<name>`` takes the transmitted tensor as float32: input ``activation`` FP32 [N, ...];
+- ``<name>-int8`` takes its 8-bit code: ``activation`` UINT8 [N, ...], ``scale`` FP32 [N, 1]
   and ``zero_point`` UINT8 [N, 1], with ``x = (activation - zero_point) * scale``.
 
 Both answer ``logits`` FP32 [N, classes].
@@ -92,8 +97,8 @@ def default_name(model_name: str) -> str:
 
 
 def served_inputs(shape: tuple[int, ...], quantized: bool) -> list[TensorSpec]:
-    """The inputs of the tail model for a transmitted tensor of ``shape`` (C, H, W): float32, or
-    the 8-bit code with its scale and zero point."""
+    """The inputs of the tail model for a transmitted tensor of ``shape`` (per image, any rank):
+    float32, or the 8-bit code with its scale and zero point."""
     batched = (-1, *shape)
     if not quantized:
         return [TensorSpec(ACTIVATION, "FP32", batched)]
@@ -112,7 +117,7 @@ class Manifest:
     point: str
     input_shape: tuple[int, ...]  # C, H, W
     preprocess: dict  # Preprocess.to_json()
-    transmitted_shape: tuple[int, ...]  # C, H, W of what crosses the link
+    transmitted_shape: tuple[int, ...]  # per image, of what crosses the link
     classes: list[str]
     model: dict  # LoadedModel.record() + graph_sha256
     bottleneck: dict | None = None  # the validation run, point, settings, code shape
@@ -120,6 +125,7 @@ class Manifest:
     pytorch: dict = field(default_factory=dict)  # "head"/"tail" -> file, format
     checks: dict = field(default_factory=dict)
     isplit_version: str = ""
+    transmitted_layout: dict | None = None  # Layout.to_json() of what crosses the link
     format: int = FORMAT
 
     # -- the served models -------------------------------------------------------------------
@@ -161,6 +167,7 @@ class Manifest:
             "dtype": "float32",
             "bytes": 4 * self.transmitted_numel,
             "bytes_int8": self.transmitted_numel + 5,
+            "layout": self.transmitted_layout,
         }
         d["quantization"] = QUANTIZATION
         d["served_models"] = {
@@ -170,7 +177,7 @@ class Manifest:
             }
             for m in self.served
         }
-        for k in ("input_shape", "preprocess", "transmitted_shape"):
+        for k in ("input_shape", "preprocess", "transmitted_shape", "transmitted_layout"):
             d.pop(k)
         return {"format": d.pop("format"), **d}
 
@@ -206,6 +213,7 @@ class Manifest:
                 pytorch=dict(d.get("pytorch", {})),
                 checks=dict(d.get("checks", {})),
                 isplit_version=str(d.get("isplit_version", "")),
+                transmitted_layout=d["transmitted"].get("layout"),
             )
             Preprocess.from_json(m.preprocess)
         except (KeyError, TypeError, ValueError) as e:

@@ -13,6 +13,7 @@ from torch import nn
 from isplit.deploy.manifest import ACTIVATION, INPUT, LOGITS, SCALE, ZERO_POINT
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph, SplitPoint
+from isplit.graph.layout import Layout
 from isplit.models import LoadedModel, apply_state_dict
 from isplit.validation.bottleneck import dequantize_uint8, load_bottleneck
 
@@ -64,6 +65,7 @@ class Split:
     tail: nn.Module
     point: SplitPoint
     transmitted_shape: tuple[int, ...]
+    transmitted_layout: Layout  # the point's, or with a bottleneck its code's
     graph_sha256: str
     bottleneck: dict | None  # the bottleneck file's metadata
 
@@ -84,7 +86,7 @@ def split_parts(loaded: LoadedModel, point: str, bottleneck: str | Path | None =
         )
     sp = graph.point(point)
     head, tail = graph.split(point)
-    transmitted = tuple(sp.shape[1:])
+    transmitted, layout = tuple(sp.shape[1:]), sp.layout
     md = None
     if bottleneck is not None:
         b, tail_state, md = load_bottleneck(bottleneck)
@@ -108,11 +110,11 @@ def split_parts(loaded: LoadedModel, point: str, bottleneck: str | Path | None =
             apply_state_dict(tail, tail_state, str(bottleneck), "the fine-tuned tail")
         head = nn.Sequential(head, b.encoder).eval()
         tail = nn.Sequential(b.decoder, tail).eval()
-        transmitted = tuple(b.code_shape)
+        transmitted, layout = tuple(b.code_shape), b.code_layout
     for p in [*head.parameters(), *tail.parameters()]:
         p.requires_grad_(False)
     code = graph.gm.code.encode()
-    return Split(head, tail, sp, transmitted, hashlib.sha256(code).hexdigest(), md)
+    return Split(head, tail, sp, transmitted, layout, hashlib.sha256(code).hexdigest(), md)
 
 
 def part_modules(split: Split) -> dict[str, nn.Module]:

@@ -2,7 +2,10 @@
 
 The default is an undercomplete convolutional autoencoder (as in the authors' code): the encoder
 divides the channel count by ``ratio`` (default 8) and can also halve the spatial size; the
-decoder restores the point's exact shape. What crosses the link is the encoder's output.
+decoder restores the point's exact shape. What crosses the link is the encoder's output. It works
+along the point's channel axis whatever the layout (:mod:`~isplit.validation.arrange`): the
+encoder starts by arranging the tensor as a map N x C x H x W (or N x C x P x 1 for tokens and
+partitions), the decoder ends by arranging it back.
 
 8-bit codes use affine uint8 quantisation with one scale and one zero point per image, as ONNX
 ``QuantizeLinear`` / ``DequantizeLinear`` define it (``x = (q - zero_point) * scale``; the range
@@ -24,67 +27,92 @@ import torch.nn.functional as F
 from torch import nn
 
 from isplit.errors import IsplitError
+from isplit.graph.layout import Layout
 from isplit.models import apply_state_dict, load_state_dict_file, read_metadata, save_weights
+from isplit.validation.arrange import FromMap, MapForm, ToMap, map_form
 
 INT8_HEADER_BYTES = 5  # one float32 scale and one uint8 zero point per image
 
 
 class Encoder(nn.Module):
-    def __init__(self, channels: int, code_channels: int, halve: bool) -> None:
+    """The point's tensor (arranged as a map unless it is one) to the code."""
+
+    def __init__(self, form: MapForm, code_channels: int, halve: bool) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, code_channels, 3, stride=2 if halve else 1, padding=1)
+        channels, k = form.map_shape[0], form.kernel
+        self.arrange = None if form.identity else ToMap(form)
+        self.conv = nn.Conv2d(channels, code_channels, k, stride=2 if halve else 1, padding=k // 2)
         self.bn = nn.BatchNorm2d(code_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.arrange is not None:
+            x = self.arrange(x)
         return F.relu(self.bn(self.conv(x)))
 
 
 class Decoder(nn.Module):
-    def __init__(self, code_channels: int, channels: int, size: tuple[int, int]) -> None:
+    """The code back to the point's tensor, its exact shape and layout."""
+
+    def __init__(self, code_channels: int, form: MapForm) -> None:
         super().__init__()
-        self.size = size
-        self.conv1 = nn.Conv2d(code_channels, channels, 3, padding=1)
+        channels, k = form.map_shape[0], form.kernel
+        self.size = form.map_shape[1:]
+        self.conv1 = nn.Conv2d(code_channels, channels, k, padding=k // 2)
         self.bn = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, k, padding=k // 2)
+        self.arrange = None if form.identity else FromMap(form)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if tuple(z.shape[-2:]) != self.size:
             z = F.interpolate(z, size=self.size, mode="nearest")
-        return self.conv2(F.relu(self.bn(self.conv1(z))))
+        z = self.conv2(F.relu(self.bn(self.conv1(z))))
+        return z if self.arrange is None else self.arrange(z)
 
 
 class Bottleneck(nn.Module):
-    """Encoder + decoder for an activation of ``shape`` (C, H, W)."""
+    """Encoder + decoder for an activation of ``shape`` (per image, or [1, ...]) laid out as
+    ``layout`` (default N x C x H x W)."""
 
-    def __init__(self, shape: tuple[int, ...], ratio: int = 8, halve: bool = False) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        ratio: int = 8,
+        halve: bool = False,
+        layout: Layout | None = None,
+    ) -> None:
         super().__init__()
-        shape = tuple(int(s) for s in shape)
-        if len(shape) == 4:
-            shape = shape[1:]
-        if len(shape) != 3:
-            raise IsplitError(
-                f"a bottleneck needs a spatial point (C x H x W), not one of shape {shape}"
-            )
-        c, h, w = shape
+        form = map_form(shape, layout)
+        c, h, w = form.map_shape
         if ratio < 1:
             raise IsplitError(f"--ratio must be at least 1, not {ratio}")
         if ratio > c:
             raise IsplitError(
                 f"--ratio {ratio} is larger than the {c} channels at this point; use at most {c}"
             )
-        self.shape = shape
+        self.shape, self.form = form.shape, form
         self.ratio = int(ratio)
-        self.halve = halve and h >= 2 and w >= 2
+        self.halve = halve and form.kernel == 3 and h >= 2 and w >= 2
         self.code_channels = c // ratio
-        self.encoder = Encoder(c, self.code_channels, self.halve)
-        self.decoder = Decoder(self.code_channels, c, (h, w))
+        self.encoder = Encoder(form, self.code_channels, self.halve)
+        self.decoder = Decoder(self.code_channels, form)
+
+    @property
+    def layout(self) -> Layout:
+        """The point's layout."""
+        return self.form.layout
 
     @property
     def code_shape(self) -> tuple[int, int, int]:
-        _, h, w = self.shape
+        """What crosses the link, per image: C x H x W, or C x P x 1 (tokens, partitions)."""
+        _, h, w = self.form.map_shape
         if self.halve:
             h, w = (h + 1) // 2, (w + 1) // 2
         return (self.code_channels, h, w)
+
+    @property
+    def code_layout(self) -> Layout:
+        """The layout of the code (see :attr:`code_shape`)."""
+        return self.form.code_layout(self.code_shape)
 
     @property
     def encoded_bytes(self) -> int:
@@ -143,6 +171,8 @@ def save_bottleneck(
         "ratio": bottleneck.ratio,
         "halve": bottleneck.halve,
         "code_shape": list(bottleneck.code_shape),
+        "layout": bottleneck.layout.to_json(),
+        "code_layout": bottleneck.code_layout.to_json(),
         "finetuned_tail": tail is not None,
     }
     save_weights(state, str(path), header)
@@ -153,7 +183,8 @@ def load_bottleneck(path: str | Path) -> tuple[Bottleneck, dict[str, torch.Tenso
     ``tail_state`` is the fine-tuned tail's state dict, or None when the tail was frozen."""
     md = read_metadata(str(path))
     try:
-        bottleneck = Bottleneck(tuple(md["shape"]), int(md["ratio"]), bool(md["halve"]))
+        layout = Layout.from_json(md["layout"]) if md.get("layout") else None
+        bottleneck = Bottleneck(tuple(md["shape"]), int(md["ratio"]), bool(md["halve"]), layout)
     except (KeyError, TypeError, ValueError) as e:
         raise IsplitError(
             f"{path} is not a bottleneck saved by `isplit validate` (its header lacks {e}); "

@@ -5,6 +5,7 @@ budgets of the regret report, each with isplit's pick."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from isplit.analysis import Analysis
 from isplit.analysis.curves import best_point
 from isplit.errors import IsplitError
-from isplit.graph import ModelGraph
+from isplit.graph import ModelGraph, SplitPoint
 from isplit.validation.settings import Settings
 
 log = logging.getLogger("isplit")
@@ -94,9 +95,23 @@ def choose_points(
             )
         names = [n for n in analysis.point_names if n in names]
     for n in names:
+        layout = analysis.point(n).layout
+        if not layout.known:
+            raise IsplitError(
+                f"{n}: its layout is unknown ({layout.reason}), so the bottleneck's channel axis "
+                "is too; a bottleneck cannot go there: validate at another point"
+            )
         if not analysis.point(n).spatial:
-            raise IsplitError(f"{n} is not spatial (C x H x W): a bottleneck cannot go there")
+            raise IsplitError(
+                f"{n} is not spatial (one image position, laid out {layout.describe()}): a "
+                "bottleneck cannot go there"
+            )
     return narrow_points(analysis, names, ratio, chosen=points)
+
+
+def point_channels(point: SplitPoint) -> int:
+    """The channels at ``point``, along its layout's channel axes (several are one dimension)."""
+    return math.prod(point.shape[a] for a in point.layout.channels)
 
 
 def narrow_points(
@@ -105,7 +120,7 @@ def narrow_points(
     """The points a bottleneck of ``ratio`` fits (at least ``ratio`` channels), and those it
     does not. Points the user named are an error, found before any training; points isplit
     chose (``all``, ``auto``) are left out with a warning."""
-    channels = {p.name: int(p.shape[-3]) for p in analysis.points if p.name in names}
+    channels = {p.name: point_channels(p) for p in analysis.points if p.name in names}
     narrow = [n for n in names if channels[n] < ratio]
     if not narrow:
         return names, []

@@ -1,6 +1,6 @@
 """The logistic probe: a baseline predictor of post-split accuracy fitted at each validated
-point on the head's outputs for the training images (global average pooling, standardisation,
-logistic regression), scored on the test images."""
+point on the head's outputs for the training images (global average pooling over the point's
+image positions, standardisation, logistic regression), scored on the test images."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import warnings
 
 import numpy as np
 import torch
+
+from isplit.graph.layout import Layout
+from isplit.importance.gradcam import channels_and_positions
 
 log = logging.getLogger("isplit")
 
@@ -19,13 +22,18 @@ def linear_probe(
     z_test: torch.Tensor,
     y_test: torch.Tensor,
     seed: int = 0,
+    layout: Layout | None = None,
 ) -> float:
-    """Accuracy of a logistic-regression probe on globally average-pooled activations."""
+    """Accuracy of a logistic-regression probe on globally average-pooled activations: the mean
+    over the image positions of ``layout`` (tokens that are not image positions left out), per
+    channel; without a layout, over every axis after the first (N x C x positions)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     def pool(z):
+        if layout is not None and layout.known:
+            return channels_and_positions(layout, z, z)[0].mean(2).numpy()
         return z.flatten(2).mean(2).numpy() if z.dim() > 2 else z.numpy()
 
     scaler = StandardScaler().fit(pool(z_train))

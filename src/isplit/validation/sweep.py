@@ -194,9 +194,9 @@ def _validate_point(sweep: _Sweep, name: str, images: Images) -> dict:
         )
         for t, ds in (("train", images.train), ("test", images.test))
     )
-    probe = linear_probe(z_train, y_train, z_test, y_test, settings.seed)
+    probe = linear_probe(z_train, y_train, z_test, y_test, settings.seed, point.layout)
     torch.manual_seed(settings.seed)
-    bottleneck = Bottleneck(point.shape, settings.ratio, settings.halve).to(device)
+    bottleneck = Bottleneck(point.shape, settings.ratio, settings.halve, point.layout).to(device)
     losses = train_bottleneck(
         tail, bottleneck, z_train, y_train, settings, device, images.teacher, sweep.progress, name
     )
