@@ -11,7 +11,6 @@ from isplit.cli.options import (
     model_from_args,
 )
 from isplit.errors import IsplitError
-from isplit.graph.layout import Layout
 from isplit.runfolder import RunFolder
 
 
@@ -90,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     c = m.checks
     shape = "x".join(map(str, m.transmitted_shape))
     if m.transmitted_layout:
+        from isplit.graph.layout import Layout
+
         shape += f" ({Layout.from_json(m.transmitted_layout).describe()})"
     what = "8-bit code of the bottleneck" if m.bottleneck else "activation"
     print(
