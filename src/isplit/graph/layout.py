@@ -37,6 +37,7 @@ class Axis:
     sizes: tuple[int, ...] = ()
     lead: int = 0
     trail: int = 0
+    merged: tuple[Axis, ...] = ()  # an unknown axis that merged the batch with these axes
 
     @property
     def letter(self) -> str:
