@@ -19,8 +19,10 @@ def _hand_layout(kind: str, a: torch.Tensor) -> torch.Tensor:
         return a.flatten(2)
     if kind == "NHWC":
         return a.permute(0, 3, 1, 2).flatten(2)
-    if kind == "NLC+1":  # a class token first: not an image position
-        return a[:, 1:].transpose(1, 2)
+    if kind == "NLC":
+        return a.transpose(1, 2)
+    if kind in ("NLC+1", "NLC+2"):  # class (and distillation) tokens first: not image positions
+        return a[:, int(kind[-1]) :].transpose(1, 2)
     if kind == "NGPC":  # window / grid partitions: every G x P entry is a position
         return a.permute(0, 3, 1, 2).flatten(2)
     raise ValueError(kind)
