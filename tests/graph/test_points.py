@@ -5,7 +5,6 @@ import torchvision
 
 from isplit import IsplitError
 from isplit.graph import ModelGraph, no_admissible_message, restrict, select_points
-from isplit.graph.points import is_spatial
 
 
 @pytest.fixture(scope="module")
@@ -14,8 +13,14 @@ def graph():
 
 
 def test_only_image_grid_maps_are_admissible(graph):
-    assert is_spatial((1, 8, 4, 4)) and not is_spatial((1, 8, 1, 1)) and not is_spatial((1, 8))
-    assert all(p.admissible == is_spatial(p.shape) for p in graph.points)
+    for p in graph.points:
+        grid = p.shape[2] * p.shape[3] if len(p.shape) == 4 else 1
+        assert p.admissible == (grid > 1)
+        if len(p.shape) == 4:
+            assert p.layout.axes == "NCHW"
+    flat = graph.point("flatten")  # 512 x 7 x 7 flattened: channels and positions mixed
+    assert flat.layout.axes == "N?" and "flatten" in flat.layout.reason
+    assert graph.point("classifier.1").layout.axes == "NC"  # a Linear makes them channels
     assert not graph.points[-1].admissible  # the classifier's vectors
 
 

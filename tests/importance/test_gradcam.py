@@ -8,8 +8,8 @@ from captum.attr import LayerGradCam
 from torch import nn
 
 from isplit.graph import ModelGraph
+from isplit.graph.layout import Layout
 from isplit.importance import GradCAM
-from isplit.importance.gradcam import Layout
 from isplit.importance.reference import naive_cui
 
 
@@ -121,12 +121,12 @@ class ChannelsLast(nn.Module):
         return self.fc(torch.flatten(self.gap(x), 1))
 
 
-class NHWC(GradCAM):
-    """Says where the permuted point's channels are (a per-point layout)."""
+class RowsAsChannels(GradCAM):
+    """Says the permuted point's channels are on axis 1 (its rows): a per-point override."""
 
     def layout(self, k, activation):
         if self.points[k] == "permute":
-            return Layout(channels=3, positions=(1, 2))
+            return Layout("NCPP", channels=(1,), positions=(2, 3))
         return super().layout(k, activation)
 
 
@@ -146,17 +146,18 @@ def channels_last():
     return graph, x, y
 
 
-def test_a_layout_override_finds_channels_last_and_gives_the_permuted_copy_the_same_cui(
+def test_the_inferred_layout_gives_a_permuted_copy_the_same_cui_and_an_override_is_per_point(
     channels_last,
 ):
     graph, x, y = channels_last
     points = ["relu", "permute"]
+    assert graph.layout("permute").axes == "NHWC" and graph.layout("relu").axes == "NCHW"
     plain = GradCAM(graph, points)(x, y, keep_maps=True)
-    nhwc = NHWC(graph, points)(x, y, keep_maps=True)
-    torch.testing.assert_close(nhwc.cui[:, 0], plain.cui[:, 0])  # the override is per point
-    torch.testing.assert_close(nhwc.cui[:, 1], nhwc.cui[:, 0])  # a permuted copy: the same CUI
-    torch.testing.assert_close(nhwc.maps[1], nhwc.maps[0])
-    assert not torch.allclose(plain.cui[:, 1], plain.cui[:, 0])  # axis 1 (H) taken as channels
+    torch.testing.assert_close(plain.cui[:, 1], plain.cui[:, 0])  # a permuted copy
+    torch.testing.assert_close(plain.maps[1], plain.maps[0])
+    wrong = RowsAsChannels(graph, points)(x, y)
+    torch.testing.assert_close(wrong.cui[:, 0], plain.cui[:, 0])  # the override is per point
+    assert not torch.allclose(wrong.cui[:, 1], plain.cui[:, 1])  # rows taken as channels
 
 
 def test_a_channel_weight_override_changes_the_maps_as_written(channels_last):

@@ -432,8 +432,8 @@ def test_validate_of_a_saved_run_rejects_predictor_options(cli_error, tiny_run, 
 def test_extras_of_half_precision_tensors_are_summed_in_float32(tiny):
     cam = GradCAM(ModelGraph(tiny, (2, 8, 8)), ["r1"])
     g = torch.Generator().manual_seed(0)
-    a, grad = torch.rand(4, 6, 8, 8, generator=g), torch.randn(4, 6, 8, 8, generator=g)
-    alpha = grad.mean((2, 3))
+    a, grad = torch.rand(4, 6, 64, generator=g), torch.randn(4, 6, 64, generator=g)  # N, C, P
+    alpha = grad.mean(2)
     m = cam._map(a, alpha)
     exact = cam.extras_of(a.double(), grad.double(), alpha.double(), m.double(), EXTRAS)
     half = cam.extras_of(a.bfloat16(), grad.bfloat16(), alpha.bfloat16(), m.bfloat16(), EXTRAS)

@@ -70,9 +70,9 @@ def test_a_predictor_registered_in_one_place_is_computed_by_the_analysis(monkeyp
     model = nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1),
         nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
+        nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
-        nn.Linear(16, 3),
+        nn.Linear(4, 3),
     ).eval()
     x, y = torch.randn(12, 1, 6, 6), torch.randint(0, 3, (12,))
     run = analyze(model, TensorDataset(x, y), batch_size=5, predictors="mean-activation")

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from isplit.errors import IsplitError, did_you_mean
+from isplit.graph.layout import Layout
 from isplit.graph.protocols import official_points
 
 if TYPE_CHECKING:
@@ -25,25 +26,28 @@ class SplitPoint:
     bytes: int  # size of the transmitted tensor at batch 1 (the CDE baseline)
     head_flops: int  # FLOPs of the head at batch 1 (torch.utils.flop_counter)
     head_params: int  # parameters the head holds
-    spatial: bool  # N x C x H x W with more than one position
+    spatial: bool  # a known layout with more than one image position (see Layout.spatial)
     admissible: bool = True
+    layout: Layout | None = None  # which axes hold channels and positions
+
+    def __post_init__(self) -> None:
+        if self.layout is None:
+            self.layout = Layout.channels_first(self.shape)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["shape"] = list(self.shape)
+        d["layout"] = self.layout.to_json()
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> SplitPoint:
+        """A point as written; one written before layouts were recorded was analysed as
+        N x C x positions, and reads so."""
         d = dict(d)
         d["shape"] = tuple(d["shape"])
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
-
-
-def is_spatial(shape: Sequence[int]) -> bool:
-    """A tensor of this shape (at batch 1) is an image-grid map: N x C x H x W with more than
-    one position (a pooled vector is not). Only spatial points are admissible by default."""
-    return len(shape) == 4 and shape[2] * shape[3] > 1
+        d["layout"] = Layout.from_json(d["layout"]) if d.get("layout") else None
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 def select_points(

@@ -28,9 +28,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.feature_extraction import NodePathTracer
 
 from isplit.errors import IsplitError, did_you_mean
+from isplit.graph.axes import AxisInference
 from isplit.graph.cut import head_and_tail
+from isplit.graph.layout import Layout
 from isplit.graph.ops import continues_layer, opens_layer, remove_inplace
-from isplit.graph.points import SplitPoint, is_spatial
+from isplit.graph.points import SplitPoint
 
 #: A leaf module as the API takes it: a module class, or its class name or qualified type name.
 LeafModule = str | type
@@ -191,6 +193,7 @@ class ModelGraph:
             ) from None
         self.values = rec.values
         self.flops = rec.flops
+        self.axes = AxisInference(self.gm, self.values, self.names)
         # Which nodes depend on the input: only those count as alive across a cut.
         self.dynamic: set[fx.Node] = set()
         for n in self.nodes:
@@ -239,6 +242,7 @@ class ModelGraph:
         i = self._index[n]
         value = self.values[n]
         shape = tuple(value.shape)
+        layout = self.axes.layout(n)
         head_nodes = self.nodes[: i + 1]
         params: dict[int, int] = {}
         for h in head_nodes:
@@ -256,8 +260,9 @@ class ModelGraph:
             bytes=int(math.prod(shape)) * value.element_size(),
             head_flops=int(sum(self.flops[h] for h in head_nodes)),
             head_params=int(sum(params.values())),
-            spatial=is_spatial(shape),
-            admissible=is_spatial(shape),
+            spatial=layout.spatial(shape),
+            admissible=layout.spatial(shape),
+            layout=layout,
         )
 
     # -- queries -------------------------------------------------------------------------------
@@ -280,6 +285,10 @@ class ModelGraph:
                 "`isplit points` to list them"
             )
         return self.all_cuts[name][0]
+
+    def layout(self, name: str) -> Layout:
+        """The layout of the tensor that crosses the valid cut ``name``."""
+        return self.axes.layout(self.node(name))
 
     def point(self, name: str) -> SplitPoint:
         """A SplitPoint for any valid cut by name."""

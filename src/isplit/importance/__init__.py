@@ -12,7 +12,7 @@ _LAZY = {
     "REDUCTIONS": "isplit.importance.gradcam",
     "TARGETS": "isplit.importance.gradcam",
     "GradCAM": "isplit.importance.gradcam",
-    "Layout": "isplit.importance.gradcam",
+    "Layout": "isplit.graph.layout",
     "Predictor": "isplit.importance.predictors",
     "PredictorSet": "isplit.importance.predictors",
     "autocast_dtype": "isplit.importance.gradcam",

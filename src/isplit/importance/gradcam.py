@@ -10,6 +10,11 @@ as ``H = W = 1``) and target score ``s``::
 The traced graph is instrumented once: it returns the logits and the activations at the chosen
 points, and the earliest point is detached into a leaf that requires grad, so the backward pass
 stops there (nothing before the first point is differentiated; parameters are frozen).
+
+Channels and positions are the axes the point's :class:`~isplit.graph.layout.Layout` names
+(inferred from the graph): N x C x H x W, N x H x W x C, tokens N x L x D (tokens that are not
+image positions, such as a class token, left out), window partitions, attention heads. A point
+whose layout is unknown gets NaN.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch.fx as fx
 
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph
+from isplit.graph.layout import Layout
 
 TARGETS = ("label", "predicted")
 REDUCTIONS = ("mean", "sum")
@@ -82,15 +88,6 @@ class BatchImportance:
     extras: dict[str, list[torch.Tensor]] | None = None
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where a point's activation [N, ...] holds its channels (an axis; None: the tensor is one
-    channel) and its positions (the axes the map spans; none: one position)."""
-
-    channels: int | None
-    positions: tuple[int, ...]
-
-
 def check_labels(labels: torch.Tensor, num_classes: int, what: str = "the model's") -> None:
     """Labels (a tensor on the host) must be class indices below ``num_classes``."""
     if labels.numel() == 0:
@@ -146,6 +143,7 @@ class GradCAM:
             raise IsplitError("split points must be given in network order")
         self.module = self._instrument(graph, nodes)
         self.num_classes = _num_outputs(graph)
+        self.layouts = [graph.axes.layout(n) for n in nodes]
 
     @staticmethod
     def _instrument(graph: ModelGraph, nodes: list[fx.Node]) -> fx.GraphModule:
@@ -255,34 +253,40 @@ class GradCAM:
         return hook
 
     def _point(self, maps: list, extra: dict, k: int, a: torch.Tensor, g: torch.Tensor) -> None:
-        a, g = _channels_first(self.layout(k, a), a, g)
+        layout = self.layout(k, a)
+        if not layout.known:  # never guess which axis holds the channels
+            maps[k] = torch.full((a.shape[0], 1), float("nan"), device=a.device)
+            for name in extra:
+                width = (a.shape[0], 1) if name == "pooled" else (a.shape[0],)
+                extra[name][k] = torch.full(width, float("nan"), device=a.device)
+            return
+        a, g = channels_and_positions(layout, a, g)
         alpha = self.channel_weights(a, g)
-        maps[k] = self._map(a, alpha)
+        m = self._map(a, alpha)
+        maps[k] = m.reshape(m.shape[0], *layout.grid) if layout.grid else m
         if extra:
             for name, value in self.extras_of(a, g, alpha, maps[k], extra.keys()).items():
                 extra[name][k] = value
 
     # -- the steps a subclass may override ---------------------------------------------------
     def layout(self, k: int, activation: torch.Tensor) -> Layout:
-        """Which axes of point ``k``'s activation [N, ...] hold its channels and its positions:
-        axis 1 and the axes after it (a flat [N] tensor: one channel, one position)."""
-        if activation.dim() == 1:
-            return Layout(channels=None, positions=())
-        return Layout(channels=1, positions=tuple(range(2, activation.dim())))
+        """Which axes of point ``k``'s activation [N, ...] hold its channels and its positions,
+        and which positions are not on the image grid: the layout inferred from the graph
+        (pytorch-grad-cam's ``reshape_transform``, automatic). Override it for an exotic model;
+        a :class:`~isplit.graph.layout.Layout` whose ``reason`` is set gives NaN."""
+        return self.layouts[k]
 
     def channel_weights(self, activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
-        """The channel weights ``alpha`` [N, C] from activation and gradient [N, C, *positions]:
-        Grad-CAM's spatial mean of the gradient, in float32 (pytorch-grad-cam's
-        ``get_cam_weights``)."""
-        if activation.dim() > 2:
-            return gradient.flatten(2).mean(2, dtype=torch.float32)
-        return gradient.float()
+        """The channel weights ``alpha`` [N, C] from activation and gradient [N, C, positions]:
+        Grad-CAM's mean of the gradient over the image positions, in float32
+        (pytorch-grad-cam's ``get_cam_weights``)."""
+        return gradient.mean(2, dtype=torch.float32)
 
     def _map(self, a: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        n, c = a.shape[:2]
+        """The map [N, positions] from activation [N, C, positions] and weights [N, C]."""
+        c = a.shape[1]
         a = a.float()  # no copy when already float32
-        weighted = torch.bmm(alpha[:, None, :], a.reshape(n, c, -1))  # [N, 1, positions]
-        m = weighted.reshape(n, *a.shape[2:])
+        m = torch.bmm(alpha[:, None, :], a)[:, 0]  # [N, positions]
         if self.reduction == "mean":
             m = m / c
         return torch.relu(m)
@@ -295,7 +299,7 @@ class GradCAM:
         m: torch.Tensor,
         names: Collection[str],
     ) -> dict[str, torch.Tensor]:
-        """The ``names`` (of :data:`EXTRAS`) for activation ``a``, gradient ``g`` [N, C, ...],
+        """The ``names`` (of :data:`EXTRAS`) for activation ``a``, gradient ``g`` [N, C, P],
         the channel weights ``alpha`` [N, C] and the Grad-CAM map ``m`` made from them::
 
             taylor    = sum_{c,i,j} g[c,i,j] * A[c,i,j]                           [N]
@@ -306,7 +310,7 @@ class GradCAM:
         if a.dtype in (torch.float16, torch.bfloat16):  # sums over whole tensors: float32
             a, g, alpha, m = a.float(), g.float(), alpha.float(), m.float()
         n, c = a.shape[:2]
-        flat_a, flat_g = a.reshape(n, c, -1), g.reshape(n, c, -1)
+        flat_a, flat_g = a, g
         out: dict[str, torch.Tensor] = {}
         if "taylor" in names:
             out["taylor"] = torch.linalg.vecdot(flat_g.reshape(n, -1), flat_a.reshape(n, -1))
@@ -321,17 +325,24 @@ class GradCAM:
         return out
 
 
-def _channels_first(
+def channels_and_positions(
     layout: Layout, a: torch.Tensor, g: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Activation and gradient as [N, C, *positions] (views where the layout is that already)."""
-    if layout.channels is None:  # one channel
-        order = (0, *layout.positions)
-        return a.permute(order)[:, None], g.permute(order)[:, None]
-    order = (0, layout.channels, *layout.positions)
-    if order == tuple(range(a.dim())):
-        return a, g
-    return a.permute(order), g.permute(order)
+    """Activation and gradient as [N, C, P]: the channel axes merged into one, the image
+    positions into another (tokens that are not image positions left out). Views where the
+    layout is N x C x positions already."""
+    if layout.extra is not None:
+        axis, lead, trail = layout.extra
+        keep = a.shape[axis] - lead - trail
+        a, g = a.narrow(axis, lead, keep), g.narrow(axis, lead, keep)
+    rest = tuple(i for i in range(1, a.dim()) if i not in layout.channels + layout.positions)
+    order = (0, *layout.channels, *layout.positions, *rest)  # the rest have size 1
+    if order != tuple(range(a.dim())):
+        a, g = a.permute(order), g.permute(order)
+    c = 1
+    for i in layout.channels:
+        c *= a.shape[order.index(i)]
+    return a.reshape(a.shape[0], c, -1), g.reshape(g.shape[0], c, -1)
 
 
 _RELUS = (torch.relu, torch.nn.functional.relu)

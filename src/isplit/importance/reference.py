@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from isplit.graph import ModelGraph
+from isplit.importance.gradcam import channels_and_positions
 
 
 def naive_cui(
@@ -36,10 +37,14 @@ def naive_cui(
             logits = tail((a, *payload[1:]) if isinstance(payload, tuple) else a)
             c = int(labels[i]) if target == "label" else int(logits.argmax(1))
             (grad,) = torch.autograd.grad(logits[0, c], a)
-            spatial = tuple(range(2, a.dim()))
-            alpha = grad.mean(dim=spatial, keepdim=True) if spatial else grad
-            weighted = (alpha * a.detach()).sum(1)
+            layout = graph.layout(points[k])
+            if not layout.known:
+                out[i, k] = float("nan")
+                continue
+            a_cp, g_cp = channels_and_positions(layout, a.detach(), grad)  # [1, C, P]
+            alpha = g_cp.mean(2, keepdim=True)
+            weighted = (alpha * a_cp).sum(1)
             if reduction == "mean":
-                weighted = weighted / a.shape[1]
+                weighted = weighted / a_cp.shape[1]
             out[i, k] = torch.relu(weighted).mean().item()
     return out

@@ -1,0 +1,164 @@
+"""The algebra of axes that :mod:`isplit.graph.axes` applies op by op: reshapes that split and
+merge axes, indexing and slicing, broadcasting, pieces of a split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from isplit.graph.layout import BATCH, CHANNEL, POSITION, UNIT, UNKNOWN, Axis
+
+Axes = tuple[Axis, ...]
+UNKNOWN_AXIS, UNIT_AXIS, CHANNEL_AXIS = Axis(UNKNOWN), Axis(UNIT), Axis(CHANNEL)
+
+
+def axis_index(d, rank: int) -> int:
+    return int(d) % rank if rank else 0
+
+
+def broadcasts(shapes, out) -> bool:
+    try:
+        return tuple(torch.broadcast_shapes(*shapes)) == tuple(out)
+    except (RuntimeError, TypeError):
+        return False
+
+
+def agree(options: Sequence[Axis], size: int) -> Axis:
+    """One axis from the axes of several inputs at the same place: what the known ones agree
+    on (tokens must agree too; a grid tag only where all have it)."""
+    known = [a for a in options if a.kind not in (UNKNOWN, UNIT)]
+    if not known:
+        return UNIT_AXIS if size == 1 else UNKNOWN_AXIS
+    first = known[0]
+    if any(a.kind != first.kind or (a.lead, a.trail) != (first.lead, first.trail) for a in known):
+        return UNKNOWN_AXIS
+    if any(a.grid != first.grid or a.sizes != first.sizes for a in known):
+        return Axis(first.kind, lead=first.lead, trail=first.trail)
+    return first
+
+
+def pieces(axes: Axes, shape, out) -> Axes:
+    """The axes of one piece of a ``split``: the cut axis keeps its kind unless it had tokens."""
+    result = []
+    for x, s, o in zip(axes, shape, out):
+        if s == o:
+            result.append(x)
+        elif x.kind == POSITION and (x.lead or x.trail):
+            result.append(UNKNOWN_AXIS)
+        else:
+            result.append(Axis(x.kind) if x.kind in (CHANNEL, POSITION) else UNKNOWN_AXIS)
+    return tuple(result)
+
+
+def reshape_axes(axes: Axes, shape: Sequence[int], out: Sequence[int]) -> Axes:
+    """The axes after reshaping ``shape`` to ``out``: axes are grouped by equal running products
+    of their sizes; a group that splits one axis or merges several keeps one kind where that is
+    unambiguous (rows then columns merged: a token axis). The batch must stay axis 0."""
+    out = tuple(out)
+    result: list[Axis | None] = [None] * len(out)
+    start = 0
+    if axes and axes[0].kind == BATCH:
+        if not out or out[0] != shape[0]:
+            return tuple(UNIT_AXIS if s == 1 else UNKNOWN_AXIS for s in out)
+        result[0], start = axes[0], 1
+    src = [i for i in range(start, len(shape)) if shape[i] != 1]
+    dst = [j for j in range(start, len(out)) if out[j] != 1]
+    for j in range(start, len(out)):
+        if out[j] == 1:
+            result[j] = UNIT_AXIS
+    i = j = 0
+    while i < len(src) and j < len(dst):
+        gi, gj = [src[i]], [dst[j]]
+        pi, pj = shape[src[i]], out[dst[j]]
+        i, j = i + 1, j + 1
+        while pi != pj:
+            if pi < pj and i < len(src):
+                gi.append(src[i])
+                pi, i = pi * shape[src[i]], i + 1
+            elif pj < pi and j < len(dst):
+                gj.append(dst[j])
+                pj, j = pj * out[dst[j]], j + 1
+            else:
+                break
+        for k, x in zip(
+            gj, _regroup([axes[a] for a in gi], [shape[a] for a in gi], [out[b] for b in gj])
+        ):
+            result[k] = x
+    return tuple(UNKNOWN_AXIS if x is None else x for x in result)
+
+
+def _regroup(axes: list[Axis], sizes: list[int], out: list[int]) -> list[Axis]:
+    """The axes of ``out`` made from ``axes`` (one group of a reshape)."""
+    kinds = {a.kind for a in axes}
+    tokens = any(a.lead or a.trail for a in axes)
+    if len(axes) == 1 and len(out) == 1:
+        return [axes[0]]
+    if len(kinds) != 1 or tokens or kinds & {BATCH, UNKNOWN}:
+        return [UNKNOWN_AXIS] * len(out)
+    kind = next(iter(kinds))
+    if kind != POSITION:
+        return [Axis(kind)] * len(out)
+    parts: list[tuple[str, int]] = []  # the grid parts, in row-major order
+    for a, size in zip(axes, sizes):
+        if len(a.grid) == 1:
+            parts.append((a.grid[0], size))
+        elif a.grid:
+            parts.extend(zip(a.grid, a.sizes))
+        else:
+            return [Axis(POSITION)] * len(out)
+    if len(out) == 1:
+        parts = _joined(parts)
+        return [Axis(POSITION, tuple(p for p, _ in parts), tuple(s for _, s in parts))]
+    if len(parts) == len(out) and [s for _, s in parts] == list(out):
+        return [Axis(POSITION, (p,)) for p, _ in parts]
+    if len(parts) == 1 and parts[0][0] in ("h", "w"):  # rows cut into windows and rows in them
+        return [Axis(POSITION, (f"{parts[0][0]}.{k}",)) for k in range(len(out))]
+    return [Axis(POSITION)] * len(out)
+
+
+def _joined(parts: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Parts with a split row (column) axis joined again: ``h.0, h.1`` -> ``h``."""
+    out: list[tuple[str, int]] = []
+    for name, size in parts:
+        if out and name.endswith(".1") and out[-1][0] == name[:-2] + ".0":
+            out[-1] = (name[:-2], out[-1][1] * size)
+        else:
+            out.append((name, size))
+    return out
+
+
+def index_axes(axes: Axes, shape: Sequence[int], index, out: Sequence[int]) -> Axes | None:
+    """The axes after ``tensor[index]``: integers drop an axis, slices narrow it (tokens cut off
+    are gone), ``None`` adds a size-1 axis; tensor indices are not followed."""
+    index = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(i, torch.Tensor) or isinstance(i, (list, bool)) for i in index):
+        return None
+    if Ellipsis in index:
+        k = index.index(Ellipsis)
+        fill = len(shape) - sum(1 for i in index if i is not None and i is not Ellipsis)
+        index = index[:k] + (slice(None),) * fill + index[k + 1 :]
+    index = index + (slice(None),) * (len(shape) - sum(1 for i in index if i is not None))
+    result, a = [], 0
+    for i in index:
+        if i is None:
+            result.append(UNIT_AXIS)
+            continue
+        if isinstance(i, slice):
+            result.append(_sliced(axes[a], shape[a], i))
+        elif not isinstance(i, int):
+            return None
+        a += 1
+    return tuple(result) if len(result) == len(out) else None
+
+
+def _sliced(x: Axis, size: int, s: slice) -> Axis:
+    kept = range(size)[s]
+    if len(kept) == size:
+        return x
+    if x.kind != POSITION:
+        return x if x.kind in (CHANNEL, BATCH) else UNKNOWN_AXIS
+    lead = sum(1 for k in kept if k < x.lead)
+    trail = sum(1 for k in kept if k >= size - x.trail)
+    grid = x.grid if x.grid in (("h",), ("w",)) else ()  # strided rows stay rows
+    return Axis(POSITION, grid, (), lead, trail)
