@@ -57,6 +57,22 @@ def test_points_table_and_json(capsys):
     assert code == 0 and "layer3.0.relu_1" in out
 
 
+def test_points_table_keeps_long_names_apart_and_shows_layouts(capsys):
+    code, out, _ = run(
+        capsys, "points", "--model", "vit_b_16", "--weights", "none", "--image-size", "224"
+    )
+    assert code == 0
+    rows = out.splitlines()[2:]
+    # every row splits into its eight columns at runs of two or more spaces
+    cells = [[c for c in row.split("  ") if c.strip()] for row in rows]
+    assert all(len(c) >= 8 for c in cells), rows
+    by_name = {c[0].strip(): c for c in cells}
+    last = by_name["encoder.layers.encoder_layer_10.add_1"]
+    assert last[1].strip() == "add" and last[2].strip() == "NLC (+1 token)"
+    assert last[3].strip() == "1x197x768" and last[-1].strip() == "yes"
+    assert by_name["getitem_5"][-1].strip() == "no (one image position)"  # the class token
+
+
 def test_console_script_error_has_no_traceback():
     proc = subprocess.run(
         [ISPLIT, "analyze", "--model", "resnet5O"], capture_output=True, text=True, timeout=120

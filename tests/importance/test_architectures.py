@@ -19,8 +19,10 @@ def _hand_layout(kind: str, a: torch.Tensor) -> torch.Tensor:
         return a.flatten(2)
     if kind == "NHWC":
         return a.permute(0, 3, 1, 2).flatten(2)
-    if kind == "NLC+1":  # a class token first: not an image position
-        return a[:, 1:].transpose(1, 2)
+    if kind == "NLC":
+        return a.transpose(1, 2)
+    if kind in ("NLC+1", "NLC+2"):  # class (and distillation) tokens first: not image positions
+        return a[:, int(kind[-1]) :].transpose(1, 2)
     if kind == "NGPC":  # window / grid partitions: every G x P entry is a position
         return a.permute(0, 3, 1, 2).flatten(2)
     raise ValueError(kind)
@@ -182,3 +184,19 @@ def test_a_maxvit_partition_of_a_tensor_has_the_same_cui_as_the_tensor():
     cui = GradCAM(graph, copies)(x, y).cui
     for k in range(1, len(copies)):
         torch.testing.assert_close(cui[:, k], cui[:, 0], rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_a_maxvit_window_partition_map_is_put_back_in_image_order():
+    graph = ModelGraph(_model("maxvit_t"), (3, 224, 224))
+    stem = "blocks.0.layers.0.layers."
+    points = [f"{stem}MBconv.add", f"{stem}window_attention.partition_swap"]
+    assert graph.layout(points[1]).grid == (56, 56)
+    x, y = (
+        torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(4)),
+        torch.tensor([0, 1]),
+    )
+    maps = GradCAM(graph, points)(x, y, keep_maps=True).maps
+    scale = float(maps[0].abs().max())
+    assert scale > 0
+    torch.testing.assert_close(maps[1], maps[0], rtol=1e-5, atol=1e-6 * scale)  # the same picture

@@ -138,3 +138,26 @@ def best_point(curve: Sequence[float], mask: Sequence[bool]) -> int | None:
     if len(idx) == 0:
         return None
     return int(idx[np.argmax(curve[idx])])
+
+
+def flat_curve_warning(curve: Sequence[float], admissible: Sequence[bool]) -> str | None:
+    """What to tell a user whose curve carries no information at the admissible points (every
+    CUI 0, or some not finite), with the likely cause; None for a usable curve."""
+    values = np.asarray([c for c, ok in zip(curve, admissible) if ok], dtype=np.float64)
+    if values.size == 0:
+        return None
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        return (
+            f"the CUI is not finite at {bad} of {values.size} admissible points: the model's "
+            "outputs or gradients overflowed, or the images hold NaN / inf; check the input "
+            "normalisation, and try --precision fp32"
+        )
+    if (values == 0).all():
+        return (
+            "the CUI is 0 at every admissible point: the class score does not depend on the "
+            "activations there (a zero-initialised classifier, as torchvision's vision "
+            "transformers have with --weights none, or activations all cut off by a ReLU); the "
+            "best split printed is arbitrary: analyse a trained network"
+        )
+    return None

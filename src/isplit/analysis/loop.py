@@ -21,7 +21,12 @@ from torch.utils.data import DataLoader, Subset
 
 from isplit import distributed
 from isplit.analysis import checkpoint
-from isplit.analysis.curves import CurveAccumulator, best_point, local_maxima
+from isplit.analysis.curves import (
+    CurveAccumulator,
+    best_point,
+    flat_curve_warning,
+    local_maxima,
+)
 from isplit.analysis.job import Job, dataset_info
 from isplit.analysis.progress import progress_bar
 from isplit.analysis.result import Analysis
@@ -309,6 +314,9 @@ def _result(model: nn.Module, data, job: Job, state: _State, timing: dict) -> An
     best = best_point(selection, mask)
     arrays = acc.arrays()
     class_curves = acc.class_curves()
+    warning = flat_curve_warning(curve, mask)
+    if warning:
+        log.warning("%s", warning)
     return Analysis(
         model=job.model_name,
         dataset={**dataset_info(data, class_names), "images": acc.images},

@@ -18,6 +18,7 @@ from isplit.graph.points import SplitPoint
 from isplit.importance.registry import PCA_PROBE_RATIO, predictor_label
 from isplit.io import atomic_write_json, atomic_write_npz
 from isplit.runfolder import FORMAT, RunFolder
+from isplit.texttable import text_table
 
 if TYPE_CHECKING:
     from isplit.models import LoadedModel
@@ -241,11 +242,9 @@ class Analysis:
         for b in self.budget_picks():
             if b["best"] is not None:
                 picks.setdefault(b["best"], []).append(f"best<={b['max_flop_share']:.0%}")
-        extra = "".join(f"{n:>11}" for n in self.predictors)
-        rows = [
-            f"{'point':<28}{'shape':>18}{'bytes':>12}{'MFLOPs':>10}{'FLOPs%':>8}{'log10 CUI':>11}"
-            f"{extra}  "
-        ]
+        header = ["point", "layout", "shape", "bytes", "MFLOPs", "FLOPs%", "log10 CUI"]
+        header += [*self.predictors, ""]
+        rows = []
         for i, (p, c) in enumerate(zip(self.points, self.cui)):
             mark = (
                 "best"
@@ -253,14 +252,22 @@ class Analysis:
                 else ("cand" if p.name in self.candidates else ("" if p.admissible else "-"))
             )
             mark = " ".join([mark, *picks.get(p.name, [])]).strip()
-            lc = f"{np.log10(c):.3f}" if c > 0 else "-inf"
+            lc = "n/a" if not np.isfinite(c) else (f"{np.log10(c):.3f}" if c > 0 else "-inf")
             share = self.flop_share(p)
-            pct = "" if share is None else f"{100 * share:.1f}"
-            values = "".join(f"{v[i]:>11.4f}" for v in self.predictors.values())
             rows.append(
-                f"{p.name:<28}{'x'.join(map(str, p.shape)):>18}{p.bytes:>12}"
-                f"{p.head_flops / 1e6:>10.1f}{pct:>8}{lc:>11}{values}  {mark}"
+                [
+                    p.name,
+                    p.layout.axes,
+                    "x".join(map(str, p.shape)),
+                    str(p.bytes),
+                    f"{p.head_flops / 1e6:.1f}",
+                    "" if share is None else f"{100 * share:.1f}",
+                    lc,
+                    *(f"{v[i]:.4f}" for v in self.predictors.values()),
+                    mark,
+                ]
             )
+        rows = [text_table(header, rows, left=2)]
         if self.predictors:
             rows.append("; ".join(f"{n}: {self.label(n)}" for n in self.predictors))
         return "\n".join(rows)

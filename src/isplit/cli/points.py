@@ -23,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from isplit.analysis import restrict
     from isplit.graph import ModelGraph
+    from isplit.graph.points import why_not_admissible
+    from isplit.texttable import text_table
 
     loaded = model_from_args(args)
     pp = loaded.preprocess
@@ -47,13 +49,19 @@ def run(args: argparse.Namespace) -> int:
         f"{loaded.name}: {len(points)} split points for input "
         f"{pp.channels}x{pp.size}x{pp.size} (model: {graph.total_flops / 1e6:.1f} MFLOPs)"
     )
-    print(
-        f"{'point':<32}{'op':<20}{'shape':>16}{'bytes':>12}{'head MFLOPs':>13}"
-        f"{'head params':>13}  admissible"
-    )
-    for p in points:
-        print(
-            f"{p.name:<32}{p.op:<20}{'x'.join(map(str, p.shape)):>16}{p.bytes:>12}"
-            f"{p.head_flops / 1e6:>13.2f}{p.head_params:>13}  {'yes' if p.admissible else 'no'}"
-        )
+    header = ["point", "op", "layout", "shape", "bytes", "head MFLOPs", "head params", "admissible"]
+    rows = [
+        [
+            p.name,
+            p.op,
+            p.layout.describe() if p.layout.known else "unknown",
+            "x".join(map(str, p.shape)),
+            str(p.bytes),
+            f"{p.head_flops / 1e6:.2f}",
+            str(p.head_params),
+            "yes" if p.admissible else f"no ({why_not_admissible(p)})",
+        ]
+        for p in points
+    ]
+    print(text_table(header, rows, left=3))
     return 0

@@ -98,15 +98,17 @@ class AxisInference:
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def _note_loss(self, n: fx.Node) -> None:
-        """Remember the first op on the way to ``n`` where an axis could not be followed."""
+        """Remember where the first axis on the way to ``n`` that is still unknown was lost."""
+        value, axes = self.values.get(n), self.axes.get(n)
+        if not isinstance(value, torch.Tensor) or not isinstance(axes, tuple):
+            return
+        if not any(x.kind == UNKNOWN and s > 1 for x, s in zip(axes, value.shape)):
+            return
         for a in n.all_input_nodes:
             if a in self.lost_at:
                 self.lost_at[n] = self.lost_at[a]
                 return
-        value, axes = self.values.get(n), self.axes.get(n)
-        if isinstance(value, torch.Tensor) and isinstance(axes, tuple):
-            if any(x.kind == UNKNOWN and s > 1 for x, s in zip(axes, value.shape)):
-                self.lost_at[n] = f"{_name(self.gm, n)} ({self.names.get(n, n.name)})"
+        self.lost_at[n] = f"{_name(self.gm, n)} ({self.names.get(n, n.name)})"
 
     def _shape(self, n) -> tuple[int, ...] | None:
         v = self.values.get(n) if isinstance(n, fx.Node) else None

@@ -27,6 +27,8 @@ def broadcasts(shapes, out) -> bool:
 def agree(options: Sequence[Axis], size: int) -> Axis:
     """One axis from the axes of several inputs at the same place: what the known ones agree
     on (tokens must agree too; a grid tag only where all have it)."""
+    if options and all(a == options[0] for a in options):
+        return options[0]
     known = [a for a in options if a.kind not in (UNKNOWN, UNIT)]
     if not known:
         return UNIT_AXIS if size == 1 else UNKNOWN_AXIS
@@ -56,11 +58,15 @@ def reshape_axes(axes: Axes, shape: Sequence[int], out: Sequence[int]) -> Axes:
     of their sizes; a group that splits one axis or merges several keeps one kind where that is
     unambiguous (rows then columns merged: a token axis). The batch must stay axis 0."""
     out = tuple(out)
+    if axes and axes[0].kind == BATCH and (not out or out[0] != shape[0]):
+        return _merge_batch(axes, shape, out)
+    if axes and axes[0].merged and out and out[0] == 1:
+        restored = _split_batch(axes, shape, out)
+        if restored is not None:
+            return restored
     result: list[Axis | None] = [None] * len(out)
     start = 0
     if axes and axes[0].kind == BATCH:
-        if not out or out[0] != shape[0]:
-            return tuple(UNIT_AXIS if s == 1 else UNKNOWN_AXIS for s in out)
         result[0], start = axes[0], 1
     src = [i for i in range(start, len(shape)) if shape[i] != 1]
     dst = [j for j in range(start, len(out)) if out[j] != 1]
@@ -86,6 +92,26 @@ def reshape_axes(axes: Axes, shape: Sequence[int], out: Sequence[int]) -> Axes:
         ):
             result[k] = x
     return tuple(UNKNOWN_AXIS if x is None else x for x in result)
+
+
+def _merge_batch(axes: Axes, shape: Sequence[int], out: tuple[int, ...]) -> Axes:
+    """The batch merged with the axes after it into axis 0 (``x.flatten(0, 1)`` before a
+    ``BatchNorm1d``): unknown, but remembered, so that reshaping back restores them."""
+    k, size = 1, shape[0]
+    while out and size < out[0] and k < len(shape):
+        size, k = size * shape[k], k + 1
+    if not out or size != out[0]:
+        return tuple(UNIT_AXIS if s == 1 else UNKNOWN_AXIS for s in out)
+    head = Axis(UNKNOWN, sizes=tuple(shape[:k]), merged=tuple(axes[:k]))
+    return (head, *reshape_axes(axes[k:], shape[k:], out[1:]))
+
+
+def _split_batch(axes: Axes, shape: Sequence[int], out: tuple[int, ...]) -> Axes | None:
+    """Axis 0 that merged the batch with other axes, split back into them."""
+    merged, sizes = axes[0].merged, axes[0].sizes
+    if tuple(out[: len(sizes)]) != sizes:
+        return None
+    return (*merged, *reshape_axes(axes[1:], shape[1:], out[len(sizes) :]))
 
 
 def _regroup(axes: list[Axis], sizes: list[int], out: list[int]) -> list[Axis]:

@@ -37,6 +37,7 @@ class Axis:
     sizes: tuple[int, ...] = ()
     lead: int = 0
     trail: int = 0
+    merged: tuple[Axis, ...] = ()  # an unknown axis that merged the batch with these axes
 
     @property
     def letter(self) -> str:
@@ -64,6 +65,19 @@ class Layout:
     extra: tuple[int, int, int] | None = None
     grid: tuple[int, int] | None = None
     reason: str = ""
+    parts: tuple[tuple[str, int], ...] | None = None  # see image_grid
+
+    def image_grid(self, m):
+        """A map [N, positions] (image positions in the tensor's order) as [N, rows, columns]
+        in image order (window partitions put back in place); unchanged without a grid."""
+        if self.grid is None:
+            return m
+        if not self.parts or [p for p, _ in self.parts] in (["h", "w"], ["h"], ["w"]):
+            return m.reshape(m.shape[0], *self.grid)
+        names = [p for p, _ in self.parts]
+        order = sorted(range(len(names)), key=lambda i: names[i])  # h / h.0, h.1, w / w.0, w.1
+        m = m.reshape(m.shape[0], *(size for _, size in self.parts))
+        return m.permute(0, *(i + 1 for i in order)).reshape(m.shape[0], *self.grid)
 
     @property
     def known(self) -> bool:
@@ -98,6 +112,7 @@ class Layout:
             "extra": list(self.extra) if self.extra else None,
             "grid": list(self.grid) if self.grid else None,
             "reason": self.reason,
+            "parts": [list(p) for p in self.parts] if self.parts else None,
         }
 
     @classmethod
@@ -109,6 +124,7 @@ class Layout:
             extra=tuple(d["extra"]) if d.get("extra") else None,
             grid=tuple(d["grid"]) if d.get("grid") else None,
             reason=d.get("reason", ""),
+            parts=tuple((p, int(n)) for p, n in d["parts"]) if d.get("parts") else None,
         )
 
     @classmethod
@@ -147,7 +163,8 @@ def layout_of(axes: Sequence[Axis], shape: Sequence[int], why: str = "") -> Layo
     if with_extra:
         i = with_extra[0]
         extra = (i, axes[i].lead, axes[i].trail)
-    return Layout(letters, channels, positions, extra, _grid(axes, shape, positions))
+    grid, parts = _grid(axes, shape, positions)
+    return Layout(letters, channels, positions, extra, grid, parts=parts)
 
 
 def _where(why: str) -> str:
@@ -155,7 +172,9 @@ def _where(why: str) -> str:
 
 
 def _grid(axes: Sequence[Axis], shape: Sequence[int], positions: tuple[int, ...]):
-    """Rows x columns of the image grid the positions form in row-major order, if they do."""
+    """The image grid the positions cover: ``(rows, columns)`` and the parts of it that the
+    positions hold in the tensor's order (``(("h", 7), ("w", 7))`` for rows then columns;
+    ``(("h.0", 8), ("w.0", 8), ("h.1", 7), ("w.1", 7))`` for windows of 7 x 7), or None."""
     parts: list[tuple[str, int]] = []
     for i in positions:
         a = axes[i]
@@ -163,9 +182,17 @@ def _grid(axes: Sequence[Axis], shape: Sequence[int], positions: tuple[int, ...]
             parts.append((a.grid[0], shape[i] - a.lead - a.trail))
         else:
             parts.extend(zip(a.grid, a.sizes))
-    names = [p for p, _ in parts]
-    if names == ["h", "w"]:
-        return (parts[0][1], parts[1][1])
-    if names in (["h"], ["w"]):
-        return (parts[0][1], 1) if names == ["h"] else (1, parts[0][1])
-    return None
+    names = sorted(p for p, _ in parts)
+    if names not in (
+        ["h", "w"],
+        ["h", "w.0", "w.1"],
+        ["h.0", "h.1", "w"],
+        ["h.0", "h.1", "w.0", "w.1"],
+    ):
+        names = [p for p, _ in parts]
+        if names in (["h"], ["w"]):  # one row or one column
+            return ((parts[0][1], 1) if names == ["h"] else (1, parts[0][1])), tuple(parts)
+        return None, None
+    size = dict(parts)
+    rows = math.prod(v for k, v in size.items() if k.startswith("h"))
+    return (rows, math.prod(size.values()) // rows), tuple(parts)

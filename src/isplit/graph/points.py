@@ -94,6 +94,17 @@ def restrict(
         )
 
 
+def why_not_admissible(p: SplitPoint) -> str:
+    """Why ``p`` is not admissible, in a few words ("" when it is)."""
+    if p.admissible:
+        return ""
+    if not p.layout.known:
+        return f"layout unknown: {p.layout.reason}"
+    if not p.spatial:
+        return "one image position"
+    return "outside the range or budget"
+
+
 def no_admissible_message(points: Sequence[SplitPoint], budget: dict) -> str:
     """What to tell a user whose ``budget`` (:func:`restrict`'s keywords) left none of
     ``points`` admissible."""

@@ -263,7 +263,7 @@ class GradCAM:
         a, g = channels_and_positions(layout, a, g)
         alpha = self.channel_weights(a, g)
         m = self._map(a, alpha)
-        maps[k] = m.reshape(m.shape[0], *layout.grid) if layout.grid else m
+        maps[k] = layout.image_grid(m)
         if extra:
             for name, value in self.extras_of(a, g, alpha, maps[k], extra.keys()).items():
                 extra[name][k] = value
