@@ -235,14 +235,18 @@ def test_points_from_the_command_line(capsys):
     assert "layer4.0.act2" in out and "1x96x2x2" in out
 
 
-def test_analyze_a_timm_model_on_an_image_folder(capsys, tmp_path):
+@pytest.mark.parametrize(
+    "name, size, resize",  # resize: size / crop_pct (0.95, 0.9)
+    [("test_resnet", 48, 50), ("vit_tiny_patch16_224", 32, 35)],  # the ViT built for 32 px
+)
+def test_analyze_a_timm_model_on_an_image_folder(capsys, tmp_path, name, size, resize):
     data, out = _folder(tmp_path / "imgs"), tmp_path / "run"
-    argv = ["analyze", "--model", "timm:test_resnet", "--weights", "none", "--data", str(data)]
-    argv += ["--image-size", "48", "--out", str(out), "--workers", "0", "--quiet"]
+    argv = ["analyze", "--model", f"timm:{name}", "--weights", "none", "--data", str(data)]
+    argv += ["--image-size", str(size), "--out", str(out), "--workers", "0", "--quiet"]
     assert main(argv) == 0, capsys.readouterr().err
     doc = json.loads((out / "curves.json").read_text())
-    assert doc["model"] == "timm:test_resnet" and doc["dataset"]["images"] == 6
-    assert doc["settings"]["preprocess"]["resize"] == 50  # 48 / crop_pct 0.95
+    assert doc["model"] == f"timm:{name}" and doc["dataset"]["images"] == 6
+    assert doc["settings"]["preprocess"]["resize"] == resize
     loaded = load_recorded({"model": doc["model"], **doc["settings"]})
-    assert loaded.source == "timm" and loaded.preprocess.size == 48
+    assert loaded.source == "timm" and loaded.preprocess.size == size
     assert any(p["admissible"] and p["cui"] > 0 for p in doc["points"])
