@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -110,7 +111,23 @@ def _tracer(leaves: Sequence[type]) -> _Tracer:
         for obj in vars(torchvision.ops).values()
         if isinstance(obj, type) and issubclass(obj, nn.Module)
     ]
-    return _Tracer(autowrap_modules=(math, torchvision.ops), leaf_modules=[*ops, *leaves])
+    return _Tracer(
+        autowrap_modules=(math, torchvision.ops),
+        autowrap_functions=_timm_opaque_functions(),
+        leaf_modules=[*ops, *leaves],
+    )
+
+
+def _timm_opaque_functions() -> tuple:
+    """The functions timm marks as not traceable (position-embedding resampling, window
+    reversal, ...), called as one node each, when timm is in use."""
+    if "timm" not in sys.modules:
+        return ()
+    try:
+        from timm.layers import get_notrace_functions
+    except ImportError:
+        return ()
+    return tuple(get_notrace_functions())
 
 
 @dataclass
