@@ -12,7 +12,7 @@ DEMO_NETS ?= demo-vgg16 demo-resnet50 demo-mobilenet
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test,serve]'
+	$(BIN)/pip install -q -e '.[test,serve,timm]'
 	@# Fashion-MNIST from Debian where apt-get is available (elsewhere torchvision downloads it),
 	@# and chromium, the headless browser the report test renders report.html in.
 	@if { [ ! -d $(FMNIST) ] || ! command -v chromium >/dev/null 2>&1; } \

@@ -38,12 +38,15 @@ def test_settings_objects_and_keywords_give_the_same_run(gated):
 
 def test_leaf_modules_reach_the_tracer_and_the_record_only_when_given(gated):
     model, data = gated
-    with pytest.raises(IsplitError, match="cannot trace Gated"):
-        analyze(model, data, batch_size=8)
+    found = analyze(model, data, batch_size=8)  # Gate is kept whole automatically
+    assert found.settings["auto_leaf_modules"] == found.leaf_modules == ["gated_model.Gate"]
+    assert "leaf_modules" not in found.settings and "gate" in found.point_names
     run = analyze(model, data, batch_size=8, leaf_modules="Gate")  # one name is one module
     assert (
         run.settings["leaf_modules"] == run.leaf_modules == ["Gate"] and "gate" in run.point_names
     )
+    assert "auto_leaf_modules" not in run.settings and run.fingerprint != found.fingerprint
+    np.testing.assert_array_equal(run.cui, found.cui)  # the same graph
     assert "leaf_modules" not in AnalysisSettings().record("cpu")  # fingerprints as before
     typed = AnalysisSettings(leaf_modules=[Gate]).record("cpu")["leaf_modules"]
     assert typed == ["gated_model.Gate"]
@@ -60,12 +63,17 @@ def test_what_decides_the_result_is_apart_from_how_it_runs():
         RunOptions(checkpoint_every=0)
 
 
-def test_cli_leaf_module_reaches_points_and_analyze(cli_error, capsys, tmp_path):
+def test_cli_leaf_module_reaches_points_and_analyze(capsys, caplog, tmp_path):
     model = ["--model", "gated_model:make", "--image-size", "8", "--device", "cpu"]
-    message = cli_error("points", *model, "--json")
-    assert "cannot trace Gated" in message and "--leaf-module" in message
+    with caplog.at_level("WARNING", logger="isplit"):
+        assert main(["points", *model, "--json"]) == 0  # works, and says what it kept whole
+    found = capsys.readouterr()
+    assert "cannot trace into gated_model.Gate (1x: gate)" in caplog.text
+    caplog.clear()
     assert main(["points", *model, "--leaf-module", "Gate", "--json"]) == 0
-    names = [p["name"] for p in json.loads(capsys.readouterr().out)["points"]]
+    given = capsys.readouterr()
+    assert given.out == found.out and "cannot trace" not in caplog.text
+    names = [p["name"] for p in json.loads(given.out)["points"]]
     assert names[:3] == ["r1", "gate", "r2"]
     out = tmp_path / "run"
     argv = ["analyze", *model, "--data", "digits", "--limit", "20", "--quiet", "--out", str(out)]

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from isplit.analysis.settings import AnalysisSettings, RunOptions
+from isplit.graph import leaf_module_name
 from isplit.models import LoadedModel, loaded_info, weights_fingerprint
 
 
@@ -56,12 +57,19 @@ class Job:
                 out[key] = self.model_record[key]
         return out
 
-    def settings_json(self, input_shape: Sequence[int]) -> dict:
-        """``curves.json``'s ``settings``."""
+    def settings_json(self, input_shape: Sequence[int], auto_leaves: Sequence[type] = ()) -> dict:
+        """``curves.json``'s ``settings``; ``auto_leaves``: the submodule classes the graph kept
+        whole because torch.fx cannot trace into them (recorded as ``leaf_modules`` is, only when
+        there are any; not in the fingerprint, which holds the model they follow from)."""
         return {
             **self._settings_record(),
             "input_shape": list(input_shape),
             **self.settings.budget,
+            **(
+                {"auto_leaf_modules": [leaf_module_name(c) for c in auto_leaves]}
+                if auto_leaves
+                else {}
+            ),
         }
 
     @property

@@ -320,7 +320,7 @@ def _result(model: nn.Module, data, job: Job, state: _State, timing: dict) -> An
     return Analysis(
         model=job.model_name,
         dataset={**dataset_info(data, class_names), "images": acc.images},
-        settings=job.settings_json(state.input_shape),
+        settings=job.settings_json(state.input_shape, state.graph.auto_leaf_modules),
         points=chosen,
         cui=curve,
         per_class={c: class_curves[i] for i, c in enumerate(class_names)},

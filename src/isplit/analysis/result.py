@@ -83,9 +83,9 @@ class Analysis:
 
     @property
     def leaf_modules(self) -> list[str]:
-        """The submodules this run traced as one node (pass them to ``ModelGraph`` to rebuild
-        its graph)."""
-        return list(self.settings.get("leaf_modules", []))
+        """The submodules this run traced as one node, the user's and those torch.fx cannot
+        trace into (pass them to ``ModelGraph`` to rebuild its graph)."""
+        return [*self.settings.get("leaf_modules", []), *self.settings.get("auto_leaf_modules", [])]
 
     def label(self, name: str) -> str:
         """Predictor ``name``'s label in tables, figures and the report, with this run's

@@ -12,8 +12,8 @@ import torch
 
 from isplit import distributed
 from isplit.errors import IsplitError
+from isplit.graph.capture import LeafModule, leaf_module_name
 from isplit.graph.protocols import PROTOCOLS
-from isplit.graph.trace import LeafModule, leaf_module_name
 from isplit.importance.gradcam import REDUCTIONS, TARGETS, check_precision
 from isplit.importance.registry import PCA_PROBE_RATIO, parse_predictors, predictor_names
 from isplit.models import resolve_device

@@ -72,15 +72,17 @@ def add_model_args(p: argparse.ArgumentParser, trace: bool = False) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="torchvision name, demo-vgg16, demo-resnet50, demo-mobilenet, "
-        "or package.module:factory (default: demo-vgg16)",
+        help="torchvision name, timm:NAME (a timm model; pip install 'isplit[timm]'), "
+        "demo-vgg16, demo-resnet50, demo-mobilenet, or package.module:factory (a function "
+        "without arguments returning the model; default: demo-vgg16)",
     )
     p.add_argument(
         "--weights",
         default=None,
-        help="torchvision weights name (IMAGENET1K_V1, DEFAULT), a .pth/.safetensors state "
-        "dict, or 'none' for random init (default: the packaged weights of a demo network, "
-        "random init for any other model)",
+        help="torchvision weights name (IMAGENET1K_V1, DEFAULT), timm pretrained tag "
+        "(DEFAULT, in1k, ...), a .pth/.safetensors state dict, or 'none' for random init "
+        "(default: the packaged weights of a demo network, timm's pretrained weights for a "
+        "timm model, random init for any other model)",
     )
     p.add_argument(
         "--seed",

@@ -12,6 +12,8 @@ from PIL import Image
 from isplit.errors import IsplitError
 
 _FITS = ("resize", "pad")
+#: How images are resized (torchvision's InterpolationMode values that isplit accepts).
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Preprocess:
     std: tuple[float, ...]
     resize: int | None = None  # resize shorter side to this, then centre-crop `size`
     fit: str = "resize"  # "resize" to size x size, or "pad": centre zero-pad smaller images
+    interpolation: str = "bilinear"  # of every resize: one of INTERPOLATIONS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -45,9 +48,17 @@ class Preprocess:
             raise IsplitError("std values must not be 0")
         if self.fit not in _FITS:
             raise IsplitError(f"fit must be one of {', '.join(_FITS)}, not {self.fit!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise IsplitError(
+                f"interpolation must be one of {', '.join(INTERPOLATIONS)}, not "
+                f"{self.interpolation!r}"
+            )
 
     def to_json(self) -> dict:
-        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+        out = {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+        if self.interpolation == "bilinear":  # the default: records stay as they were
+            del out["interpolation"]
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> Preprocess:
@@ -58,6 +69,7 @@ class Preprocess:
             std=tuple(d["std"]),
             resize=None if d.get("resize") is None else int(d["resize"]),
             fit=d.get("fit", "resize"),
+            interpolation=d.get("interpolation", "bilinear"),
         )
 
 
@@ -65,15 +77,21 @@ def _fit(x: torch.Tensor, pp: Preprocess) -> torch.Tensor:
     """Bring ``[..., C, H, W]`` floats to ``size x size`` as ``pp`` says."""
     h, w = x.shape[-2:]
     size = pp.size
+    mode = TF.InterpolationMode(pp.interpolation)
     if pp.resize is not None:
-        x = TF.resize(x, [pp.resize], antialias=True)  # shorter side
-        return TF.center_crop(x, [size, size])
+        x = _resized(TF.resize(x, [pp.resize], interpolation=mode, antialias=True), mode)
+        return TF.center_crop(x, [size, size])  # (resize: the shorter side)
     if h == size and w == size:
         return x
     if pp.fit == "pad" and h <= size and w <= size:
         left, top = (size - w) // 2, (size - h) // 2
         return torch.nn.functional.pad(x, (left, size - w - left, top, size - h - top))
-    return TF.resize(x, [size, size], antialias=True)
+    return _resized(TF.resize(x, [size, size], interpolation=mode, antialias=True), mode)
+
+
+def _resized(x: torch.Tensor, mode: TF.InterpolationMode) -> torch.Tensor:
+    """Bicubic overshoots: back into [0, 1], as it is on 8-bit images (PIL, timm's loaders)."""
+    return x.clamp(0.0, 1.0) if mode == TF.InterpolationMode.BICUBIC else x
 
 
 def to_model_input(x: torch.Tensor, pp: Preprocess) -> torch.Tensor:

@@ -120,6 +120,8 @@ class AxisInference:
             return self.values.get(a)
         if isinstance(a, (list, tuple)):
             return type(a)(self._value(x) for x in a)
+        if isinstance(a, slice):
+            return slice(self._value(a.start), self._value(a.stop), self._value(a.step))
         return a
 
     def _dynamic(self, n: fx.Node) -> list[fx.Node]:
@@ -145,7 +147,10 @@ class AxisInference:
             return None
         out = tuple(value.shape)
         rule = self._rule(n)
-        axes = rule(n, out) if rule is not None else None
+        try:
+            axes = rule(n, out) if rule is not None else None
+        except (TypeError, ValueError, IndexError):  # arguments a rule does not understand
+            axes = None
         return axes if axes is not None else self._fallback(n, out)
 
     def _is_tuple(self, a: fx.Node) -> bool:

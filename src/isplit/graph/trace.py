@@ -1,11 +1,12 @@
 """Capture a model's graph (torch.fx) and find its valid cuts, with their sizes and costs.
 
-The model is traced once with torchvision's ``NodePathTracer`` (the tracer behind
-``get_graph_node_names`` / ``create_feature_extractor``), so split point names are torchvision's
-node names (``features.4``, ``layer2.1.relu_2``). Submodules that torch.fx cannot trace into
-(data-dependent Python control flow) can be kept whole as *leaf modules*, named by class name or
-qualified type name (``leaf_modules=["timm.layers.Attention"]``); a leaf module is one node, so no
-cut falls inside it.
+The model is traced once (``capture.py``) with torchvision's ``NodePathTracer`` (the tracer
+behind ``get_graph_node_names`` / ``create_feature_extractor``), so split point names are
+torchvision's node names (``features.4``, ``layer2.1.relu_2``). Submodules can be kept whole as
+*leaf modules*, named by class name or qualified type name
+(``leaf_modules=["timm.layers.Attention"]``); a leaf module is one node, so no cut falls inside
+it. Those that torch.fx cannot trace into (data-dependent Python control flow) are found and kept
+whole automatically (``ModelGraph.auto_leaf_modules``).
 
 A *valid cut* is a position in the graph's topological order across which exactly one tensor that
 depends on the input is alive (produced before, used after). Parameters, buffers and other values
@@ -16,80 +17,21 @@ tensor (the head then returns ``(tensor, *extras)`` and the tail unpacks it).
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Sequence
 
 import torch
 import torch.fx as fx
-import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from torchvision.models.feature_extraction import NodePathTracer
 
 from isplit.errors import IsplitError, did_you_mean
 from isplit.graph.axes import AxisInference
+from isplit.graph.capture import LeafModule, capture
 from isplit.graph.cut import head_and_tail
 from isplit.graph.layout import Layout
 from isplit.graph.ops import continues_layer, opens_layer, remove_inplace
 from isplit.graph.points import SplitPoint
-
-#: A leaf module as the API takes it: a module class, or its class name or qualified type name.
-LeafModule = str | type
-
-
-def leaf_module_name(leaf: LeafModule) -> str:
-    """How a leaf module is recorded (in ``curves.json`` and the fingerprint): the name as given,
-    or a class's qualified type name."""
-    return leaf if isinstance(leaf, str) else f"{leaf.__module__}.{leaf.__qualname__}"
-
-
-def _imported_type(name: str) -> type | None:
-    """The module class that the qualified name ``package.module.Class`` imports as, if any."""
-    module, _, attr = name.rpartition(".")
-    if not module:
-        return None
-    try:
-        obj = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError):
-        return None
-    return obj if isinstance(obj, type) and issubclass(obj, nn.Module) else None
-
-
-def resolve_leaf_modules(model: nn.Module, leaves: Sequence[LeafModule]) -> list[type]:
-    """The module classes of ``leaves``; a name must match a class of ``model``'s submodules (its
-    ``__name__``, or ``module.qualname``) or import as a module class."""
-    present = {type(m) for m in model.modules()}
-    out: list[type] = []
-    for leaf in leaves:
-        if isinstance(leaf, type):
-            out.append(leaf)
-            continue
-        found = [t for t in present if leaf in (t.__name__, leaf_module_name(t))]
-        imported = _imported_type(leaf)
-        if imported is not None and imported not in found:
-            found.append(imported)
-        if not found:
-            known = sorted({t.__name__ for t in present})
-            raise IsplitError(
-                f"--leaf-module {leaf!r} is no module class of {type(model).__name__}"
-                f"{did_you_mean(leaf, known)}; give a class name of one of its submodules or a "
-                "qualified type name (package.module.Class)"
-            )
-        out.extend(found)
-    return out
-
-
-def _tracer(model: nn.Module, leaf_modules: Sequence[LeafModule]) -> NodePathTracer:
-    """torchvision's defaults (torchvision.ops modules are leaves, math is auto-wrapped) and the
-    user's leaf modules."""
-    leaves = [
-        obj
-        for obj in vars(torchvision.ops).values()
-        if isinstance(obj, type) and issubclass(obj, nn.Module)
-    ]
-    leaves += resolve_leaf_modules(model, leaf_modules)
-    return NodePathTracer(autowrap_modules=(math, torchvision.ops), leaf_modules=leaves)
 
 
 def _has_tensor(value) -> bool:
@@ -134,7 +76,8 @@ class ModelGraph:
     ``input_shape`` is one input's shape, ``(C, H, W)`` (a leading batch dimension is dropped).
     ``granularity="layer"`` keeps the cuts a practitioner would make (after the activation that
     follows a layer); ``"all"`` keeps every valid cut. ``leaf_modules``: submodules (classes,
-    class names or qualified type names) traced as one node rather than into.
+    class names or qualified type names) traced as one node rather than into; those whose
+    forward torch.fx cannot trace are added to them (``auto_leaf_modules``).
     """
 
     def __init__(
@@ -152,20 +95,15 @@ class ModelGraph:
         self.input_shape = input_shape
         self.granularity = granularity
         self.leaf_modules = tuple(leaf_modules)
-        tracer = _tracer(model, self.leaf_modules)
         was_training = model.training
         model.eval()
         try:
-            graph = tracer.trace(model)
-        except Exception as e:  # tracing failures are the model's property, not a bug of ours
-            raise IsplitError(
-                f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}); isplit needs a model whose forward "
-                "has no data-dependent Python control flow (see torch.fx's limitations), or "
-                "keep the submodule that has it whole with --leaf-module CLASS"
-            ) from None
+            captured = capture(model, self.leaf_modules)
         finally:
             model.train(was_training)
+        tracer, graph = captured.tracer, captured.graph
+        #: submodule classes kept whole because torch.fx cannot trace into them
+        self.auto_leaf_modules = captured.auto_leaves
         self.gm = fx.GraphModule(tracer.root, graph, class_name=type(model).__name__)
         self.gm.eval()
         remove_inplace(self.gm)

@@ -10,6 +10,7 @@ from torch import nn
 
 from isplit.data import Preprocess
 from isplit.errors import IsplitError
+from isplit.models.timm_zoo import timm_classifier
 
 
 def input_channels(model: nn.Module) -> int:
@@ -21,11 +22,14 @@ def input_channels(model: nn.Module) -> int:
 
 
 def final_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
-    """The classifier layer: the last ``nn.Linear`` in module order.
+    """The classifier layer: timm's ``get_classifier()`` for a timm model, else the last
+    ``nn.Linear`` in module order.
 
     Models without one (SqueezeNet) end in a 1x1 ``nn.Conv2d``: then the last Conv2d.
     """
-    found = None
+    found = timm_classifier(model)
+    if found is not None:
+        return found
     for cls in (nn.Linear, nn.Conv2d):
         for name, m in model.named_modules():
             if isinstance(m, cls):
@@ -43,11 +47,16 @@ def replace_final_layer(model: nn.Module, num_classes: int) -> str:
     """Swap the classifier layer (:func:`final_layer`) for a new one with ``num_classes`` outputs.
 
     Returns the layer's name. The new layer is freshly initialised, on the old one's device.
+    A timm model gets its own ``reset_classifier(num_classes)``.
     """
     found = final_layer(model)
     if found is None:
         raise IsplitError("the model has no Linear or Conv2d layer to resize to the data set")
     name, old = found
+    if timm_classifier(model) is not None:
+        model.reset_classifier(num_classes)
+        model.get_classifier().to(device=old.weight.device, dtype=old.weight.dtype)
+        return name
     if isinstance(old, nn.Linear):
         new: nn.Module = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
     else:

@@ -25,6 +25,15 @@ from isplit.models import demo
 from isplit.models.demo import DEMO_MODELS, DEMO_PREPROCESS
 from isplit.models.heads import count_classes, input_channels
 from isplit.models.presets import IMAGENET_PREPROCESS, for_channels, override, preset_preprocess
+from isplit.models.timm_zoo import (
+    PRETRAINED,
+    build_timm,
+    imagenet_classes,
+    is_timm_name,
+    pretrained_tag,
+    resolve,
+    timm_preprocess,
+)
 from isplit.models.weights import (
     apply_state_dict,
     is_weights_path,
@@ -52,12 +61,12 @@ class LoadedModel:
     """A model ready for analysis, and what isplit knows about its inputs and outputs."""
 
     model: nn.Module  # eval mode, on CPU, parameters requires_grad=False
-    name: str  # as asked: "demo-vgg16", "resnet50", "pkg.mod:factory"
-    weights: str  # "IMAGENET1K_V1", a path, "packaged", or "none" (random init, seeded)
+    name: str  # as asked: "demo-vgg16", "resnet50", "timm:vit_tiny_patch16_224", "pkg.mod:factory"
+    weights: str  # "IMAGENET1K_V1", a timm tag, a path, "packaged", or "none" (random, seeded)
     preprocess: Preprocess  # default input preprocessing for this model
     classes: list[str] | None  # class names when the weights say so, else None
     num_classes: int
-    source: str = "factory"  # "demo", "torchvision" or "factory": how the model was built
+    source: str = "factory"  # "demo", "torchvision", "timm" or "factory": how it was built
     seed: int = 0  # seed of the random initialisation (the whole model with weights "none")
 
     def fingerprint(self) -> str:
@@ -101,16 +110,20 @@ def load_model(
     """Build and load a model by name.
 
     ``name``: a demo network (``demo-vgg16``, the default, ``demo-resnet50``), a torchvision
-    classification model (``resnet50``), or ``package.module:factory`` (a callable returning an
-    ``nn.Module``, or the module object itself).
+    classification model (``resnet50``), a timm model (``timm:convnext_atto``; needs
+    ``isplit[timm]``), or ``package.module:factory`` (a callable returning an ``nn.Module``, or
+    the module object itself).
 
-    ``weights``: ``None`` means the packaged weights for demo networks and random init for the
-    others; ``"none"`` random init; a torchvision weights name (``IMAGENET1K_V1``, ``DEFAULT``);
-    or a ``.safetensors``/``.pth``/``.pt`` file. A file written by ``isplit train`` also supplies
-    the preprocessing, class names and class count; when ``name`` is None it supplies the model.
+    ``weights``: ``None`` means the packaged weights for demo networks, timm's pretrained
+    weights for timm models, and random init for the others; ``"none"`` random init; a
+    torchvision weights name (``IMAGENET1K_V1``, ``DEFAULT``) or timm pretrained tag
+    (``DEFAULT``, ``in1k``); or a ``.safetensors``/``.pth``/``.pt`` file. A file written by
+    ``isplit train`` also supplies the preprocessing, class names and class count; when ``name``
+    is None it supplies the model.
 
-    ``num_classes`` sizes the classifier of a model built from scratch (torchvision, demo);
-    ``image_size``, ``mean``, ``std`` override the preprocessing. ``seed`` seeds the random
+    ``num_classes`` sizes the classifier of a model built from scratch (torchvision, timm, demo);
+    ``image_size``, ``mean``, ``std`` override the preprocessing (a timm model with a fixed
+    input size, as ViT, is built for ``image_size``). ``seed`` seeds the random
     initialisation (the global random state is left as it was), so that ``weights="none"``
     always gives the same network, and layers a weights file does not cover are reproducible.
     """
@@ -218,6 +231,9 @@ def _load_model(
     w.load()
     if key in DEMO_MODELS:
         source, name, model, preprocess = "demo", key, _demo(key, w, num_classes), DEMO_PREPROCESS
+    elif is_timm_name(name):
+        source = "timm"
+        name, model, preprocess = _timm(name, w, num_classes, image_size)
     elif key in torchvision_model_names():
         source, name = "torchvision", key
         model, preprocess = _torchvision(key, w, num_classes)
@@ -286,6 +302,31 @@ def _torchvision(key: str, w: _Weights, num_classes: int | None) -> tuple[nn.Mod
     model = pretrained_torchvision(key, enum)
     w.value, w.classes = enum.name, categories or None
     return model, preset_preprocess(enum)
+
+
+def _timm(
+    name: str, w: _Weights, num_classes: int | None, image_size: int | None
+) -> tuple[str, nn.Module, Preprocess]:
+    """A timm model: timm's pretrained weights (the default, or a tag), or random (then maybe a
+    weights file), built for the input size it will be fed."""
+    pretrained = w.state is None and w.value != "none"
+    tag = None if not pretrained or w.value is None or w.value.lower() in PRETRAINED else w.value
+    spec = resolve(name, tag)
+    preprocess = w.preprocess or timm_preprocess(spec)
+    size = image_size or preprocess.size
+    if not pretrained:
+        build = lambda n: build_timm(spec, pretrained=False, num_classes=n, size=size)  # noqa: E731
+        return spec.name, sized(build, w.size(num_classes), w.state, num_classes), preprocess
+    classes = spec.cfg.get("num_classes")
+    if num_classes is not None and classes and num_classes != classes:
+        raise IsplitError(
+            f"{spec.name}'s pretrained weights have {classes} classes, not {num_classes}; "
+            "leave the class count out, or fine-tune with `isplit train`"
+        )
+    model = build_timm(spec, pretrained=True, num_classes=None, size=size)
+    w.value = pretrained_tag(model, spec)
+    w.classes = imagenet_classes(model, int(getattr(model, "num_classes", 0) or 0))
+    return spec.name, model, preprocess
 
 
 def _factory(name: str, w: _Weights) -> nn.Module:

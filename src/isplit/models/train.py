@@ -350,7 +350,7 @@ def _trainable(lm, train_ds: LabelledDataset, args: dict, dev: torch.device) -> 
     num_classes = len(train_ds.classes)
     net = lm.model
     if lm.num_classes != num_classes:
-        if lm.source not in ("demo", "torchvision"):
+        if lm.source not in ("demo", "torchvision", "timm"):
             raise IsplitError(
                 f"{args['model']} has {lm.num_classes} outputs but {args['data']} has "
                 f"{num_classes} classes; make the factory return a model with {num_classes} "

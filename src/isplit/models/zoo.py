@@ -1,6 +1,6 @@
 """The model zoo: the names :func:`~isplit.models.load_model` accepts and how each kind of model
 is built: the demo networks (:mod:`isplit.models.demo`), torchvision classifiers (random or
-pretrained weights) and ``package.module:factory``.
+pretrained weights), timm models (:mod:`isplit.models.timm_zoo`) and ``package.module:factory``.
 
 To add a zoo: a name test and a builder here, and a branch in :mod:`isplit.models.loading`.
 """
@@ -8,6 +8,8 @@ To add a zoo: a name test and a builder here, and a branch in :mod:`isplit.model
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import inspect
 import os
 import pickle
 import sys
@@ -39,10 +41,17 @@ def list_model_names() -> list[str]:
 
 
 def unknown_model(name: str) -> IsplitError:
-    """The error for a model name that is in no zoo, with the closest names."""
+    """The error for a model name that is in no zoo, with the closest names (``timm:NAME``
+    when timm knows the name)."""
+    hint = did_you_mean(name.lower(), list_model_names())
+    if importlib.util.find_spec("timm") is not None:
+        import timm
+
+        if timm.is_model(name.lower()):
+            hint = f" (did you mean timm:{name.lower()}?)"
     return IsplitError(
-        f"unknown model {name!r}{did_you_mean(name.lower(), list_model_names())}; "
-        "`isplit models` lists the names, or pass package.module:factory for your own model"
+        f"unknown model {name!r}{hint}; `isplit models` lists the names; pass timm:NAME for a "
+        "timm model, or package.module:factory for your own model"
     )
 
 
@@ -129,6 +138,11 @@ def build_factory(spec: str) -> nn.Module:
             f"model {spec!r}: cannot import {module_name} ({e}); install it or run from the "
             "folder that holds it"
         ) from e
+    except Exception as e:  # the module's own code failed: say so, in one line
+        raise IsplitError(
+            f"model {spec!r}: importing {module_name} raised {type(e).__name__}: {e}; fix the "
+            "module"
+        ) from e
     factory: Any = module
     for part in attr.split("."):
         if not hasattr(factory, part):
@@ -138,9 +152,32 @@ def build_factory(spec: str) -> nn.Module:
         return factory
     if not callable(factory):
         raise IsplitError(f"model {spec!r}: {attr} is neither callable nor an nn.Module")
-    model = factory()
+    model = _call_factory(spec, attr, factory)
     if not isinstance(model, nn.Module):
         raise IsplitError(
             f"model {spec!r}: {attr}() returned {type(model).__name__}, not a torch.nn.Module"
         )
     return model
+
+
+def _call_factory(spec: str, attr: str, factory: Callable[[], Any]) -> Any:
+    """``factory()``: a factory that needs arguments, or one that raises, is an IsplitError
+    naming it and the exception (isplit calls factories with no arguments)."""
+    try:
+        inspect.signature(factory).bind()
+    except TypeError as e:  # required parameters
+        raise IsplitError(
+            f"model {spec!r}: {attr} needs arguments ({e}) but isplit calls it with none; write "
+            "a function without parameters that returns the model, and pass module:function"
+            + (", or use --model timm:NAME for a timm model" if spec.startswith("timm") else "")
+        ) from e
+    except ValueError:  # no signature to inspect (a builtin): just call it
+        pass
+    try:
+        return factory()
+    except IsplitError:
+        raise
+    except Exception as e:  # the user's code failed: one line, not a traceback
+        raise IsplitError(
+            f"model {spec!r}: {attr}() raised {type(e).__name__}: {e}; fix the factory"
+        ) from e
