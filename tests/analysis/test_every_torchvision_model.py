@@ -25,7 +25,9 @@ SLOW = {
     "regnet_y_32gf", "resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d", "swin_b",
     "swin_s", "swin_v2_b", "swin_v2_s", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn",
     "vgg19", "vgg19_bn", "vit_b_32", "vit_l_16", "vit_l_32", "wide_resnet101_2",
-    "wide_resnet50_2", "vit_h_14",
+    "wide_resnet50_2", "vit_h_14", "efficientnet_v2_m", "regnet_y_8gf", "efficientnet_b4",
+    "densenet201", "regnet_x_8gf", "efficientnet_b5", "densenet169", "densenet161",
+    "regnet_x_16gf", "resnet50", "resnext50_32x4d", "efficientnet_v2_s",
 }  # fmt: skip
 # layouts some admissible point of the family must have
 FAMILY_LAYOUTS = {
