@@ -41,6 +41,7 @@ from isplit.graph.axis_algebra import (
     reshape_axes,
 )
 from isplit.graph.layout import BATCH, CHANNEL, POSITION, UNIT, UNKNOWN, Axis, Layout, layout_of
+from isplit.graph.ops import PADDING_MODULES, op_name
 
 _RESHAPES = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as"}
 _RESHAPES |= {"reshape_as", "ravel"}
@@ -53,24 +54,18 @@ _RESIZES |= {"adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d"
 _RESIZES |= {"adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "pad"}
 _RESIZES |= {"interpolate", "upsample", "pixel_unshuffle", "pixel_shuffle", "lp_pool2d"}
 _RESIZE_MODULES = (
+    *PADDING_MODULES,
     nn.modules.pooling._MaxPoolNd,
     nn.modules.pooling._AvgPoolNd,
     nn.modules.pooling._AdaptiveAvgPoolNd,
     nn.modules.pooling._AdaptiveMaxPoolNd,
     nn.modules.pooling._LPPoolNd,
     nn.Upsample,
-    nn.modules.padding._ConstantPadNd,
-    nn.modules.padding._ReflectionPadNd,
-    nn.modules.padding._ReplicationPadNd,
 )
 
 
 def _name(gm: fx.GraphModule, n: fx.Node) -> str:
-    if n.op == "call_module":
-        return type(gm.get_submodule(n.target)).__name__
-    if n.op == "call_function":
-        return getattr(n.target, "__name__", str(n.target)).lstrip("_")
-    return str(n.target)
+    return op_name(gm, n).lstrip("_")  # torch._C._nn.linear -> linear
 
 
 class AxisInference:

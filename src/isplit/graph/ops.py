@@ -168,3 +168,12 @@ def opens_layer(gm: fx.GraphModule, n: fx.Node) -> bool:
     if n.op == "call_module" and type(gm.get_submodule(n.target)) is nn.Identity:
         return True
     return is_op(gm, n, PADDING_MODULES, PADDING_FUNCTIONS)
+
+
+def op_name(gm: fx.GraphModule, node: fx.Node) -> str:
+    """What produces a node's value: a module class name, or a function / method name."""
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)).__name__
+    if node.op == "call_function":
+        return getattr(node.target, "__name__", str(node.target))
+    return str(node.target)

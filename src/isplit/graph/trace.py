@@ -30,7 +30,7 @@ from isplit.graph.axes import AxisInference
 from isplit.graph.capture import LeafModule, capture
 from isplit.graph.cut import head_and_tail
 from isplit.graph.layout import Layout
-from isplit.graph.ops import continues_layer, opens_layer, remove_inplace
+from isplit.graph.ops import continues_layer, op_name, opens_layer, remove_inplace
 from isplit.graph.points import SplitPoint
 
 
@@ -42,14 +42,6 @@ def _has_tensor(value) -> bool:
     if isinstance(value, dict):
         return any(_has_tensor(v) for v in value.values())
     return False
-
-
-def _op_name(gm: fx.GraphModule, node: fx.Node) -> str:
-    if node.op == "call_module":
-        return type(gm.get_submodule(node.target)).__name__
-    if node.op == "call_function":
-        return getattr(node.target, "__name__", str(node.target))
-    return str(node.target)
 
 
 class _Recorder(fx.Interpreter):
@@ -193,7 +185,7 @@ class ModelGraph:
                     params[id(attr)] = attr.numel()
         return SplitPoint(
             name=self.names[n],
-            op=_op_name(self.gm, n),
+            op=op_name(self.gm, n),
             shape=shape,
             bytes=int(math.prod(shape)) * value.element_size(),
             head_flops=int(sum(self.flops[h] for h in head_nodes)),
