@@ -1,5 +1,6 @@
 """Shared test fixtures."""
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,3 +60,66 @@ def tiny_runs(tmp_path_factory) -> dict:
 
     folder = tmp_path_factory.mktemp("tiny")
     return {name: prepare(name, folder) for name in NETS}
+
+
+#: Room left on ``small_disk``: less than an analysis's outputs (its curves.png alone is ~100 kB).
+SMALL_DISK_FREE = 48 * 1024
+
+
+class _FullFile:
+    """A file whose writes fail with ENOSPC once the shared ``budget`` ([bytes]) is spent."""
+
+    def __init__(self, f, budget: list[int]):
+        self._f, self._budget = f, budget
+
+    def write(self, data) -> int:
+        n = memoryview(data).nbytes
+        if n > self._budget[0]:
+            import errno
+
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._budget[0] -= n
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path, monkeypatch) -> Iterator[Path]:
+    """A folder with about ``SMALL_DISK_FREE`` bytes of room: a 2 MB tmpfs filled up but for
+    that where the test may mount one (root), else a folder where isplit's writes (through
+    :mod:`isplit.io`) fail with ENOSPC once that much is written (a simulated full disk).
+    ``helpers.disk_listing`` lists it without the ballast."""
+    import subprocess
+
+    import isplit.io
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)]
+    try:
+        mounted = subprocess.run(mount, capture_output=True).returncode == 0
+    except OSError:
+        mounted = False
+    if mounted:
+        st = os.statvfs(folder)
+        (folder / ".ballast").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - SMALL_DISK_FREE))
+    else:
+        budget, real_open = [SMALL_DISK_FREE], isplit.io._open
+
+        def full_open(fd: int):
+            f = real_open(fd)
+            inside = os.readlink(f"/proc/self/fd/{fd}").startswith(f"{folder}{os.sep}")
+            return _FullFile(f, budget) if inside else f
+
+        monkeypatch.setattr(isplit.io, "_open", full_open)
+    yield folder
+    if mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=True)

@@ -47,3 +47,8 @@ def isplit_process(*argv: str, **kw) -> subprocess.Popen:
         env=ENV,
         **kw,
     )
+
+
+def disk_listing(folder) -> list[str]:
+    """What is in ``folder`` (a ``small_disk``: conftest.py) besides its ballast."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name != ".ballast")

@@ -7,6 +7,7 @@ order, with the format version first) and to read them back (through
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import ClassVar, TypeVar
@@ -44,4 +45,16 @@ class RunResult:
 
         path = RunFolder(out) / self.FILE
         atomic_write_json(path, self.to_json())
+        return path
+
+    def write_with_figure(
+        self, out: str | os.PathLike, png: str, draw: Callable[[Path], None]
+    ) -> Path:
+        """Write the JSON and the figure ``draw(path)`` makes as ``png`` into the folder ``out``:
+        both, or neither (a full disk half-way leaves the folder as it was)."""
+        from isplit.io import staged
+
+        with staged():
+            path = self.write_json(out)
+            draw(RunFolder(out) / png)
         return path

@@ -16,7 +16,7 @@ from isplit.analysis.curves import best_point
 from isplit.errors import IsplitError
 from isplit.graph.points import SplitPoint
 from isplit.importance.registry import PCA_PROBE_RATIO, predictor_label
-from isplit.io import atomic_write_json, atomic_write_npz
+from isplit.io import atomic_write_json, atomic_write_npz, staged
 from isplit.runfolder import FORMAT, RunFolder
 from isplit.texttable import text_table
 
@@ -174,19 +174,20 @@ class Analysis:
         """Write ``curves.json``, ``per_image.npz`` and (``plot``) ``curves.png`` into ``out``."""
         folder = RunFolder(out)
         folder.root.mkdir(parents=True, exist_ok=True)
-        folder.set_aside_stale(self.fingerprint)
-        atomic_write_npz(
-            folder.per_image,
-            cui=self.per_image,
-            labels=self.labels,
-            predictions=self.predictions,
-            points=np.array(self.point_names, dtype=str),
-        )
-        atomic_write_json(folder.curves, {"format": FORMAT, **self.to_json()})
-        if plot:
-            from isplit.report.figures import plot_curves
+        with staged():  # all three files, or none (a full disk half-way)
+            atomic_write_npz(
+                folder.per_image,
+                cui=self.per_image,
+                labels=self.labels,
+                predictions=self.predictions,
+                points=np.array(self.point_names, dtype=str),
+            )
+            atomic_write_json(folder.curves, {"format": FORMAT, **self.to_json()})
+            if plot:
+                from isplit.report.figures import plot_curves
 
-            plot_curves(self, folder / folder.CURVES_PNG)
+                plot_curves(self, folder / folder.CURVES_PNG)
+            folder.set_aside_stale(self.fingerprint)  # once the new results are all written
         return folder.root
 
     @classmethod

@@ -58,9 +58,9 @@ class ClassesReport(RunResult):
         """Write ``classes.json`` and ``classes.png`` (the per-class heat map) into ``out``."""
         from isplit.report.figures import plot_classes
 
-        path = self.write_json(out)
-        plot_classes(analysis, self.to_json(), RunFolder(out) / RunFolder.CLASSES_PNG)
-        return path
+        return self.write_with_figure(
+            out, RunFolder.CLASSES_PNG, lambda png: plot_classes(analysis, self.to_json(), png)
+        )
 
     def table(self) -> str:
         """The report as text: each class's best split, the classes that pull the split, the

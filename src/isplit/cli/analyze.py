@@ -160,13 +160,13 @@ def analyse_and_save(args: argparse.Namespace, loaded, data, out: Path, **option
             precision=args.precision,
             **options,
         )
+        if is_main():  # one process writes the outputs of a distributed run
+            result.save(out)  # all its files or none (a full disk)
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
             with contextlib.suppress(OSError):  # another process may have removed it
                 out.rmdir()  # nothing was saved: leave no empty run folder behind
         raise
-    if is_main():  # one process writes the outputs of a distributed run
-        result.save(out)
     return result
 
 

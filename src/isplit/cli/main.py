@@ -28,7 +28,7 @@ from isplit.cli import (
 )
 from isplit.cli.options import check_output_folder
 from isplit.cli.parser import Parser
-from isplit.errors import IsplitError, PeerFailed
+from isplit.errors import IsplitError, PeerFailed, write_error
 
 #: The commands, in the order ``--help`` lists them: each module's ``add_parser`` adds its parser.
 COMMANDS = (analyze, validate, classes, points, report, models, train, export, serve, infer, plan)
@@ -62,7 +62,8 @@ def _launch(args: argparse.Namespace, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default: ``sys.argv[1:]``); the exit code: 0, 2 for a
     user mistake (one line on stderr), 1 when another process of a distributed run failed, 130
-    when interrupted."""
+    when interrupted. A write the user can fix (a full disk, a read-only folder, no permission)
+    fails like a user mistake: one line, exit 2."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
@@ -79,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "nproc", None) is not None:
             return _launch(args, argv)
         return args.func(args)
-    except IsplitError as e:
+    except (IsplitError, OSError) as e:
         from isplit.distributed import report_error
 
-        if not report_error(str(e)):
-            print(f"isplit: error: {e}", file=sys.stderr)
+        message = str(e) if isinstance(e, IsplitError) else write_error(e)
+        if message is None:
+            raise  # not a write error: a bug
+        if not report_error(message):
+            print(f"isplit: error: {message}", file=sys.stderr)
         return 2
     except PeerFailed as e:
         from isplit.distributed import ERROR_FILE_ENV

@@ -213,9 +213,9 @@ class Plan(RunResult):
         """Write ``plan.json`` and ``plan.png`` into ``out``."""
         from isplit.report.figures import plot_plan
 
-        path = self.write_json(out)
-        plot_plan(self.to_json(), RunFolder(out) / RunFolder.PLAN_PNG)
-        return path
+        return self.write_with_figure(
+            out, RunFolder.PLAN_PNG, lambda png: plot_plan(self.to_json(), png)
+        )
 
     def table(self) -> str:
         """The plan as text: one row per point, Pareto points and the recommendation marked."""

@@ -57,9 +57,9 @@ class ValidationReport(RunResult):
         """Write ``validation.json`` and ``validation.png`` into the folder ``out``."""
         from isplit.report.figures import plot_validation
 
-        path = self.write_json(out)
-        plot_validation(analysis, self.to_json(), RunFolder(out) / RunFolder.VALIDATION_PNG)
-        return path
+        doc = self.to_json()
+        draw = lambda png: plot_validation(analysis, doc, png)  # noqa: E731
+        return self.write_with_figure(out, RunFolder.VALIDATION_PNG, draw)
 
     @property
     def reliable(self) -> bool:
