@@ -95,6 +95,8 @@ def test_export_writes_a_checked_manifest_and_a_triton_repository(exported, run,
     assert m.model["model"] == "demo-vgg16"
     assert m.model["weights_sha256"] == demo.fingerprint() == a.settings["weights_sha256"]
     assert m.checks["agreement"] == 1.0 and m.checks["inputs"] == "32 real inputs"
+    assert m.accuracy["validation"] is None and m.accuracy["check_images"] == 32
+    assert m.accuracy["split"] == m.accuracy["unsplit"] > 0.8  # labelled: accuracies recorded
     for key in ("head", "tail", "tail_int8", "end_to_end", "batch_1"):
         assert m.checks[f"{key}_max_abs_diff"] < 1e-4, key
     doc = json.loads((exported / "manifest.json").read_text())
@@ -512,6 +514,8 @@ def test_the_bottleneck_split_serves_like_it_validated(validated, run, demo, ima
     m = Manifest.load(exported)
     bottleneck, _, _ = load_bottleneck(bottleneck_file(out, best))
     assert m.transmitted_shape == bottleneck.code_shape and m.bottleneck["point"] == best
+    assert m.accuracy["validation"]["learned"] is True  # else export refuses it
+    assert m.accuracy["agreement_with_unsplit"] > 0.8 and m.accuracy["split"] > 0.7
     head, tail = ModelGraph(demo.model, (1, 32, 32), "all").split(best)
     with torch.no_grad():
         want = tail(bottleneck.decoder(bottleneck.encoder(head(images)))).argmax(1).numpy()

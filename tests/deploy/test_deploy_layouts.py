@@ -67,7 +67,10 @@ def test_export_passes_its_checks_and_a_served_tail_answers_isplit_infer(
     exported = tmp_path / "exported"
     flags = ["--bottleneck", str(tiny.validation)] if with_bottleneck else []
     m = _export(tiny, exported, *flags)
-    assert m.checks["agreement"] == 1.0 and m.checks["end_to_end_max_abs_diff"] < 1e-4
+    assert m.checks["end_to_end_max_abs_diff"] < 1e-4  # the ONNX split is the PyTorch split
+    # agreement: with the unsplit network (a bottleneck changes some predictions)
+    assert m.checks["agreement"] == m.accuracy["agreement_with_unsplit"]
+    assert m.checks["agreement"] >= (0.5 if with_bottleneck else 1.0)
     loaded = isplit.load_model(tiny.model, str(tiny.weights))
     head, tail = ModelGraph(loaded.model, (1, 28, 28), "all").split(tiny.point)
     layout = LAYOUTS[name][int(with_bottleneck)]

@@ -35,6 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="VALIDATION_RUN",
         help="a validation run folder: put its trained bottleneck at --point into the split",
     )
+    p.add_argument(
+        "--allow-unlearned",
+        action="store_true",
+        help="export a --bottleneck that its validation marked as not learned (warns)",
+    )
     p.add_argument("--name", default=None, help="the served model name (default: MODEL-tail)")
     p.add_argument(
         "--data", default=None, help="images to check the export on (default: the run's data "
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         )
     bottleneck = find_bottleneck(args.bottleneck, point) if args.bottleneck else None
     data = args.data or (analysis.dataset.get("name") if analysis is not None else None)
-    inputs, note = check_images(loaded, data or "fashion-mnist", args.split, args.data_root,
+    inputs, labels, note = check_images(loaded, data or "fashion-mnist", args.split, args.data_root,
                                 args.check_images)  # fmt: skip
     if note:
         print(f"isplit: note: {note}", file=sys.stderr)
@@ -84,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         classes=classes,
         check_inputs=inputs,
+        check_labels=labels,
         max_batch=args.max_batch,
+        allow_unlearned=args.allow_unlearned,
     )
     c = m.checks
     shape = "x".join(map(str, m.transmitted_shape))
@@ -104,12 +111,34 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(
         f"checked with onnxruntime on {c['inputs']}: max abs diff {diffs} (against the "
-        f"{c['reference']}); predictions agree {c['agreement']:.1%}, "
+        f"{c['reference']}); predictions agree with the unsplit network's {c['agreement']:.1%}, "
         f"{c['agreement_int8']:.1%} with 8 bits"
     )
+    line = accuracy_line(m)
+    if line:
+        print(line)
     print(
         f"wrote {args.out}: head.onnx, tail.onnx, tail_int8.onnx, {m.pytorch['head']['file']}, "
         f"{m.pytorch['tail']['file']}, manifest.json, triton/{m.name}, triton/{m.int8_name}"
     )
     print(f"serve the tail with: isplit serve {args.out}")
     return 0
+
+
+def accuracy_line(m) -> str | None:
+    """The accuracies of the manifest ``m`` in one line; None when it has none."""
+    a = m.accuracy or {}
+    parts = []
+    v = a.get("validation")
+    if v:
+        mark = "" if v["learned"] else " (the bottleneck did NOT learn)"
+        parts.append(
+            f"validated at {m.point}: accuracy {v['accuracy']:.3f} (unsplit "
+            f"{v['unsplit_accuracy']:.3f}){mark}"
+        )
+    if a.get("split") is not None:
+        parts.append(
+            f"on the {a['check_images']} check images: split {a['split']:.3f} "
+            f"({a['split_int8']:.3f} with 8 bits), unsplit {a['unsplit']:.3f}"
+        )
+    return "accuracy " + "; ".join(parts) if parts else None

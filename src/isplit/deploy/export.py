@@ -20,11 +20,10 @@ onnxruntime (the ``.onnx`` files) or PyTorch (the network rebuilt from its recor
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 import re
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from isplit.deploy.accuracy import accuracy_block, check_learned, validated
 from isplit.deploy.manifest import (
     ACTIVATION,
     MANIFEST,
@@ -53,8 +53,10 @@ from isplit.deploy.parts import (
     split_parts,
 )
 from isplit.deploy.runtime import onnx_runner
+from isplit.deploy.staging import build_folder, replace
 from isplit.deploy.triton import TRITON_MAX_BATCH, write_triton
-from isplit.errors import IsplitError
+from isplit.errors import IsplitError, write_error
+from isplit.io import atomic_write_bytes
 from isplit.models import LoadedModel
 from isplit.runfolder import RunFolder
 from isplit.validation.bottleneck import dequantize_uint8, quantize_uint8
@@ -89,19 +91,20 @@ def find_bottleneck(run: str | Path, point: str) -> Path:
 
 def check_images(
     loaded: LoadedModel, data: str, split: str, root: str | None, n: int
-) -> tuple[torch.Tensor | None, str | None]:
-    """``n`` images of a data set to check an export on, with the model's preprocessing;
-    ``(None, why)`` when the data set is not available (the check then uses random inputs)."""
+) -> tuple[torch.Tensor | None, torch.Tensor | None, str | None]:
+    """``n`` images of a data set to check an export on, with the model's preprocessing, and
+    their labels; ``(None, None, why)`` when the data set is not available (the check then uses
+    random inputs)."""
     from isplit.data import limit_dataset, load_dataset, make_loader
 
     if n < 2:
         raise IsplitError(f"--check-images must be at least 2, not {n}")
     try:
         ds = limit_dataset(load_dataset(data, split, loaded.preprocess, root=root), n)
-        x = torch.cat([xb for xb, _ in make_loader(ds, n, workers=0)])
+        batches = list(make_loader(ds, n, workers=0))
     except IsplitError as e:
-        return None, f"checking the export on random inputs: {e}"
-    return x, None
+        return None, None, f"checking the export on random inputs: {e}"
+    return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]), None
 
 
 def export_split(
@@ -113,73 +116,112 @@ def export_split(
     name: str | None = None,
     classes: list[str] | None = None,
     check_inputs: torch.Tensor | None = None,
+    check_labels: torch.Tensor | None = None,
     max_batch: int = TRITON_MAX_BATCH,
+    allow_unlearned: bool = False,
 ) -> Manifest:
     """Export ``loaded``'s network cut at ``point`` into the folder ``out`` (see the module
     docstring) and return its manifest. ``check_inputs`` (preprocessed images [N, C, H, W]) are
-    what the ONNX programs are checked on; without them, random inputs."""
-    from isplit import __version__
-
+    what the ONNX programs are checked on, without them random inputs; with ``check_labels``
+    the manifest records the accuracies on them. A bottleneck its validation marked as not
+    learned is refused unless ``allow_unlearned``. A failed write (a full disk) raises
+    :class:`IsplitError` and leaves nothing behind."""
     require("onnx", "onnxscript", "onnxruntime")
     out = Path(out)
     _check_out(out)
     name = check_name(name) if name else default_name(loaded.name)
     if max_batch < 1:
         raise IsplitError(f"the maximum batch must be at least 1, not {max_batch}")
+    record = None
+    if bottleneck is not None:
+        record = validated(bottleneck, point)
+        check_learned(record, point, allow_unlearned)
     split = split_parts(loaded, point, bottleneck)
+    x, what = _inputs(loaded, check_inputs, check_labels)
+    names = _class_names(loaded, classes)
+    try:
+        with build_folder(out) as tmp:
+            manifest, predicted = _write(split, loaded, (point, bottleneck), x, tmp, name=name,
+                                         classes=names)  # fmt: skip
+            manifest.checks["inputs"] = f"{len(x)} {what}"
+            manifest.accuracy = accuracy_block(record, predicted, check_labels)
+            write_triton(manifest, tmp, max_batch)
+            manifest.save(tmp)
+            replace(tmp, out)
+    except OSError as e:
+        message = write_error(e, out)
+        if message is None:
+            raise
+        raise IsplitError(message) from None
+    return manifest
+
+
+def _inputs(
+    loaded: LoadedModel, x: torch.Tensor | None, labels: torch.Tensor | None
+) -> tuple[torch.Tensor, str]:
+    """The images to check the export on (random ones without ``x``), and what they are."""
     pp = loaded.preprocess
     input_shape = (pp.channels, pp.size, pp.size)
-    if check_inputs is None:
-        check_inputs = torch.randn(16, *input_shape, generator=torch.Generator().manual_seed(0))
+    if x is None:
+        x = torch.randn(16, *input_shape, generator=torch.Generator().manual_seed(0))
         what = "random inputs"
     else:
         what = "real inputs"
-    check_inputs = check_inputs.float()
-    if tuple(check_inputs.shape[1:]) != input_shape or len(check_inputs) < 2:
+    x = x.float()
+    if tuple(x.shape[1:]) != input_shape or len(x) < 2:
         raise IsplitError(
             f"the check inputs must be at least 2 images of shape {list(input_shape)}, not "
-            f"{list(check_inputs.shape)}"
+            f"{list(x.shape)}"
         )
+    if labels is not None and len(labels) != len(x):
+        raise IsplitError(f"{len(labels)} check labels for {len(x)} check images; pass one each")
+    return x, what
+
+
+def _class_names(loaded: LoadedModel, classes: list[str] | None) -> list[str]:
     names = list(classes or loaded.classes or [])
     if names and len(names) != loaded.num_classes:
         raise IsplitError(
             f"{len(names)} class names for a model with {loaded.num_classes} outputs; pass "
             "names that fit the model"
         )
-    names = names or [str(i) for i in range(loaded.num_classes)]
+    return names or [str(i) for i in range(loaded.num_classes)]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        pytorch = _write_programs(split, check_inputs[:2], tmp)
-        checks = {
-            "inputs": f"{len(check_inputs)} {what}",
-            **_check(split, loaded, check_inputs, tmp),
-        }
-        if split.bottleneck is not None:
-            shutil.copyfile(bottleneck, tmp / BOTTLENECK_FILE)
-        manifest = Manifest(
-            name=name,
-            point=point,
-            input_shape=input_shape,
-            preprocess=pp.to_json(),
-            transmitted_shape=split.transmitted_shape,
-            transmitted_layout=split.transmitted_layout.to_json(),
-            classes=names,
-            model={**loaded.record(), "graph_sha256": split.graph_sha256},
-            bottleneck=_bottleneck_info(split.bottleneck),
-            pytorch=pytorch,
-            checks=checks,
-            isplit_version=__version__,
-        )
-        manifest.files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}
-        write_triton(manifest, tmp, max_batch)
-        manifest.save(tmp)
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
+
+def _write(
+    split: Split,
+    loaded: LoadedModel,
+    at: tuple[str, str | Path | None],
+    x: torch.Tensor,
+    folder: Path,
+    **describe,
+) -> tuple[Manifest, dict[str, np.ndarray]]:
+    """Write the programs (and the bottleneck) of the cut ``at`` (point, bottleneck file) into
+    ``folder`` and check them on ``x``: the manifest (``describe``: its name and classes), and
+    the predictions of the check (:func:`_check`)."""
+    from isplit import __version__
+
+    point, bottleneck = at
+    pytorch = _write_programs(split, x[:2], folder)
+    checks, predicted = _check(split, loaded, x, folder)
+    if split.bottleneck is not None:
+        shutil.copyfile(bottleneck, folder / BOTTLENECK_FILE)
+    pp = loaded.preprocess
+    manifest = Manifest(
+        point=point,
+        input_shape=(pp.channels, pp.size, pp.size),
+        preprocess=pp.to_json(),
+        transmitted_shape=split.transmitted_shape,
+        transmitted_layout=split.transmitted_layout.to_json(),
+        model={**loaded.record(), "graph_sha256": split.graph_sha256},
+        bottleneck=_bottleneck_info(split.bottleneck),
+        pytorch=pytorch,
+        checks=checks,
+        isplit_version=__version__,
+        **describe,
+    )
+    manifest.files = {f.name: sha256_file(f) for f in sorted(folder.iterdir()) if f.is_file()}
+    return manifest, predicted
 
 
 def _check_out(out: Path) -> None:
@@ -190,25 +232,6 @@ def _check_out(out: Path) -> None:
             f"--out {out} holds files but no isplit export; pass an empty or new folder (an "
             "earlier export is replaced)"
         )
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished folder ``tmp`` to ``out``, replacing an earlier export there."""
-    os.chmod(tmp, 0o777 & ~_umask())
-    if not out.exists():
-        tmp.rename(out)
-        return
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _bottleneck_info(md: dict | None) -> dict | None:
@@ -229,7 +252,6 @@ def _write_programs(split: Split, x: torch.Tensor, folder: Path) -> dict:
     """ONNX files for every part, PyTorch programs for the head and the tail. The 8-bit tail is
     the exported dequantiser composed with the exported tail (``onnx.compose``), so it holds
     exactly the tail's graph and costs no second export of it."""
-    import onnx
     from onnx import compose
 
     examples = _examples(split, x)
@@ -238,7 +260,7 @@ def _write_programs(split: Split, x: torch.Tensor, folder: Path) -> dict:
         program = _torch_export(module, examples[part], part)
         pytorch[part] = _save_pytorch(program, module, examples[part], folder, part)
         protos[part] = _to_onnx(program, module, examples[part], part, *PARTS[part][1:])
-        onnx.save(protos[part], folder / PARTS[part][0])
+        atomic_write_bytes(folder / PARTS[part][0], protos[part].SerializeToString())
         legacy = program is None  # the dequantiser goes the tail's way, for the same opset
     module, args = Dequantize(), examples[TAIL_INT8]
     program = None if legacy else _torch_export(module, args, "dequantiser")
@@ -248,7 +270,7 @@ def _write_programs(split: Split, x: torch.Tensor, folder: Path) -> dict:
         compose.add_prefix(protos[TAIL], "tail/", rename_inputs=False, rename_outputs=False),
         io_map=[("code", ACTIVATION)],
     )
-    onnx.save(merged, folder / PARTS[TAIL_INT8][0])
+    atomic_write_bytes(folder / PARTS[TAIL_INT8][0], merged.SerializeToString())
     return pytorch
 
 
@@ -265,8 +287,12 @@ def _torch_export(module: nn.Module, args: tuple, part: str):
 
 
 def _save_pytorch(program, module: nn.Module, args, folder: Path, part: str) -> dict:
+    # Saved into memory and written by Python: torch's own file writer, on a full disk, throws
+    # from a destructor and aborts the process (``terminate called ... c10::Error``).
+    buffer = io.BytesIO()
     if program is not None:
-        torch.export.save(program, folder / f"{part}.pt2")
+        torch.export.save(program, buffer)
+        atomic_write_bytes(folder / f"{part}.pt2", buffer.getvalue())
         return {"file": f"{part}.pt2", "format": "torch.export"}
     try:
         with warnings.catch_warnings():
@@ -277,15 +303,14 @@ def _save_pytorch(program, module: nn.Module, args, folder: Path, part: str) -> 
             f"the {part} can be exported neither with torch.export nor with TorchScript "
             f"({first_line(e)})"
         ) from None
-    traced.save(str(folder / f"{part}.ts"))
+    torch.jit.save(traced, buffer)
+    atomic_write_bytes(folder / f"{part}.ts", buffer.getvalue())
     return {"file": f"{part}.ts", "format": "torchscript"}
 
 
 def _to_onnx(program, module: nn.Module, args, part: str, inputs: list[str], outputs: list[str]):
     """The ONNX model (``ModelProto``) of ``program`` (or of ``module`` with the TorchScript-based
     exporter when there is no program); a clear error naming the op that does not translate."""
-    import io
-
     import onnx
 
     try:
@@ -325,17 +350,22 @@ def _failed_op(e: BaseException) -> str | None:
     return None
 
 
-def _check(split: Split, loaded: LoadedModel, x: torch.Tensor, folder: Path) -> dict:
-    """Run the ONNX programs with onnxruntime beside PyTorch; the maximum absolute differences,
-    and how often the split predictions (float and 8-bit) agree with the reference."""
+def _check(
+    split: Split, loaded: LoadedModel, x: torch.Tensor, folder: Path
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Run the ONNX programs with onnxruntime beside PyTorch: the maximum absolute differences
+    (against the unsplit network, or with a bottleneck the PyTorch split network: what the
+    programs must reproduce), and how often the split's predictions (float and 8-bit) agree
+    with the unsplit network's; and the classes predicted by the unsplit network and by the
+    exported split (float and 8-bit)."""
     run = {part: onnx_runner(folder / PARTS[part][0], "cpu") for part in PARTS}
     with torch.no_grad():
         z = split.head(x)
         logits = split.tail(z)
         q, scale, zp = quantize_uint8(z)
         logits_int8 = split.tail(dequantize_uint8(q, scale, zp))
-        # The reference: the unsplit network, or with a bottleneck the PyTorch split network.
-        ref = logits if split.bottleneck is not None else loaded.model(x)
+        unsplit = loaded.model(x)
+    ref = logits if split.bottleneck is not None else unsplit
     xn = x.numpy()
     z_onnx = run[HEAD](xn)
     e2e = run[TAIL](z_onnx)
@@ -360,8 +390,9 @@ def _check(split: Split, loaded: LoadedModel, x: torch.Tensor, folder: Path) -> 
                 f"the exported ONNX programs do not reproduce PyTorch ({key.replace('_', ' ')} "
                 f"{diff:.3g}); this is an exporter problem: export at another point, or report it"
             )
-    want = ref.argmax(1).numpy()
+    want = unsplit.argmax(1).numpy()
     checks["agreement"] = float((e2e.argmax(1) == want).mean())
     checks["agreement_int8"] = float((e2e_int8.argmax(1) == want).mean())
     checks["reference"] = "split PyTorch network" if split.bottleneck else "unsplit network"
-    return checks
+    checks["agreement_with"] = "unsplit network"
+    return checks, {"unsplit": want, "split": e2e.argmax(1), "split_int8": e2e_int8.argmax(1)}

@@ -126,6 +126,7 @@ class Manifest:
     checks: dict = field(default_factory=dict)
     isplit_version: str = ""
     transmitted_layout: dict | None = None  # Layout.to_json() of what crosses the link
+    accuracy: dict | None = None  # validated and checked accuracies (isplit.deploy.accuracy)
     format: int = FORMAT
 
     # -- the served models -------------------------------------------------------------------
@@ -214,6 +215,7 @@ class Manifest:
                 checks=dict(d.get("checks", {})),
                 isplit_version=str(d.get("isplit_version", "")),
                 transmitted_layout=d["transmitted"].get("layout"),
+                accuracy=d.get("accuracy"),
             )
             Preprocess.from_json(m.preprocess)
         except (KeyError, TypeError, ValueError) as e:
