@@ -55,7 +55,7 @@ def test_export_refuses_a_bottleneck_that_did_not_learn(unlearned, demo_run, tmp
     assert a["agreement_with_unsplit"] == m.checks["agreement"] < 0.5
     assert a["unsplit"] > 0.8 and a["split"] < 0.5
     assert m.checks["end_to_end_max_abs_diff"] < 1e-3
-    assert f"agree with the unsplit network's {a['agreement_with_unsplit']:.1%}" in printed.out
+    assert f"agree with the unsplit network's on {a['agreement_with_unsplit']:.1%}" in printed.out
 
 
 def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(demo_run, small_disk, cli_error):
