@@ -289,8 +289,8 @@ def _torch_export(module: nn.Module, args: tuple, part: str):
 def _save_pytorch(program, module: nn.Module, args, folder: Path, part: str) -> dict:
     # Saved into memory and written by Python: torch's own file writer, on a full disk, throws
     # from a destructor and aborts the process (``terminate called ... c10::Error``).
-    buffer = io.BytesIO()
     if program is not None:
+        buffer = io.BytesIO()
         torch.export.save(program, buffer)
         atomic_write_bytes(folder / f"{part}.pt2", buffer.getvalue())
         return {"file": f"{part}.pt2", "format": "torch.export"}
@@ -303,8 +303,7 @@ def _save_pytorch(program, module: nn.Module, args, folder: Path, part: str) -> 
             f"the {part} can be exported neither with torch.export nor with TorchScript "
             f"({first_line(e)})"
         ) from None
-    torch.jit.save(traced, buffer)
-    atomic_write_bytes(folder / f"{part}.ts", buffer.getvalue())
+    atomic_write_bytes(folder / f"{part}.ts", traced.save_to_buffer())
     return {"file": f"{part}.ts", "format": "torchscript"}
 
 
