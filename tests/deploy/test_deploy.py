@@ -2,7 +2,6 @@
 Inference Protocol on loopback, run the head as a client on Fashion-MNIST test images; protocol
 conformance with a client we did not write (tritonclient); bad input; export errors."""
 
-import asyncio
 import http.client
 import json
 import sys
@@ -23,7 +22,6 @@ from isplit.deploy.client import request_bytes
 from isplit.deploy.export import export_split
 from isplit.deploy.manifest import sha256_file
 from isplit.deploy.runtime import load_programs
-from isplit.deploy.server import Batcher
 from isplit.graph import ModelGraph
 from isplit.validation import Settings, bottleneck_file, validate
 from isplit.validation.bottleneck import load_bottleneck, quantize_uint8
@@ -295,33 +293,6 @@ def test_client_errors_are_clear(exported, tmp_path):
 
     with pytest.raises(isplit.IsplitError, match="cannot read image"):
         load_images(Manifest.load(exported), [bad])
-
-
-def test_dynamic_batching_runs_waiting_requests_together():
-    calls = []
-
-    def run(x):
-        calls.append(len(x))
-        return x * 2
-
-    async def scenario(max_batch, sizes):
-        batcher = Batcher(run, max_batch, wait_s=0.05, executor=ThreadPoolExecutor(1))
-        batcher.start()
-        jobs = [batcher.submit([np.full((n, 1), i, np.float32)], n) for i, n in enumerate(sizes)]
-        out = await asyncio.gather(*jobs)
-        await batcher.stop()
-        return out
-
-    out = asyncio.run(scenario(4, [1, 2, 1, 3, 1, 6]))
-    for i, (n, (result, params)) in enumerate(zip([1, 2, 1, 3, 1, 6], out)):
-        assert (result == 2 * i).all() and result.shape == (n, 1)
-        assert params["tail_ms"] >= 0 and params["batch_size"] >= n
-    assert sum(calls) == 14 and max(calls) == 6  # a request larger than the bound runs alone
-    assert [c for c in calls if c != 6] and max(c for c in calls if c != 6) <= 4
-    assert any(c > 1 for c in calls if c != 6)  # several requests ran as one batch
-    calls.clear()
-    asyncio.run(scenario(1, [1, 1, 1]))
-    assert calls == [1, 1, 1]  # --max-batch 1: no batching
 
 
 def test_concurrent_clients_are_batched_and_answered_right(exported, images, unsplit):
