@@ -518,6 +518,7 @@ def test_serve_benchmark_tiny_run(exported, capsys):
                                        "int8_unbatched"}  # fmt: skip
     for name, r in report["settings"].items():
         assert r["errors"] == 0 and r["requests_per_s"] > 0, name
+        assert r["server_exit_code"] == 0, name  # drained on SIGTERM
         assert r["latency_ms"]["p50"] <= r["latency_ms"]["p99"]
         assert r["correct"] == 1.0 if name.startswith("fp32") else r["correct"] >= 0.8
     assert report["settings"]["fp32_unbatched"]["mean_batch_images"] == 1.0
