@@ -22,6 +22,18 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 CAP = 32
 
 
+def request(url: str, method: str, path: str, body: bytes | None = None, headers=None):
+    """``(status, headers, body)`` of one request to the server at ``url`` (http://host:port)."""
+    host, port = url.split("://")[1].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
 class Served:
     """``isplit serve`` running in its own process."""
 
@@ -32,13 +44,7 @@ class Served:
 
     def request(self, method: str, path: str, body: bytes | None = None, headers=None):
         """``(status, headers, body)`` over a new connection."""
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, dict(resp.getheaders()), resp.read()
-        finally:
-            conn.close()
+        return request(self.url, method, path, body, headers)
 
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))

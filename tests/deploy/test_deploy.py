@@ -2,7 +2,6 @@
 Inference Protocol on loopback, run the head as a client on Fashion-MNIST test images; protocol
 conformance with a client we did not write (tritonclient); bad input; export errors."""
 
-import http.client
 import json
 import sys
 import threading
@@ -25,6 +24,7 @@ from isplit.deploy.runtime import load_programs
 from isplit.graph import ModelGraph
 from isplit.validation import Settings, bottleneck_file, validate
 from isplit.validation.bottleneck import load_bottleneck, quantize_uint8
+from serving import request as _request
 
 N_IMAGES = 200
 
@@ -355,17 +355,6 @@ def test_tritonclient_speaks_to_the_server(exported, server, images, unsplit):
 # --------------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------------
-
-
-def _request(url: str, method: str, path: str, body: bytes | None = None, headers=None):
-    host, port = url.split("://")[1].split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
-    finally:
-        conn.close()
 
 
 def _infer_body(inputs: list[dict], binary: bytes = b"") -> tuple[bytes, dict]:
