@@ -21,6 +21,7 @@ not splitting whenever one of the two ways meets the budgets.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
