@@ -33,15 +33,15 @@ from pathlib import Path
 import torch
 
 from isplit.analysis import Analysis
-from isplit.deploy.units import (  # noqa: F401 (the commands import the parsers from here)
+from isplit.errors import IsplitError
+from isplit.results import RunResult
+from isplit.runfolder import RunFolder
+from isplit.units import (  # noqa: F401  (re-exported: where they were defined)
     parse_bandwidth,
     parse_duration,
     parse_size,
     parse_speed,
 )
-from isplit.errors import IsplitError
-from isplit.results import RunResult
-from isplit.runfolder import RunFolder
 
 PARTS = ("head", "link", "rtt", "tail")
 SERVER, DEVICE = "all on the server", "all on the device"

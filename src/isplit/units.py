@@ -1,6 +1,6 @@
-"""The units of ``isplit plan`` and ``isplit serve``: bandwidths (``10Mbit/s``), durations
-(``20ms``), sizes (``64kB``) and speeds (``5GFLOPS``); a number without a unit is an error
-(except a size, in bytes, and a speed, in GFLOPS)."""
+"""Quantities written with units on the command line: sizes, bandwidths, durations, speeds
+(``64MiB``, ``10Mbit/s``, ``20ms``, ``5GFLOPS``). Plain Python: the server reads its sizes
+without importing torch."""
 
 from __future__ import annotations
 
