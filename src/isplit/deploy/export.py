@@ -142,7 +142,7 @@ def export_split(
     try:
         with build_folder(out) as tmp:
             manifest, predicted = _write(split, loaded, (point, bottleneck), x, tmp, name=name,
-                                         classes=names)  # fmt: skip
+                                         classes=names, max_batch_size=max_batch)  # fmt: skip
             manifest.checks["inputs"] = f"{len(x)} {what}"
             manifest.accuracy = accuracy_block(record, predicted, check_labels)
             write_triton(manifest, tmp, max_batch)
