@@ -96,8 +96,9 @@ class _DataWait:
             self.seconds += time.perf_counter() - start
 
 
-def _timing(seconds: float, images: int, data_wait: float) -> dict:
+def _timing(seconds: float, images: int, data_wait: float, setup: float) -> dict:
     return {
+        "setup_seconds": round(setup, 3),
         "seconds": round(seconds, 3),
         "images": images,
         "images_per_s": round(images / seconds, 1) if seconds > 0 else None,
@@ -277,7 +278,7 @@ def _loop(state: _State, job: Job, channels_last: bool) -> dict:
     finally:
         bar.close()
     pending.flush(acc)  # on a GPU: waits for the last batches' work
-    return _timing(time.perf_counter() - started, analysed, waited.seconds)
+    return _timing(time.perf_counter() - started, analysed, waited.seconds, started - job.started)
 
 
 def _save(state: _State, job: Job) -> None:
@@ -320,7 +321,7 @@ def _result(model: nn.Module, data, job: Job, state: _State, timing: dict) -> An
     return Analysis(
         model=job.model_name,
         dataset={**dataset_info(data, class_names), "images": acc.images},
-        settings=job.settings_json(state.input_shape, state.graph.auto_leaf_modules),
+        settings=job.settings_json(state.input_shape, state.graph.auto_leaf_modules, weights=False),
         points=chosen,
         cui=curve,
         per_class={c: class_curves[i] for i, c in enumerate(class_names)},
@@ -332,11 +333,17 @@ def _result(model: nn.Module, data, job: Job, state: _State, timing: dict) -> An
         skipped_images=state.skipped,
         total_flops=float(state.graph.total_flops),
         total_params=int(sum(p.numel() for p in model.parameters())),
-        fingerprint=job.fingerprint,
         predictors=values,
         select_by=s.select_by,
         timing=timing,
-    )
+    ).when_read(lambda a: _add_weights(a, job))
+
+
+def _add_weights(analysis: Analysis, job: Job) -> None:
+    """The weights' sha256 and the run's fingerprint, into a result that is being saved or whose
+    ``settings`` / ``fingerprint`` are read (computing them costs a pass over the weights)."""
+    analysis.settings["weights_sha256"] = job.weights.value()
+    analysis.fingerprint = job.fingerprint
 
 
 def _instrument(
