@@ -31,6 +31,8 @@ from isplit.analysis.job import Job, dataset_info
 from isplit.analysis.progress import progress_bar
 from isplit.analysis.result import Analysis
 from isplit.data import make_loader, to_device
+from isplit.data.loaders import uint8_view
+from isplit.data.preprocess import Normalise
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph, SplitPoint
 from isplit.graph.points import no_admissible_message, restrict, select_points
@@ -177,6 +179,7 @@ class _State:
     graph: ModelGraph
     chosen: list[SplitPoint]
     cam: GradCAM
+    prepare: Normalise | None  # turns the loader's 8-bit batches into model inputs
 
 
 def _start(model: nn.Module, source, job: Job) -> _State:
@@ -189,6 +192,9 @@ def _start(model: nn.Module, source, job: Job) -> _State:
     if ckpt is not None:
         checkpoint.check_other_checkpoints(job.run.checkpoint, ckpt, job.world)
         checkpoint.remove_partial_writes(ckpt)
+    prepare = None
+    if job.run.uint8 and not isinstance(source, DataLoader):
+        source, prepare = uint8_view(source)
     if ckpt is not None and ckpt.exists():
         acc, preds, position, skipped, input_shape = checkpoint.load_checkpoint(
             ckpt, job.fingerprint, job.settings.predictors
@@ -197,7 +203,9 @@ def _start(model: nn.Module, source, job: Job) -> _State:
     batches = _host_batches(source, job, position)
     first = next(batches, None)
     if first is not None:
-        input_shape = list(first.x.shape[1:])
+        input_shape = (
+            list(first.x.shape[1:]) if prepare is None else prepare.input_shape(first.x.shape)
+        )
         batches = itertools.chain([first], batches)
     if input_shape is None:
         raise IsplitError("no images were analysed (all skipped, or the data set is empty)")
@@ -206,7 +214,7 @@ def _start(model: nn.Module, source, job: Job) -> _State:
         acc = _new_accumulator(len(chosen), job.class_names, cam, input_shape, device)
     if preds is None:
         preds = PredictorSet(job.settings.predictors, len(chosen), len(acc.counts))
-    return _State(acc, preds, position, skipped, input_shape, batches, graph, chosen, cam)
+    return _State(acc, preds, position, skipped, input_shape, batches, graph, chosen, cam, prepare)
 
 
 def run_job(model: nn.Module, data, source, job: Job) -> Analysis:
@@ -260,7 +268,7 @@ def _loop(state: _State, job: Job, channels_last: bool) -> dict:
     bar = progress_bar(len(job.shard), state.position, run.progress and job.rank == 0)
     waited, started, analysed = _DataWait(state.batches), time.perf_counter(), 0
     try:
-        for x, y, hb in to_device(checked(waited), run.device, channels_last):
+        for x, y, hb in to_device(checked(waited), run.device, channels_last, state.prepare):
             res = cam(x, y, target=s.target, extras=state.preds.needs)
             pending.add(res.cui, res.logits.argmax(1), hb)
             state.preds.add(res, hb.y.numpy().copy(), hb.index)
