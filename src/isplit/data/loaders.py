@@ -127,7 +127,7 @@ def to_device(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor, Any]],
     device: torch.device,
     channels_last: bool = False,
-    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    prepare: Callable[..., torch.Tensor] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, Any]]:
     """``(x, y, extra)`` batches on the host -> ``(x, y, extra)`` with ``x`` and ``y`` on
     ``device`` (``x`` in channels-last memory format when asked and 4-D); ``prepare`` (e.g. a
@@ -141,7 +141,7 @@ def to_device(
     def arrive(x: torch.Tensor) -> torch.Tensor:
         x = x.to(device, non_blocking=True)
         if prepare is not None:
-            x = prepare(x)
+            x = prepare(x, memory_format=fmt) if x.dim() == 4 else prepare(x)
         return x.contiguous(memory_format=fmt) if x.dim() == 4 else x
 
     if device.type != "cuda":

@@ -132,21 +132,45 @@ class Normalise:
     """The device half of the 8-bit path: uint8 ``[B, C, size, size]`` -> the normalised float32
     model input, with ``to_model_input``'s arithmetic in its order (divide by ``scale``, the
     pixel value that means white, then subtract the mean and divide by the std; one channel
-    repeated where the model takes three)."""
+    repeated where the model takes three), in place in one output tensor.
+
+    On a CPU the output tensors are reused, two in turn (a fresh tensor of a batch's size costs
+    more in page faults than the arithmetic): a batch's input stays valid until two more have
+    been normalised, which is how isplit's loops use them. On a GPU every batch gets its own
+    (the caching allocator makes that free, and the copy stream may run ahead)."""
 
     def __init__(self, pp: Preprocess, scale: float = 255.0) -> None:
         self.channels = pp.channels
         self.scale = float(scale)
         self._mean = torch.tensor(pp.mean, dtype=torch.float32).view(-1, 1, 1)
         self._std = torch.tensor(pp.std, dtype=torch.float32).view(-1, 1, 1)
+        self._ring: list[torch.Tensor] = []
 
     def input_shape(self, shape: torch.Size | tuple[int, ...]) -> list[int]:
         """The model input's shape ``[C, H, W]`` for one uint8 image of ``shape``."""
         return [self.channels, *shape[-2:]]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float().div_(self.scale)
-        if x.shape[-3] == 1 and self.channels == 3:
-            x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
+    def _output(
+        self, shape: tuple[int, ...], device: torch.device, fmt: torch.memory_format
+    ) -> torch.Tensor:
+        def fresh() -> torch.Tensor:
+            out = torch.empty(shape, device=device)
+            return out.contiguous(memory_format=fmt) if out.dim() == 4 else out
+
+        if device.type != "cpu":
+            return fresh()
+        ring = self._ring
+        if ring and (ring[0].shape != shape or not ring[0].is_contiguous(memory_format=fmt)):
+            ring.clear()
+        if len(ring) < 2:
+            ring.append(fresh())
+        ring.append(ring.pop(0))  # the least recently handed out, to the back
+        return ring[-1]
+
+    def __call__(
+        self, x: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format
+    ) -> torch.Tensor:
+        shape = (*x.shape[:-3], self.channels, *x.shape[-2:])
+        out = self._output(shape, x.device, memory_format).copy_(x)  # 1 -> 3 channels too
         mean, std = self._mean.to(x.device), self._std.to(x.device)
-        return x.sub(mean).div_(std)
+        return out.div_(self.scale).sub_(mean).div_(std)
