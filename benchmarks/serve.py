@@ -10,7 +10,8 @@ each with one kept-alive HTTP connection, send ``--requests`` requests in all pe
 (binary tensor extension, one image per request unless ``--images-per-request``), as fast as the
 answers come back. Per setting: requests and images per second, latency percentiles (request
 sent -> response read, ms), the mean batch the server ran (its ``batch_size`` parameter), the body
-size, and how many answers matched the unsplit network's class.
+size, how many answers matched the unsplit network's class, the server's resident memory before
+and after the load (``server_rss_mb``), and its exit code on SIGTERM (0: drained).
 
     python benchmarks/serve.py [--requests 2000] [--concurrency 16] [--point features.13] ...
 
@@ -61,12 +62,23 @@ def start_server(
     return proc, m.group(1)
 
 
-def stop_server(proc: subprocess.Popen) -> None:
+def stop_server(proc: subprocess.Popen) -> int | None:
+    """SIGTERM (the server drains); its exit code, None if it had to be killed."""
     proc.terminate()
     try:
-        proc.wait(timeout=30)
+        return proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
+        return None
+
+
+def rss_mb(proc: subprocess.Popen) -> float | None:
+    """The server's resident memory (Linux), MB."""
+    try:
+        with open(f"/proc/{proc.pid}/status") as f:
+            return int(re.search(r"VmRSS:\s+(\d+)", f.read())[1]) / 1024
+    except (OSError, TypeError):
+        return None
 
 
 def load(url: str, path: str, bodies: list[tuple[bytes, dict]], expected: np.ndarray,
@@ -185,15 +197,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
         results = {}
         for setting, (max_batch, wait) in settings.items():
             proc, url = start_server(folder, max_batch, wait, args.device, args.runtime)
+            exit_code = None
             try:
                 for name, model in (("fp32", manifest.name), ("int8", manifest.int8_name)):
                     path = f"/v2/models/{model}/infer"
                     load(url, path, bodies[name][:4], expected, min(50, args.requests), 2)
+                    idle = rss_mb(proc)
                     results[f"{name}_{setting}"] = load(
                         url, path, bodies[name], expected, args.requests, args.concurrency
                     )
+                    results[f"{name}_{setting}"]["server_rss_mb"] = {
+                        "idle": idle,
+                        "after": rss_mb(proc),
+                    }
             finally:
-                stop_server(proc)
+                exit_code = stop_server(proc)
+            for name in ("fp32", "int8"):
+                results[f"{name}_{setting}"]["server_exit_code"] = exit_code
     ratio = {
         f"batching_speedup_{name}": results[f"{name}_batched"]["requests_per_s"]
         / results[f"{name}_unbatched"]["requests_per_s"]

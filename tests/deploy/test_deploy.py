@@ -2,8 +2,6 @@
 Inference Protocol on loopback, run the head as a client on Fashion-MNIST test images; protocol
 conformance with a client we did not write (tritonclient); bad input; export errors."""
 
-import asyncio
-import http.client
 import json
 import sys
 import threading
@@ -23,10 +21,10 @@ from isplit.deploy.client import request_bytes
 from isplit.deploy.export import export_split
 from isplit.deploy.manifest import sha256_file
 from isplit.deploy.runtime import load_programs
-from isplit.deploy.server import Batcher
 from isplit.graph import ModelGraph
 from isplit.validation import Settings, bottleneck_file, validate
 from isplit.validation.bottleneck import load_bottleneck, quantize_uint8
+from serving import request as _request
 
 N_IMAGES = 200
 
@@ -297,33 +295,6 @@ def test_client_errors_are_clear(exported, tmp_path):
         load_images(Manifest.load(exported), [bad])
 
 
-def test_dynamic_batching_runs_waiting_requests_together():
-    calls = []
-
-    def run(x):
-        calls.append(len(x))
-        return x * 2
-
-    async def scenario(max_batch, sizes):
-        batcher = Batcher(run, max_batch, wait_s=0.05, executor=ThreadPoolExecutor(1))
-        batcher.start()
-        jobs = [batcher.submit([np.full((n, 1), i, np.float32)], n) for i, n in enumerate(sizes)]
-        out = await asyncio.gather(*jobs)
-        await batcher.stop()
-        return out
-
-    out = asyncio.run(scenario(4, [1, 2, 1, 3, 1, 6]))
-    for i, (n, (result, params)) in enumerate(zip([1, 2, 1, 3, 1, 6], out)):
-        assert (result == 2 * i).all() and result.shape == (n, 1)
-        assert params["tail_ms"] >= 0 and params["batch_size"] >= n
-    assert sum(calls) == 14 and max(calls) == 6  # a request larger than the bound runs alone
-    assert [c for c in calls if c != 6] and max(c for c in calls if c != 6) <= 4
-    assert any(c > 1 for c in calls if c != 6)  # several requests ran as one batch
-    calls.clear()
-    asyncio.run(scenario(1, [1, 1, 1]))
-    assert calls == [1, 1, 1]  # --max-batch 1: no batching
-
-
 def test_concurrent_clients_are_batched_and_answered_right(exported, images, unsplit):
     # The torch runtime: the network rebuilt from its recorded weights, cut again.
     with TailServer(exported, max_batch=16, batch_wait_ms=200, runtime="torch") as server:
@@ -384,17 +355,6 @@ def test_tritonclient_speaks_to_the_server(exported, server, images, unsplit):
 # --------------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------------
-
-
-def _request(url: str, method: str, path: str, body: bytes | None = None, headers=None):
-    host, port = url.split("://")[1].split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
-    finally:
-        conn.close()
 
 
 def _infer_body(inputs: list[dict], binary: bytes = b"") -> tuple[bytes, dict]:
@@ -547,6 +507,7 @@ def test_serve_benchmark_tiny_run(exported, capsys):
                                        "int8_unbatched"}  # fmt: skip
     for name, r in report["settings"].items():
         assert r["errors"] == 0 and r["requests_per_s"] > 0, name
+        assert r["server_exit_code"] == 0, name  # drained on SIGTERM
         assert r["latency_ms"]["p50"] <= r["latency_ms"]["p99"]
         assert r["correct"] == 1.0 if name.startswith("fp32") else r["correct"] >= 0.8
     assert report["settings"]["fp32_unbatched"]["mean_batch_images"] == 1.0

@@ -145,8 +145,10 @@ def test_plan_from_flops_matches_the_hand_computed_model(run):
     for quantize, datatype, itemsize in ((True, "UINT8", 1), (False, "FP32", 4)):
         plan = make_plan(run, link, device_speed=2e9, server_speed=5e10, quantize=quantize)
         adm = [p for p in a.points if p.admissible]
-        assert [r["name"] for r in plan.points] == [p.name for p in adm]
-        for r, p in zip(plan.points, adm):
+        server, *splits, device = plan.points
+        assert (server["name"], device["name"]) == ("all on the server", "all on the device")
+        assert [r["name"] for r in splits] == [p.name for p in adm]
+        for r, p in zip(splits, adm):
             nbytes = _oip_body_bytes(p.shape[1:], datatype, itemsize)
             assert r["bytes"] == nbytes
             assert r["head_ms"] == pytest.approx(1e3 * p.head_flops / 2e9)
@@ -156,37 +158,54 @@ def test_plan_from_flops_matches_the_hand_computed_model(run):
             total = r["head_ms"] + r["link_ms"] + 15.0 + r["tail_ms"]
             assert r["total_ms"] == pytest.approx(total)
             assert r["score"] == pytest.approx(a.cui[a.point_names.index(p.name)])
-        # Without a budget the recommendation is the best-scoring point: the analysis's best.
-        assert plan.recommended == a.best and a.best in plan.pareto
-        b = plan.baselines
-        assert b["device_only_ms"] == pytest.approx(1e3 * a.total_flops / 2e9)
-        assert b["server_only_ms"] == pytest.approx(
-            1e3 * b["server_only_bytes"] / 1e6 + 15.0 + 1e3 * a.total_flops / 5e10
+        # All on the device: the whole network's FLOPs at its speed, nothing sent, no round trip.
+        assert device["bytes"] == 0 and device["rtt_ms"] == 0 and device["tail_ms"] == 0
+        assert device["total_ms"] == pytest.approx(1e3 * a.total_flops / 2e9)
+        # All on the server: the 8-bit image, whatever the tensors are sent as.
+        image = _oip_body_bytes(a.settings["input_shape"], "UINT8", 1)
+        assert server["bytes"] == image and server["head_ms"] == 0
+        assert server["total_ms"] == pytest.approx(
+            1e3 * image / 1e6 + 15 + 1e3 * a.total_flops / 5e10
         )
+        # Without a budget not splitting wins (it loses nothing): the faster of the two ways.
+        assert server["score"] is None and device["score"] is None
+        assert plan.recommended == min((server, device), key=lambda r: r["total_ms"])["name"]
+        assert "not splitting loses nothing" in plan.reason
 
 
 def test_the_recommendation_respects_the_budgets(run):
-    link = Link(parse_bandwidth("8Mbit/s"), parse_duration("15ms"))
-    free = make_plan(run, link, device_speed=2e9, server_speed=5e10)
-    rows = free.points
-    # A budget between the fastest and the slowest point: the best score among those within.
-    limit = float(np.median([r["total_ms"] for r in rows]))
-    plan = make_plan(run, link, device_speed=2e9, server_speed=5e10, max_latency=limit / 1e3)
-    within = [r for r in rows if r["total_ms"] <= limit]
+    # A fast link with no round trip and a slow device: all on the server is the fastest.
+    link = Link(parse_bandwidth("1GB/s"), 0.0)
+    speeds = {"device_speed": 2e9, "server_speed": 5e10}
+    free = make_plan(run, link, **speeds)
+    server, *splits, device = free.points
+    assert free.recommended == "all on the server"
+    # A byte budget below the image's keeps all on the device (it sends nothing) ...
+    small = min(r["bytes"] for r in splits)
+    plan = make_plan(run, link, max_bytes=small, **speeds)
+    assert plan.recommended == "all on the device"
+    assert (
+        "all on the device meets the budgets (<= 845 bytes) where all on the server does not"
+        in plan.reason
+    )
+    # ... and with a latency budget under the device's time, the best-scoring split within both.
+    limit = device["total_ms"] * 0.99
+    plan = make_plan(run, link, max_bytes=server["bytes"] - 1, max_latency=limit / 1e3, **speeds)
+    within = [r for r in splits if r["total_ms"] <= limit and r["bytes"] < server["bytes"]]
+    assert len(within) >= 2 and len(within) < len(splits)
     assert plan.recommended == max(within, key=lambda r: r["score"])["name"]
-    assert [r["within_budget"] for r in plan.points] == [r["total_ms"] <= limit for r in rows]
-    small = min(r["bytes"] for r in rows)
-    plan = make_plan(run, link, device_speed=2e9, server_speed=5e10, max_bytes=small)
-    fits = [r for r in rows if r["bytes"] <= small]
-    assert plan.recommended == max(fits, key=lambda r: r["score"])["name"]
-    plan = make_plan(run, link, device_speed=2e9, server_speed=5e10, max_latency=1e-6)
-    assert plan.recommended is None and plan.reason.startswith("no point meets")
-    # Every non-Pareto point is beaten by a Pareto point.
-    for r in rows:
+    assert plan.reason.startswith("highest score within latency")
+    assert [r["within_budget"] for r in plan.points[1:-1]] == [r in within for r in splits]
+    assert not plan.points[0]["within_budget"] and not plan.points[-1]["within_budget"]
+    plan = make_plan(run, link, max_latency=1e-6, **speeds)
+    assert plan.recommended is None
+    assert plan.reason.startswith("no point meets the budgets, not splitting included")
+    # Every non-Pareto point is beaten by a Pareto point (not splitting beats any score).
+    for r in splits:
         if not r["pareto"]:
             assert any(
                 q["pareto"] and q["total_ms"] <= r["total_ms"] and q["bytes"] <= r["bytes"]
-                and q["score"] >= r["score"] for q in rows
+                and (q["score"] is None or q["score"] >= r["score"]) for q in free.points
             )  # fmt: skip
 
 
@@ -200,19 +219,21 @@ def test_plan_command_measures_writes_and_the_report_shows_it(run, capsys, tmp_p
     assert plan.to_json() == json.loads((run / "plan.json").read_text())
     assert json.loads((run / "plan.json").read_text())["format"] == FORMAT
     assert (run / "plan.png").stat().st_size > 10_000
-    assert "measured on this machine" in plan.times
-    assert out.splitlines()[: len(plan.points) + 3] == plan.table().splitlines()
+    assert plan.times.startswith("head measured on this machine (CPU, 1 torch thread(s)")
+    assert "tail measured here too: the server assumed as fast as this machine" in plan.times
+    assert out.splitlines()[:-1] == plan.table().splitlines()
+    assert f"times: {plan.times}" in out and f"score: {plan.score_source}" in out
     for r in plan.points:
-        assert r["head_ms"] > 0 and r["tail_ms"] > 0 and r["rtt_ms"] == 20.0
+        assert r["head_ms"] > 0 or r["name"] == "all on the server"
+        assert r["tail_ms"] > 0 or r["name"] == "all on the device"
+        assert r["rtt_ms"] == (0.0 if r["name"] == "all on the device" else 20.0)
         assert (r["name"] in out) and (("pareto" in out) or not r["pareto"])
-    if plan.recommended:
-        assert f"recommended: {plan.recommended}" in out
-    else:
-        assert "no point meets the budgets" in out
+    assert f"recommended: {plan.recommended}" in out
     from isplit.report import write_report
 
     html = write_report(run, samples=0).read_text()
     assert "Latency plan" in html and "10 Mbit/s" in html and "20 ms round trip" in html
+    assert "all on the device" in html and "lossless" in html and plan.times in html
 
 
 def test_plan_mistakes_are_one_line_errors(run, cli_error):
@@ -223,22 +244,3 @@ def test_plan_mistakes_are_one_line_errors(run, cli_error):
     err = cli_error(*base, "--bandwidth", "1MB/s", "--score", "probe")
     assert "--score probe needs a run analysed with the probe predictor" in err
     assert "isplit analyze --predictors probe" in err
-
-
-def test_score_probe_is_the_analysis_probe_predictor(tmp_path):
-    """--score probe: the held-out accuracy of the analysis's linear probe (the probe
-    predictor, at every admissible point), not validation's logistic probe."""
-    run = tmp_path / "run"
-    argv = ["analyze", "--limit", "64", "--predictors", "probe", "--out", str(run), "--quiet"]
-    assert main(argv) == 0
-    a = Analysis.load(run)
-    # a validation.json whose logistic probe would rank the points the other way round
-    validation = {"points": [{"name": p.name, "probe_accuracy": 1.0 - a.point_names.index(p.name)
-                              / 100} for p in a.points if p.admissible]}  # fmt: skip
-    (run / "validation.json").write_text(json.dumps(validation))
-    link = Link(parse_bandwidth("8Mbit/s"), parse_duration("15ms"))
-    plan = make_plan(run, link, device_speed=2e9, server_speed=5e10, score="probe")
-    probe = {p.name: v for p, v in zip(a.points, a.curve("probe")) if p.admissible}
-    assert [r["name"] for r in plan.points] == list(probe)
-    assert [r["score"] for r in plan.points] == pytest.approx(list(probe.values()))
-    assert probe[plan.recommended] == max(probe.values())

@@ -44,7 +44,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", default=None, help="where the data set files are")
     p.add_argument("--check-images", type=int, default=64, help="images to check on (64)")
     p.add_argument(
-        "--max-batch", type=int, default=64, help="max_batch_size of the Triton configuration"
+        "--max-batch",
+        type=int,
+        default=64,
+        help="the most images one request may carry: the tail server's cap and Triton's "
+        "max_batch_size (64)",
     )
     p.set_defaults(func=run)
 

@@ -71,11 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         format="isplit: %(levelname)s: %(message)s",
     )
     try:
-        from isplit.distributed import launched, run_rank
+        if "LOCAL_RANK" in os.environ:  # perhaps torchrun's (isplit.distributed imports torch)
+            from isplit.distributed import launched, run_rank
 
-        if launched():
-            device = getattr(args, "device", None)  # commands without one cannot run launched
-            return run_rank(args.command, device, lambda: args.func(args))
+            if launched():
+                device = getattr(args, "device", None)  # commands without one cannot run launched
+                return run_rank(args.command, device, lambda: args.func(args))
         if getattr(args, "nproc", None) is not None:
             return _launch(args, argv)
         return args.func(args)

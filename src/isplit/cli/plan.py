@@ -1,5 +1,6 @@
-"""`isplit plan`: end-to-end latency of every split point over a link, the Pareto front and
-the recommended point under a latency budget."""
+"""`isplit plan`: end-to-end latency of every split point and of not splitting (all on the
+device, all on the server) over a link, the Pareto front and the recommended candidate under a
+latency budget."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plan",
-        help="end-to-end latency of every split point over a link, the Pareto front and the "
-        "recommended point under a latency budget",
+        help="end-to-end latency of every split point, and of not splitting, over a link; the "
+        "Pareto front and the recommended candidate under a latency budget",
     )
     p.add_argument("run", metavar="RUN_DIR", help="an analysis run folder")
     p.add_argument("--bandwidth", required=True, help="link bandwidth: 10Mbit/s, 1.5MB/s, ...")
@@ -24,9 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-latency", default=None, help="latency budget per image: 50ms, ...")
     p.add_argument("--max-bytes", default=None, help="request size budget: 4096, 16kB, ...")
     p.add_argument(
-        "--score", default="cui", choices=["cui", "probe"],
-        help="cui, or probe: the held-out accuracy of the analysis's linear probe (a run "
-        "analysed with --predictors probe)",
+        "--score", default="best",
+        help="best (default: the validated accuracy where the run was validated, else the "
+        "predictor the run selected by, else CUI), validated, cui, or a predictor the run "
+        "computed (probe, ...)",
+    )  # fmt: skip
+    p.add_argument(
+        "--export", action="append", default=[], metavar="EXPORT_DIR",
+        help="an `isplit export` folder of this network: its point is costed at what the "
+        "export sends (a bottleneck's code); repeat for several",
     )  # fmt: skip
     p.add_argument("--no-quantize", action="store_true", help="plan for float32 tensors")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per part (median)")
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         quantize=not args.no_quantize,
         repeats=args.repeats,
         threads=args.threads or None,
+        exports=args.export,
         out=out,
     )
     print(plan.table())

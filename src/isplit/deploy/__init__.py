@@ -6,28 +6,46 @@ head as a client, and plan the split against a latency budget.
 - :mod:`~isplit.deploy.server`: the tail behind KServe v2 REST endpoints (FastAPI + uvicorn);
 - :mod:`~isplit.deploy.client`: the head on the device, the tensor over the protocol;
 - :mod:`~isplit.deploy.plan`: end-to-end latency of every point under a link and a budget.
+
+The public names are imported on first use (PEP 562): the tail server imports this package, and
+on onnxruntime it runs without torch, whose import alone takes about 500 MB.
 """
 
-from isplit.deploy.client import Client, Prediction
-from isplit.deploy.export import export_split
-from isplit.deploy.manifest import Manifest
-from isplit.deploy.runtime import load_programs
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from isplit.deploy.client import Client, Prediction
+    from isplit.deploy.export import export_split
+    from isplit.deploy.manifest import Manifest
+    from isplit.deploy.runtime import load_programs
+    from isplit.deploy.server import TailServer, create_app
+
+#: public name -> the module that defines it
+_LAZY = {
+    "Client": "isplit.deploy.client",
+    "Prediction": "isplit.deploy.client",
+    "export_split": "isplit.deploy.export",
+    "Manifest": "isplit.deploy.manifest",
+    "load_programs": "isplit.deploy.runtime",
+    "TailServer": "isplit.deploy.server",
+    "create_app": "isplit.deploy.server",
+}
 
 __all__ = [
     "Client",
     "Manifest",
     "Prediction",
-    "export_split",
-    "load_programs",
     "TailServer",
     "create_app",
+    "export_split",
+    "load_programs",
 ]
 
 
 def __getattr__(name: str):
-    # The server needs the optional serving stack (pip install 'isplit[serve]'): import it late.
-    if name in ("TailServer", "create_app"):
-        from isplit.deploy import server
-
-        return getattr(server, name)
-    raise AttributeError(name)
+    if name not in _LAZY:
+        raise AttributeError(f"module 'isplit.deploy' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

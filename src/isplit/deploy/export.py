@@ -171,6 +171,7 @@ def export_split(
             pytorch=pytorch,
             checks=checks,
             isplit_version=__version__,
+            max_batch_size=max_batch,
         )
         manifest.files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}
         write_triton(manifest, tmp, max_batch)

@@ -26,16 +26,21 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from isplit.data import Preprocess
 from isplit.errors import IsplitError
 from isplit.io import atomic_write_json, read_json
+
+if TYPE_CHECKING:  # isplit.data imports torchvision: the server does without (see load)
+    from isplit.data import Preprocess
 
 MANIFEST = "manifest.json"
 FORMAT = 1
 INT8_SUFFIX = "-int8"
+#: images per request, unless the export says otherwise (Triton's max_batch_size)
+MAX_BATCH_SIZE = 64
 INPUT, ACTIVATION, SCALE, ZERO_POINT, LOGITS = (
     "input",
     "activation",
@@ -126,6 +131,8 @@ class Manifest:
     checks: dict = field(default_factory=dict)
     isplit_version: str = ""
     transmitted_layout: dict | None = None  # Layout.to_json() of what crosses the link
+    #: the most images one request may carry: the tail server's cap and Triton's max_batch_size
+    max_batch_size: int = MAX_BATCH_SIZE
     format: int = FORMAT
 
     # -- the served models -------------------------------------------------------------------
@@ -155,6 +162,8 @@ class Manifest:
         return [self.name, self.int8_name]
 
     def preprocessing(self) -> Preprocess:
+        from isplit.data import Preprocess
+
         return Preprocess.from_json(self.preprocess)
 
     # -- files ---------------------------------------------------------------------------------
@@ -187,8 +196,10 @@ class Manifest:
         return path
 
     @classmethod
-    def load(cls, folder: str | Path) -> Manifest:
-        """Read ``folder/manifest.json``; a clear error when it is not an isplit export."""
+    def load(cls, folder: str | Path, preprocess: bool = True) -> Manifest:
+        """Read ``folder/manifest.json``; a clear error when it is not an isplit export.
+        ``preprocess=False`` leaves the image preprocessing unchecked, and torch unimported
+        (the tail server takes tensors, never images)."""
         folder = Path(folder)
         if not folder.is_dir():
             raise IsplitError(f"{folder} is not a folder: pass the --out folder of `isplit export`")
@@ -214,8 +225,12 @@ class Manifest:
                 checks=dict(d.get("checks", {})),
                 isplit_version=str(d.get("isplit_version", "")),
                 transmitted_layout=d["transmitted"].get("layout"),
+                max_batch_size=int(d.get("max_batch_size", MAX_BATCH_SIZE)),
             )
-            Preprocess.from_json(m.preprocess)
+            if m.max_batch_size < 1:
+                raise ValueError(f"max_batch_size {m.max_batch_size} is not positive")
+            if preprocess:
+                m.preprocessing()
         except (KeyError, TypeError, ValueError) as e:
             raise IsplitError(
                 f"{folder / MANIFEST} is incomplete or damaged ({type(e).__name__}: {e}); "

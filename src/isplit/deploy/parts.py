@@ -10,21 +10,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from isplit.deploy.manifest import ACTIVATION, INPUT, LOGITS, SCALE, ZERO_POINT
+from isplit.deploy.names import (  # noqa: F401  (re-exported: where they were defined)
+    BOTTLENECK_FILE,
+    HEAD,
+    PARTS,
+    TAIL,
+    TAIL_INT8,
+    first_line,
+    require,
+)
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph, SplitPoint
 from isplit.graph.layout import Layout
 from isplit.models import LoadedModel, apply_state_dict
 from isplit.validation.bottleneck import dequantize_uint8, load_bottleneck
-
-HEAD, TAIL, TAIL_INT8 = "head", "tail", "tail_int8"
-#: part -> (ONNX file, input names, output names)
-PARTS: dict[str, tuple[str, list[str], list[str]]] = {
-    HEAD: ("head.onnx", [INPUT], [ACTIVATION]),
-    TAIL: ("tail.onnx", [ACTIVATION], [LOGITS]),
-    TAIL_INT8: ("tail_int8.onnx", [ACTIVATION, SCALE, ZERO_POINT], [LOGITS]),
-}
-BOTTLENECK_FILE = "bottleneck.safetensors"
 
 
 class Dequantize(nn.Module):
@@ -43,18 +42,6 @@ class Dequantized(nn.Module):
 
     def forward(self, q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor):
         return self.tail(self.dequantize(q, scale, zero_point))
-
-
-def require(*modules: str) -> None:
-    """An IsplitError naming the install command when an optional package is missing."""
-    import importlib.util
-
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise IsplitError(
-            f"this needs {', '.join(missing)}, part of isplit's deployment extra: "
-            "pip install 'isplit[serve]'"
-        )
 
 
 @dataclass
@@ -120,9 +107,3 @@ def split_parts(loaded: LoadedModel, point: str, bottleneck: str | Path | None =
 def part_modules(split: Split) -> dict[str, nn.Module]:
     """Each part of ``split`` as a module (the 8-bit tail dequantises first)."""
     return {HEAD: split.head, TAIL: split.tail, TAIL_INT8: Dequantized(split.tail).eval()}
-
-
-def first_line(e: BaseException) -> str:
-    """``e``'s type and the first line of its message (tool errors run to pages)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__

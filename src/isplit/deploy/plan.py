@@ -1,103 +1,49 @@
 """Plan the split against a link and a latency budget.
 
-For every admissible point of an analysis run, the end-to-end latency of one image is
+The candidates are every admissible point of an analysis run and the two ways of not splitting:
+all on the device (nothing sent) and all on the server (the 8-bit image sent). For each, the
+end-to-end latency of one image is
 
     head time on the device + request bytes / bandwidth + round trip + tail time on the server
 
 where the request bytes are the HTTP body the client sends (the transmitted tensor, 8-bit by
-default, in the Open Inference Protocol's binary form: :func:`isplit.deploy.client.request_bytes`).
-Head and tail times are measured on this machine (median of repeated runs at batch 1) or derived
-from the point's FLOPs and a given speed (``--device-speed 5GFLOPS``). Beside latency and bytes
-each point has a score: its CUI, or with ``score="probe"`` the held-out accuracy of the
-analysis's linear probe (the ``probe`` predictor: ``isplit analyze --predictors probe``). The
-plan lists the Pareto front over (latency, bytes, score) and recommends the point with the
-highest score within the budgets (``max_latency``, ``max_bytes``).
+default, in the Open Inference Protocol's binary form: :func:`isplit.deploy.client.request_bytes`;
+at a point given as an export, what the export sends: its bottleneck's code). All on the device
+sends nothing and waits for no round trip: a split point whose head is nearly the whole network
+is still a round trip and a transfer slower. Head and tail times are measured on this machine
+(median of repeated runs at batch 1) or derived from the part's FLOPs and a given speed
+(``--device-speed 5GFLOPS``). Each candidate has a score (:mod:`isplit.deploy.scores`: the
+validated accuracy, the run's selection predictor or CUI); not splitting loses nothing and ranks
+first. The plan lists the Pareto front over (latency, bytes, score) and recommends the candidate
+with the highest score within the budgets (``max_latency``, ``max_bytes``), the faster of equals:
+not splitting whenever one of the two ways meets the budgets.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from isplit.analysis import Analysis
 from isplit.errors import IsplitError
 from isplit.results import RunResult
 from isplit.runfolder import RunFolder
+from isplit.units import (  # noqa: F401  (re-exported: where they were defined)
+    parse_bandwidth,
+    parse_duration,
+    parse_size,
+    parse_speed,
+)
 
 PARTS = ("head", "link", "rtt", "tail")
-SCORES = ("cui", "probe")
-
-# -- units -------------------------------------------------------------------------------------
-
-_NUMBER = r"(?P<num>[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?)"
-_PREFIX = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
-_PREFIX.update({"Ki": 1024.0, "Mi": 1024.0**2, "Gi": 1024.0**3, "Ti": 1024.0**4})
-_BANDWIDTH = re.compile(rf"^{_NUMBER}\s*(?P<prefix>[kKMGT]i?)?(?P<unit>bit|b|B|byte)(?:/s|ps)$")
-_DURATION = re.compile(rf"^{_NUMBER}\s*(?P<unit>ns|us|µs|ms|s|min)$")
-_DURATIONS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0}
-_SIZE = re.compile(rf"^{_NUMBER}\s*(?:(?P<prefix>[kKMGT]i?)?(?P<unit>B|bytes?))?$")
-_SPEED = re.compile(rf"^{_NUMBER}\s*(?:(?P<prefix>[kKMGT])?(?P<unit>FLOPS|FLOP/s|flops|flop/s))?$")
-
-
-def _match(pattern: re.Pattern, text, what: str, examples: str) -> re.Match:
-    m = pattern.match(str(text).strip())
-    if m is None:
-        raise IsplitError(f"{what} {text!r} is not understood; write it like {examples}")
-    return m
-
-
-def parse_bandwidth(text: str) -> float:
-    """Bytes per second from ``10Mbit/s``, ``10 Mbps``, ``1.5MB/s``, ``100kB/s``, ``1GiB/s``
-    (``b``/``bit``: bits, ``B``: bytes; k, M, G decimal, Ki, Mi, Gi binary)."""
-    m = _match(_BANDWIDTH, text, "bandwidth", "10Mbit/s, 10Mbps, 1.5MB/s or 100kB/s")
-    value = float(m["num"]) * _PREFIX[m["prefix"] or ""]
-    value /= 8.0 if m["unit"] in ("bit", "b") else 1.0
-    if not value > 0 or not math.isfinite(value):
-        raise IsplitError(f"bandwidth {text!r} must be more than 0")
-    return value
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from ``20ms``, ``1.5 s``, ``300us``, ``0.5min``."""
-    m = _match(_DURATION, text, "duration", "20ms, 1.5s or 300us")
-    value = float(m["num"]) * _DURATIONS[m["unit"]]
-    if not math.isfinite(value):
-        raise IsplitError(f"duration {text!r} is too large")
-    return value
-
-
-def parse_size(text: str | int) -> int:
-    """Bytes from ``4096``, ``64kB``, ``1.5MB``, ``2MiB``."""
-    m = _match(_SIZE, text, "size", "4096, 64kB, 1.5MB or 2MiB")
-    value = float(m["num"]) * _PREFIX[m["prefix"] or ""]
-    if not math.isfinite(value) or value < 1:
-        raise IsplitError(f"size {text!r} must be at least 1 byte")
-    return int(round(value))
-
-
-def parse_speed(text: str) -> float | None:
-    """FLOP/s from ``5GFLOPS``, ``500 MFLOPS``, ``1.2TFLOPS`` or a bare number of GFLOPS;
-    None for ``measured`` (time the parts on this machine)."""
-    if str(text).strip().lower() == "measured":
-        return None
-    m = _match(_SPEED, text, "speed", "measured, 5GFLOPS, 500MFLOPS or 5 (GFLOPS)")
-    if m["unit"] is None:  # a bare number: GFLOPS
-        value = float(m["num"]) * 1e9
-    else:
-        value = float(m["num"]) * _PREFIX[m["prefix"] or ""]
-    if not value > 0 or not math.isfinite(value):
-        raise IsplitError(f"speed {text!r} must be more than 0")
-    return value
-
+SERVER, DEVICE = "all on the server", "all on the device"
 
 # -- the latency model ---------------------------------------------------------------------------
 
@@ -199,15 +145,17 @@ class Plan(RunResult):
     link: dict  # bandwidth_bytes_per_s, rtt_ms
     device_speed_flops: float | None  # None: measured on this machine
     server_speed_flops: float | None
-    times: str  # how head and tail times were found
+    times: str  # where head and tail times come from
     quantize: bool  # 8-bit tensors on the link
-    score: str  # cui or probe
+    score: str  # validated, cui or a predictor's name
+    score_label: str  # the score's column label
+    score_source: str  # where the scores come from, in words
     budgets: dict  # max_latency_ms, max_bytes
-    points: list[dict]  # one row per admissible point: bytes, parts of the latency, score, marks
+    exports: list[str]  # the export folders whose points send what they export
+    points: list[dict]  # one row per candidate: bytes, parts of the latency, score, marks
     pareto: list[str]
     recommended: str | None
     reason: str
-    baselines: dict  # all on the device, all on the server
 
     def save(self, out: str | os.PathLike) -> Path:
         """Write ``plan.json`` and ``plan.png`` into ``out``."""
@@ -218,50 +166,30 @@ class Plan(RunResult):
         return path
 
     def table(self) -> str:
-        """The plan as text: one row per point, Pareto points and the recommendation marked."""
-        label = "log10 CUI" if self.score == "cui" else "probe acc"
+        """The plan as text: where scores and times come from, one row per candidate (Pareto
+        points, the over-budget and the recommendation marked), the recommendation."""
         rows = [
+            f"score: {self.score_source}",
+            f"times: {self.times}",
             f"{'point':<26}{'bytes':>9}{'head ms':>9}{'link ms':>9}{'rtt ms':>8}{'tail ms':>9}"
-            f"{'total ms':>10}{label:>11}  "
+            f"{'total ms':>10}{self.score_label:>11}  ",
         ]
         for r in self.points:
-            s = r["score"]
-            shown = (np.log10(s) if s > 0 else float("-inf")) if self.score == "cui" else s
+            shown = "lossless" if r["score"] is None else f"{r['score']:.4g}"
             marks = (
                 ("recommended", r["name"] == self.recommended),
                 ("pareto", r["pareto"]),
                 ("over-budget", not r["within_budget"]),
+                ("exported" + (" bottleneck" if r.get("bottleneck") else ""), r.get("exported")),
             )
             rows.append(
                 f"{r['name']:<26}{r['bytes']:>9}{r['head_ms']:>9.2f}{r['link_ms']:>9.2f}"
-                f"{r['rtt_ms']:>8.1f}{r['tail_ms']:>9.2f}{r['total_ms']:>10.2f}{shown:>11.3f}  "
+                f"{r['rtt_ms']:>8.1f}{r['tail_ms']:>9.2f}{r['total_ms']:>10.2f}{shown:>11}  "
                 + " ".join(m for m, on in marks if on)
             )
-        b = self.baselines
-        rows.append(
-            f"reference: all on the device {b['device_only_ms']:.2f} ms; all on the server "
-            f"{b['server_only_ms']:.2f} ms (the 8-bit image, {b['server_only_bytes']} bytes)"
-        )
         rec = self.recommended
         rows.append(f"recommended: {rec} ({self.reason})" if rec else self.reason)
         return "\n".join(rows)
-
-
-def _scores(analysis: Analysis, run: Path, score: str) -> dict[str, float]:
-    """Each admissible point's score: its CUI, or the held-out accuracy of the analysis's
-    linear probe (the ``probe`` predictor), where the run has one."""
-    if score not in SCORES:
-        raise IsplitError(f"--score must be one of {', '.join(SCORES)}, not {score!r}")
-    if score not in analysis.predictor_names:
-        raise IsplitError(
-            f"--score {score} needs a run analysed with the {score} predictor; {run} has "
-            f"{', '.join(analysis.predictor_names)}: rerun `isplit analyze --predictors {score} "
-            f"--out {run}`, or use --score cui"
-        )
-    values = analysis.curve(score)
-    return {
-        p.name: float(v) for p, v in zip(analysis.points, values) if p.admissible and np.isfinite(v)
-    }
 
 
 def make_plan(
@@ -272,145 +200,189 @@ def make_plan(
     server_speed: float | None = None,
     max_latency: float | None = None,
     max_bytes: int | None = None,
-    score: str = "cui",
+    score: str = "best",
     quantize: bool = True,
     repeats: int = 20,
     threads: int | None = None,
+    exports: Sequence[str | Path] = (),
     analysis: Analysis | None = None,
     out: str | Path | None = None,
 ) -> Plan:
     """The plan for analysis run ``run`` (see the module docstring); written to ``out``
     (``plan.json``, ``plan.png``) when given. Speeds in FLOP/s (None: measure on this
-    machine), ``max_latency`` in seconds, ``max_bytes`` per request body."""
-    from isplit.deploy.client import request_bytes
+    machine), ``max_latency`` in seconds, ``max_bytes`` per request body; ``score``: ``best``,
+    ``validated``, ``cui`` or a predictor of the run; ``exports``: export folders of the run's
+    network, whose points are costed at what they send."""
+    from isplit.deploy.scores import exported_points, plan_scores
 
     run = Path(run)
     analysis = analysis or Analysis.load(run)
     if repeats < 1:
         raise IsplitError(f"--repeats must be at least 1, not {repeats}")
-    scores = _scores(analysis, run, score)
-    points = [p for p in analysis.points if p.name in scores]
+    scores = plan_scores(analysis, run, score, quantize)
+    points = [p for p in analysis.points if p.name in scores.values]
     if not points:
-        raise IsplitError(f"{run} has no admissible point with a {score} score to plan over")
+        raise IsplitError(
+            f"{run} has no admissible point with a {scores.source} score to plan over: "
+            "use another --score"
+        )
     input_shape = tuple(analysis.settings.get("input_shape") or ())
     if not input_shape:
         raise IsplitError(f"{run} does not record its input shape; rerun `isplit analyze`")
-    total_flops = analysis.total_flops or 0
     if (device_speed is not None or server_speed is not None) and not analysis.total_flops:
         raise IsplitError(f"{run} does not record the model's FLOPs; rerun `isplit analyze`")
+    exported = exported_points(exports, analysis)
     measured: dict[str, tuple[float, float]] = {}
     whole_s = 0.0
     if device_speed is None or server_speed is None:
         model = analysis.load_model().model
         names = [p.name for p in points]
         measured, whole_s = measure_parts(model, input_shape, names, repeats, threads)
-
-    rows = _rows(
-        points, scores, measured, (device_speed, server_speed), total_flops, link, quantize
-    )
+    cost = _Costs(link, (device_speed, server_speed), analysis.total_flops or 0, whole_s, quantize)
+    rows = [
+        cost.server_only(input_shape, scores.unsplit),
+        *(cost.split(p, scores.values[p.name], measured, exported.get(p.name)) for p in points),
+        cost.device_only(scores.unsplit),
+    ]
     best = _mark(rows, max_latency, max_bytes)
-    input_bytes = request_bytes(input_shape, quantize=True)  # all on the server: the 8-bit image
-    server_only = latency(0.0, input_bytes, _seconds(server_speed, total_flops, whole_s), link)
     plan = Plan(
         run=str(run),
         model=analysis.model,
         link={"bandwidth_bytes_per_s": link.bandwidth, "rtt_ms": 1e3 * link.rtt},
         device_speed_flops=device_speed,
         server_speed_flops=server_speed,
-        times=_times(measured, repeats, threads),
+        times=_times(device_speed, server_speed, repeats, threads),
         quantize=quantize,
-        score=score,
+        score=scores.source,
+        score_label=scores.label,
+        score_source=scores.description,
         budgets={
             "max_latency_ms": None if max_latency is None else 1e3 * max_latency,
             "max_bytes": max_bytes,
         },
+        exports=[e.folder for e in exported.values()],
         points=rows,
         pareto=[r["name"] for r in rows if r["pareto"]],
         recommended=None if best is None else best["name"],
         reason=_reason(best, rows, max_latency, max_bytes),
-        baselines={
-            "device_only_ms": 1e3 * _seconds(device_speed, total_flops, whole_s),
-            "server_only_ms": 1e3 * server_only["total"],
-            "server_only_bytes": input_bytes,
-        },
     )
     if out is not None:
         plan.save(out)
     return plan
 
 
-def _seconds(speed: float | None, flops: float, measured_s: float) -> float:
-    """A part's time: as measured, or its FLOPs at the given speed."""
-    return measured_s if speed is None else flops / speed
+@dataclass(frozen=True)
+class _Costs:
+    """Each candidate's row: bytes sent, latency and its parts, score."""
 
+    link: Link
+    speeds: tuple[float | None, float | None]  # device, server; None: measured
+    total_flops: float
+    whole_s: float  # the whole network, measured
+    quantize: bool
 
-def _rows(
-    points: list,
-    scores: dict[str, float],
-    measured: dict[str, tuple[float, float]],
-    speeds: tuple[float | None, float | None],
-    total_flops: float,
-    link: Link,
-    quantize: bool,
-) -> list[dict]:
-    """One row per point: the request's bytes, the latency and its parts, the score."""
-    from isplit.deploy.client import request_bytes
+    def _seconds(self, where: int, flops: float, measured_s: float) -> float:
+        """A part's time: as measured, or its FLOPs at the given speed."""
+        speed = self.speeds[where]
+        return measured_s if speed is None else flops / speed
 
-    device_speed, server_speed = speeds
-    rows = []
-    for p in points:
+    def _row(self, name, kind, shape, nbytes, head_flops, head_s, tail_s, score, link=None):
+        lat = latency(head_s, nbytes, tail_s, link or self.link)
+        return {
+            "name": name,
+            "kind": kind,
+            "shape": list(shape),
+            "bytes": nbytes,
+            "head_flops": head_flops,
+            **{f"{k}_ms": 1e3 * v for k, v in lat.items()},
+            "score": score,
+        }
+
+    def split(self, p, score: float, measured: dict, exported=None) -> dict:
+        from isplit.deploy.client import request_bytes
+
         m_head, m_tail = measured.get(p.name, (0.0, 0.0))
-        head_s = _seconds(device_speed, p.head_flops, m_head)
-        tail_s = _seconds(server_speed, total_flops - p.head_flops, m_tail)
-        nbytes = request_bytes(p.shape[1:], quantize)
-        lat = latency(head_s, nbytes, tail_s, link)
-        rows.append(
-            {
-                "name": p.name,
-                "shape": list(p.shape[1:]),
-                "bytes": nbytes,
-                "head_flops": p.head_flops,
-                **{f"{k}_ms": 1e3 * v for k, v in lat.items()},
-                "score": scores[p.name],
-            }
-        )
-    return rows
+        head_s = self._seconds(0, p.head_flops, m_head)
+        tail_s = self._seconds(1, self.total_flops - p.head_flops, m_tail)
+        shape = p.shape[1:] if exported is None else exported.shape
+        row = self._row(p.name, "split", shape, request_bytes(shape, self.quantize),
+                        p.head_flops, head_s, tail_s, score)  # fmt: skip
+        if exported is not None:
+            row.update(exported=exported.folder, bottleneck=exported.bottleneck)
+        return row
+
+    def server_only(self, input_shape, score: float | None) -> dict:
+        """All on the server: the 8-bit image sent (whatever ``quantize``: it is the image)."""
+        from isplit.deploy.client import request_bytes
+
+        nbytes = request_bytes(input_shape, quantize=True)
+        tail_s = self._seconds(1, self.total_flops, self.whole_s)
+        return self._row(SERVER, "server", input_shape, nbytes, 0, 0.0, tail_s, score)
+
+    def device_only(self, score: float | None) -> dict:
+        """All on the device: nothing sent, no round trip."""
+        head_s = self._seconds(0, self.total_flops, self.whole_s)
+        local = Link(self.link.bandwidth, 0.0)
+        return self._row(DEVICE, "device", (), 0, self.total_flops, head_s, 0.0, score, local)
 
 
 def _mark(rows: list[dict], max_latency: float | None, max_bytes: int | None) -> dict | None:
     """Mark each row as on the Pareto front or not, and within the budgets or not; the row to
-    recommend (the highest score within the budgets, the faster of equals), if any."""
-    front = pareto([r["total_ms"] for r in rows], [r["bytes"] for r in rows],
-                   [r["score"] for r in rows])  # fmt: skip
+    recommend (not splitting, else the highest score, within the budgets; the faster of
+    equals), if any."""
+    rank = [math.inf if r["kind"] != "split" else r["score"] for r in rows]
+    front = pareto([r["total_ms"] for r in rows], [r["bytes"] for r in rows], rank)
     for r, f in zip(rows, front):
         r["pareto"] = f
         r["within_budget"] = (max_latency is None or r["total_ms"] <= 1e3 * max_latency) and (
             max_bytes is None or r["bytes"] <= max_bytes
         )
-    within = [r for r in rows if r["within_budget"]]
-    return max(within, key=lambda r: (r["score"], -r["total_ms"]), default=None)
+    within = [(s, r) for s, r in zip(rank, rows) if r["within_budget"]]
+    return max(within, key=lambda sr: (sr[0], -sr[1]["total_ms"]), default=(None, None))[1]
 
 
-def _times(measured: dict, repeats: int, threads: int | None) -> str:
-    if not measured:
-        return "from FLOPs and the given speeds"
+def _times(device_speed, server_speed, repeats: int, threads: int | None) -> str:
+    """Where head and tail times come from, in words."""
     n = torch.get_num_threads() if threads is None else threads
-    return f"measured on this machine (CPU, {n} thread(s), batch 1, median of {repeats})"
+    here = f"measured on this machine (CPU, {n} torch thread(s), batch 1, median of {repeats} runs)"
+    head = (
+        f"{here}, as if it were the device (give --device-speed for a real device)"
+        if device_speed is None
+        else f"from their FLOPs at the given device speed {device_speed / 1e9:g} GFLOPS"
+    )
+    tail = (
+        f"{here if device_speed is not None else 'measured here too'}: the server assumed as "
+        "fast as this machine (give --server-speed)"
+        if server_speed is None
+        else f"from their FLOPs at the given server speed {server_speed / 1e9:g} GFLOPS"
+    )
+    return f"head {head}; tail {tail}"
 
 
 def _reason(best: dict | None, rows: list[dict], max_latency, max_bytes) -> str:
-    if best is not None:
-        budget = []
-        if max_latency is not None:
-            budget.append(f"latency <= {1e3 * max_latency:g} ms")
-        if max_bytes is not None:
-            budget.append(f"<= {max_bytes} bytes")
-        where = f"within {' and '.join(budget)}" if budget else "over all points (no budget)"
-        return f"highest score {where}"
-    fastest = min(rows, key=lambda r: r["total_ms"])
-    smallest = min(rows, key=lambda r: r["bytes"])
-    return (
-        f"no point meets the budgets: the fastest is {fastest['name']} at "
-        f"{fastest['total_ms']:.1f} ms, the smallest {smallest['name']} with "
-        f"{smallest['bytes']} bytes"
-    )
+    """Why the recommendation, or why none."""
+    server, device = rows[0], rows[-1]
+    budget = [f"latency <= {1e3 * max_latency:g} ms"] if max_latency is not None else []
+    budget += [f"<= {max_bytes} bytes"] if max_bytes is not None else []
+    within = f"within {' and '.join(budget)}" if budget else "with no budget"
+    ways = (f"all on the device {device['total_ms']:.1f} ms, all on the server "
+            f"{server['total_ms']:.1f} ms with {server['bytes']} bytes")  # fmt: skip
+    if best is None:
+        fastest = min(rows, key=lambda r: r["total_ms"])
+        smallest = min(rows[1:-1], key=lambda r: r["bytes"])
+        return (
+            f"no point meets the budgets, not splitting included ({ways}): the fastest is "
+            f"{fastest['name']} at {fastest['total_ms']:.1f} ms, the smallest split "
+            f"{smallest['name']} with {smallest['bytes']} bytes"
+        )
+    if best["kind"] == "split":
+        return f"highest score {within}; not splitting does not meet the budgets ({ways})"
+    other = device if best is server else server
+    if not other["within_budget"]:
+        if not any(r["within_budget"] for r in rows if r is not best):
+            return f"only {best['name']} meets the budgets ({' and '.join(budget)}): {ways}"
+        return (
+            f"not splitting loses nothing; {best['name']} meets the budgets "
+            f"({' and '.join(budget)}) where {other['name']} does not ({ways})"
+        )
+    return f"not splitting loses nothing; {best['name']} is the faster of the two {within} ({ways})"

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from isplit.deploy.manifest import Manifest
-from isplit.deploy.parts import (
-    BOTTLENECK_FILE,
-    PARTS,
-    first_line,
-    part_modules,
-    require,
-    split_parts,
-)
+from isplit.deploy.names import BOTTLENECK_FILE, PARTS, first_line, require
 from isplit.errors import IsplitError
-from isplit.models import load_recorded, resolve_device
+
+if TYPE_CHECKING:  # torch is imported only for the torch runtime (see isplit.deploy.names)
+    import torch
+    from torch import nn
 
 Runner = Callable[..., np.ndarray]
 RUNTIMES = ("onnxruntime", "torch")
@@ -54,6 +49,8 @@ def onnx_runner(path: Path, device: str) -> Runner:
 
 
 def _torch_runner(module: nn.Module, device: torch.device) -> Runner:
+    import torch
+
     module = module.to(device).eval()
 
     def run(*arrays: np.ndarray) -> np.ndarray:
@@ -63,6 +60,16 @@ def _torch_runner(module: nn.Module, device: torch.device) -> Runner:
             return module(*args).float().cpu().numpy()
 
     return run
+
+
+def device_type(device: str) -> str:
+    """``cpu`` or ``cuda``: where ``device`` (``cpu``, ``cuda[:N]``, ``auto``) runs, asking
+    torch only when it is not obvious."""
+    if device == "cpu" or device.startswith("cuda"):
+        return device.split(":")[0]
+    from isplit.models import resolve_device
+
+    return resolve_device(device).type
 
 
 def load_programs(
@@ -81,11 +88,14 @@ def load_programs(
     folder = Path(folder)
     if runtime not in RUNTIMES:
         raise IsplitError(f"unknown runtime {runtime!r}; use {' or '.join(RUNTIMES)}")
-    dev = resolve_device(device)
     if runtime == "onnxruntime":
         require("onnxruntime")
         manifest.check_files(folder, [PARTS[p][0] for p in parts])
-        return {p: onnx_runner(folder / PARTS[p][0], dev.type) for p in parts}
+        return {p: onnx_runner(folder / PARTS[p][0], device_type(device)) for p in parts}
+    from isplit.deploy.parts import part_modules, split_parts
+    from isplit.models import load_recorded, resolve_device
+
+    dev = resolve_device(device)
     bottleneck = None
     if manifest.bottleneck is not None:
         manifest.check_files(folder, [BOTTLENECK_FILE])

@@ -7,16 +7,18 @@ import os
 import shutil
 from pathlib import Path
 
-from isplit.deploy.manifest import Manifest
-from isplit.deploy.parts import PARTS, TAIL, TAIL_INT8
+from isplit.deploy.manifest import MAX_BATCH_SIZE, Manifest
+from isplit.deploy.names import PARTS, TAIL, TAIL_INT8
 
-TRITON_MAX_BATCH = 64
+TRITON_MAX_BATCH = MAX_BATCH_SIZE
 
 _TRITON_TYPES = {"FP32": "TYPE_FP32", "UINT8": "TYPE_UINT8"}
 
 
-def triton_config(manifest: Manifest, model: str, max_batch: int) -> str:
-    """``config.pbtxt`` of served model ``model`` (ONNX Runtime backend, dynamic batching)."""
+def triton_config(manifest: Manifest, model: str, max_batch: int | None = None) -> str:
+    """``config.pbtxt`` of served model ``model`` (ONNX Runtime backend, dynamic batching);
+    ``max_batch_size`` is the manifest's (the cap ``isplit serve`` applies too)."""
+    max_batch = manifest.max_batch_size if max_batch is None else max_batch
 
     def tensors(specs) -> str:
         return ",\n".join(
@@ -35,7 +37,7 @@ def triton_config(manifest: Manifest, model: str, max_batch: int) -> str:
     )
 
 
-def write_triton(manifest: Manifest, folder: Path, max_batch: int) -> None:
+def write_triton(manifest: Manifest, folder: Path, max_batch: int | None = None) -> None:
     for model, part in ((manifest.name, TAIL), (manifest.int8_name, TAIL_INT8)):
         target = folder / "triton" / model / "1"
         target.mkdir(parents=True)

@@ -296,8 +296,9 @@ def plot_classes(analysis: Analysis, report: dict, path: str | Path) -> None:
 
 
 def plot_plan(plan: dict, path: str | Path) -> None:
-    """``plan.png``: latency stacked by part over the points (Pareto points starred, the
-    recommendation in bold, the latency budget dashed) above the score."""
+    """``plan.png``: latency stacked by part over the candidates (all on the server, the points,
+    all on the device; Pareto points starred, the recommendation in bold, the latency budget
+    dashed) above the score."""
     from isplit.deploy.plan import PARTS
 
     rows = plan["points"]
@@ -323,12 +324,16 @@ def plot_plan(plan: dict, path: str | Path) -> None:
         f"RTT {link['rtt_ms']:g} ms, {'8-bit' if plan['quantize'] else 'float32'} tensor"
     )
     ax.legend(fontsize=8, ncol=3)
-    scores = np.array([r["score"] for r in rows])
-    if plan["score"] == "cui":
-        scores = np.log10(np.where(scores > 0, scores, np.nan))
+    scores = np.array([np.nan if r["score"] is None else r["score"] for r in rows], float)
     ax2.plot(x, scores, "o-", color="#8172b3")
     ax2.plot(x[front], scores[front], "k*", ms=9, linestyle="none")
-    ax2.set_ylabel("log10 CUI" if plan["score"] == "cui" else "probe accuracy")
+    if plan["score"] == "cui" and np.nanmin(scores, initial=np.inf) > 0:
+        ax2.set_yscale("log")
+    lossless = [i for i, r in enumerate(rows) if r["score"] is None]
+    for i in lossless:  # not splitting has no value on this scale: it loses nothing
+        ax2.annotate("lossless", (x[i], 0.5), xycoords=("data", "axes fraction"), ha="center",
+                     rotation=90, fontsize=8, color="#555555")  # fmt: skip
+    ax2.set_ylabel(plan.get("score_label", plan["score"]))
     ax2.set_xticks(x, [r["name"] for r in rows], rotation=60, ha="right", fontsize=8)
     for label, r in zip(ax2.get_xticklabels(), rows):
         if r["name"] == plan["recommended"]:

@@ -3,8 +3,6 @@ plan and the Grad-CAM maps (validation has a module of its own)."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from isplit.analysis import Analysis
 from isplit.report.maps import SampleMaps
 from isplit.report.markup import (
@@ -202,29 +200,30 @@ def plan(run: RunFolder) -> Section:
     intro = (
         f"<p>One image over a link of {num(8 * link['bandwidth_bytes_per_s'] / 1e6, 'g')} Mbit/s "
         f"with a {num(link['rtt_ms'], 'g')} ms round trip, sending the "
-        f"{'8-bit code' if plan['quantize'] else 'float32 tensor'} of the point; head and tail "
-        f"times {esc(plan['times'])}. Budget: {esc(', '.join(limits) or 'none')}. "
+        f"{'8-bit code' if plan['quantize'] else 'float32 tensor'} of the point (all on the "
+        f"server: the 8-bit image); {esc(plan['times'])}. Score: "
+        f"{esc(plan.get('score_source', plan['score']))}. Budget: "
+        f"{esc(', '.join(limits) or 'none')}. "
         f"Recommended: <b>{esc(rec) if rec else 'none'}</b> ({esc(plan['reason'])}).</p>"
     )
     png = run / RunFolder.PLAN_PNG
     figure = img(png.read_bytes(), "latency per point, stacked by part") if png.is_file() else ""
-    score = "log10 CUI" if plan["score"] == "cui" else "probe accuracy"
+    score = plan.get("score_label", plan["score"])
     rows = []
     for r in plan["points"]:
-        value = r["score"]
-        shown = np.log10(value) if plan["score"] == "cui" and value > 0 else value
+        shown = "lossless" if r["score"] is None else num(float(r["score"]), ".4g")
         cls = "best" if r["name"] == rec else ("candidate" if r["pareto"] else "")
         marks = ", ".join(
             m for m, on in (("Pareto", r["pareto"]), ("over budget", not r["within_budget"])) if on
         )
         cells = [esc(r["name"]), f"{r['bytes']:,}"]
         cells += [num(r[f"{k}_ms"], ".2f") for k in ("head", "link", "rtt", "tail", "total")]
-        rows.append((cls, [*cells, num(float(shown)), esc(marks)]))
+        rows.append((cls, [*cells, shown, esc(marks)]))
     header = ["point", "bytes", "head ms", "link ms", "RTT ms", "tail ms", "total ms", score, ""]
-    b = plan["baselines"]
     outro = (
-        f"<p>For reference: the whole network on the device {num(b['device_only_ms'], '.2f')} "
-        f"ms; on the server, sending the 8-bit image, {num(b['server_only_ms'], '.2f')} ms.</p>"
+        "<p>All on the device sends nothing and waits for no round trip; all on the server "
+        "sends the image. Not splitting loses nothing, so the plan recommends it whenever one "
+        "of the two meets the budget.</p>"
     )
     return section("plan", "Latency plan", intro + figure + table(header, rows) + outro)
 

@@ -1,0 +1,131 @@
+"""What a plan knows about each point besides its latency: its score and, for an exported point,
+the bytes its export really sends.
+
+The score is the best the run has (``score="best"``):
+
+1. ``validated``: the accuracy that ``isplit validate`` measured at the point with its trained
+   bottleneck (its 8-bit accuracy when the plan sends 8-bit tensors), where the run folder holds a
+   ``validation.json``; only the validated points are then scored;
+2. else the predictor the run selected its best split by (``select_by`` in ``curves.json``: the
+   probe, ...);
+3. else CUI itself (the selection curve of a default run).
+
+Not splitting ("all on the device", "all on the server") loses nothing: it has the unsplit
+network's accuracy where the score is an accuracy, and ranks above every split point whatever
+the score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from isplit.analysis import Analysis
+from isplit.errors import IsplitError
+from isplit.runfolder import RunFolder
+
+BEST, VALIDATED = "best", "validated"
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The score of each scored point, the score of not splitting (None where the scale has
+    none, as CUI), a short label for tables and the sentence that says where they come from."""
+
+    source: str  # validated, cui or a predictor's name
+    label: str
+    description: str
+    values: dict[str, float]
+    unsplit: float | None
+
+
+def plan_scores(analysis: Analysis, run: Path, score: str, quantize: bool) -> Scores:
+    """The scores of ``analysis``'s admissible points: ``best``, ``validated``, ``cui`` or a
+    predictor the run computed (see the module docstring)."""
+    folder = RunFolder(run)
+    chosen = "as asked"
+    if score == BEST:
+        score = VALIDATED if folder.validation.is_file() else analysis.select_by
+        chosen = "the best this run has"
+    if score == VALIDATED:
+        return _validated(analysis, folder, quantize, chosen)
+    if score not in analysis.predictor_names:
+        choices = ", ".join([BEST, VALIDATED, *analysis.predictor_names])
+        raise IsplitError(
+            f"--score {score} needs a run analysed with the {score} predictor; {run} has "
+            f"{', '.join(analysis.predictor_names)} (--score can be {choices}): rerun "
+            f"`isplit analyze --predictors {score} --out {run}`, or use --score best"
+        )
+    values = analysis.curve(score)
+    scored = {
+        p.name: float(v) for p, v in zip(analysis.points, values) if p.admissible and np.isfinite(v)
+    }
+    label = "CUI" if score == "cui" else score
+    validated = "" if folder.validation.is_file() else f"no {folder.VALIDATION}; "
+    by = "it" if score == analysis.select_by else analysis.label(analysis.select_by)
+    what = (
+        f"{analysis.label(score)} ({chosen}: {validated}the run selects its best split by "
+        f"{by}; not splitting ranks first, it loses nothing)"
+    )
+    return Scores(score, label, what, scored, None)
+
+
+def _validated(analysis: Analysis, folder: RunFolder, quantize: bool, chosen: str) -> Scores:
+    if not folder.validation.is_file():
+        raise IsplitError(
+            f"--score validated needs a validated run; {folder.root} has no {folder.VALIDATION}: "
+            f"run `isplit validate --analysis {folder.root}` first, or use --score best"
+        )
+    doc = folder.read(RunFolder.VALIDATION, "validation")
+    admissible = {p.name for p in analysis.points if p.admissible}
+    key = "accuracy_int8" if quantize else "accuracy"
+    scored = {}
+    for p in doc.get("points", []):
+        value = p.get(key) if p.get(key) is not None else p.get("accuracy")
+        if p.get("name") in admissible and value is not None:
+            scored[p["name"]] = float(value)
+    unsplit = doc.get("unsplit_accuracy")
+    bits = "8-bit " if quantize else ""
+    what = (
+        f"validated accuracy ({chosen}: {folder.VALIDATION}'s {bits}accuracy with the trained "
+        f"bottleneck at {len(scored)} validated point(s), the unsplit network's when not "
+        f"splitting; the {len(admissible) - len(scored)} point(s) not validated are left out)"
+    )
+    return Scores(VALIDATED, "accuracy", what, scored, None if unsplit is None else float(unsplit))
+
+
+@dataclass(frozen=True)
+class Exported:
+    """An exported point: what crosses the link and the export it comes from."""
+
+    folder: str
+    shape: tuple[int, ...]
+    bottleneck: bool
+
+
+def exported_points(exports: Sequence[str | Path], analysis: Analysis) -> dict[str, Exported]:
+    """The point of each export folder (``isplit export --out``) of the run's network, with the
+    shape of the tensor it sends (a bottleneck's code where it has one)."""
+    from isplit.deploy.manifest import Manifest
+
+    out: dict[str, Exported] = {}
+    admissible = {p.name for p in analysis.points if p.admissible}
+    for folder in exports:
+        m = Manifest.load(folder)
+        ours = analysis.settings.get("weights_sha256")
+        theirs = m.model.get("weights_sha256")
+        if m.model.get("model") != analysis.model or (ours and theirs and ours != theirs):
+            raise IsplitError(
+                f"export {folder} is of {m.model.get('model')!r}, not of this run's network "
+                f"{analysis.model!r} with the same weights: pass an export of this run"
+            )
+        if m.point not in admissible:
+            raise IsplitError(
+                f"export {folder} is at {m.point!r}, not an admissible point of this run: "
+                "pass an export at one of the run's points"
+            )
+        out[m.point] = Exported(str(folder), tuple(m.transmitted_shape), m.bottleneck is not None)
+    return out
