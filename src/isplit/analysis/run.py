@@ -97,18 +97,10 @@ def analyze(
     weights = WeightsDigest(model)
     if run.checkpoint is not None:  # its fingerprint holds the weights': overlap with set-up
         weights.start()
+    names = class_names(data, classes)
     job = Job(
-        settings,
-        run,
-        model_name,
-        record,
-        weights,
-        n_total,
-        class_names(data, classes),
-        shard=distributed.shard(n_total),
-        rank=distributed.rank(),
-        world=distributed.world_size(),
-        started=started,
+        settings, run, model_name, record, weights, n_total, names, distributed.shard(n_total)
     )
+    job.rank, job.world, job.started = distributed.rank(), distributed.world_size(), started
     with frozen(model):
         return run_job(model, data, source, job)
