@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.isplit-setup
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_EPOCHS ?= 15
 DEMO_NETS ?= demo-vgg16 demo-resnet50 demo-mobilenet
+# NVIDIA's Triton server (PyPI's nvidia-pytriton, CPU only) for the Triton test; PYTRITON=0: none.
+PYTRITON ?= 1
+PYTRITON_REQS := 'nvidia-pytriton>=0.7,<0.8' 'onnxruntime>=1.18'
 
 .PHONY: setup demo test lint bench bench-serve demo-weights predictors-sweep
 
@@ -13,6 +16,14 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[test,serve,timm]'
+	@# PyTriton in an environment of its own: its Python backend stub is built against numpy 1
+	@# (PyTriton pins numpy<2), isplit's environment has numpy 2. Its wheel is Linux x86_64
+	@# (glibc >= 2.35) only; elsewhere the Triton test skips and says why.
+	@if [ "$(PYTRITON)" = 1 ]; then \
+	  { test -x $(VENV)/pytriton/bin/python || $(BIN)/python -m venv $(VENV)/pytriton; } \
+	  && $(VENV)/pytriton/bin/pip install -q $(PYTRITON_REQS) \
+	  || echo "warning: could not install nvidia-pytriton; the Triton test will skip"; \
+	fi
 	@# Fashion-MNIST from Debian where apt-get is available (elsewhere torchvision downloads it),
 	@# and chromium, the headless browser the report test renders report.html in.
 	@if { [ ! -d $(FMNIST) ] || ! command -v chromium >/dev/null 2>&1; } \

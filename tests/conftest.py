@@ -59,3 +59,15 @@ def tiny_runs(tmp_path_factory) -> dict:
 
     folder = tmp_path_factory.mktemp("tiny")
     return {name: prepare(name, folder) for name in NETS}
+
+
+@pytest.fixture(scope="session")
+def demo_export(tmp_path_factory) -> Path:
+    """The demo network (demo-vgg16) exported at features.23, plain (no bottleneck), once for
+    the whole session: the folder ``isplit serve`` / ``isplit infer`` / Triton take. Read-only."""
+    import isplit
+    from isplit.deploy.export import export_split
+
+    out = tmp_path_factory.mktemp("export") / "demo"
+    export_split(isplit.load_model("demo-vgg16"), "features.23", out)
+    return out

@@ -1,6 +1,7 @@
 """`isplit plan --export`: an exported point is costed at what its export sends, a bottleneck's
 code rather than the plain tensor (587 bytes instead of 2,381 at the demo's features.13)."""
 
+import json
 import shutil
 
 import pytest
@@ -60,6 +61,16 @@ def test_exports_of_something_else_are_one_line_errors(run, tmp_path, cli_error)
     assert "not of this run's network 'demo-vgg16'" in cli_error(*base, other)
     pooled = _manifest(a, tmp_path / "pooled", point="avgpool", shape=(128, 1, 1))
     assert "is at 'avgpool', not an admissible point of this run" in cli_error(*base, pooled)
+    # Scored by validated accuracy, an export at a point not validated has no score.
+    exported = _manifest(a, tmp_path / "exported")
+    validated = shutil.copytree(run, tmp_path / "validated")
+    doc = {"format": 1, "unsplit_accuracy": 0.93,
+           "points": [{"name": "features.6", "accuracy": 0.9, "accuracy_int8": 0.9}]}  # fmt: skip
+    (validated / "validation.json").write_text(json.dumps(doc))
+    base[1] = str(validated)
+    err = cli_error(*base, exported)
+    assert f"is at {POINT}, which has no validated score" in err
+    assert f"isplit validate --points {POINT}" in err
 
 
 @pytest.mark.slow

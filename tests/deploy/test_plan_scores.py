@@ -85,5 +85,7 @@ def test_a_validated_run_is_scored_by_its_validated_accuracy(probe_run, tmp_path
         assert [r["name"] for r in splits] == names  # the points not validated are left out
         assert [r["score"] for r in splits] == [validated[n][key] for n in names]
         assert server["score"] == device["score"] == 0.93  # not splitting: the unsplit network
+    err = cli_error("plan", str(run), "--bandwidth", "1MB/s", "--rtt", "15ms", "--score", "acc")
+    assert "--score 'acc' is not a score: use one of best, validated, cui, probe" in err
     # Asked for, the predictor is still there.
     assert make_plan(run, LINK, score="probe", **SPEEDS).score == "probe"

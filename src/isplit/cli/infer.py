@@ -1,13 +1,22 @@
-"""`isplit infer`: the head run here, its tensor sent to the tail server, the classes printed."""
+"""`isplit infer`: the head run here, its tensor sent to the tail server, the classes printed.
+
+Each image's line is printed (and flushed) as soon as it is answered; an image that cannot be read
+or whose request fails gets its own line saying why, and the run goes on. The exit code is 0 when
+every image was answered, 1 when some were not (the count is the last line on stderr), 2 for a
+mistake in the command (nothing sent).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from isplit.cli.options import (
     token,
 )
+
+ROW = "{:<32}{:<16}{:>8}{:>9}{:>9}{:>9}"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +29,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--server", required=True, help="the tail server, e.g. http://host:8000")
     p.add_argument("--token", default=None, help="bearer token (default: $ISPLIT_TOKEN)")
     p.add_argument("--no-quantize", action="store_true", help="send float32, not the 8-bit code")
-    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per image ({"image", "error"} for one that failed)',
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="tries again a refused or dropped connection (or a 503) this many times, waiting "
+        "0.5 s, 1 s, 2 s, ... (default 3); then the images left are reported as not sent",
+    )
     p.add_argument(
         "--runtime",
         default="onnxruntime",
@@ -43,16 +63,22 @@ def run(args: argparse.Namespace) -> int:
         quantize=not args.no_quantize,
         runtime=args.runtime,
         device=args.device,
+        retries=args.retries,
     ) as client:
-        predictions = client.classify_files(args.images)
-    if args.json:
-        for p in predictions:
-            print(json.dumps(p.to_json()))
-        return 0
-    print(f"{'image':<32}{'class':<16}{'bytes':>8}{'head ms':>9}{'rtt ms':>9}{'tail ms':>9}")
-    for p in predictions:
-        tail = "n/a" if p.tail_ms is None else f"{p.tail_ms:.2f}"
-        print(
-            f"{p.image:<32}{p.class_name:<16}{p.bytes:>8}{p.head_ms:>9.2f}{p.rtt_ms:>9.2f}{tail:>9}"
-        )
+        if not args.json:
+            print(ROW.format("image", "class", "bytes", "head ms", "rtt ms", "tail ms"), flush=True)
+        failed = 0
+        for p in client.predict_files(args.images):
+            failed += p.error is not None
+            print(json.dumps(p.to_json()) if args.json else _row(p), flush=True)
+    if failed:
+        print(f"isplit: {failed} of {len(args.images)} images failed", file=sys.stderr)
+        return 1
     return 0
+
+
+def _row(p) -> str:
+    if p.error is not None:
+        return f"{p.image:<32}error: {p.error}"
+    tail = "n/a" if p.tail_ms is None else f"{p.tail_ms:.2f}"
+    return ROW.format(p.image, p.class_name, p.bytes, f"{p.head_ms:.2f}", f"{p.rtt_ms:.2f}", tail)

@@ -5,7 +5,14 @@ quantises the transmitted tensor to 8 bits (affine, one scale and zero point per
 float32 with ``quantize=False``), posts it with the binary tensor extension to the tail server
 (``isplit serve``, Triton, KServe, ...) and returns the predicted class with the head time, the
 bytes of the HTTP body, the round trip, and the tail time the server reports.
-The HTTP side is the standard library's ``http.client`` with one kept-alive connection.
+The HTTP side is the standard library's ``http.client`` with one kept-alive connection; a refused
+or dropped connection (and a 503: a server starting or draining) is retried a bounded number of
+times with exponential back-off.
+
+Per image (:meth:`Client.predict`, :meth:`Client.predict_files`): a :class:`Prediction` for every
+image as soon as it is answered, with ``error`` set where the image could not be read or its
+request failed; once the server stays unreachable after the retries, the images left are reported
+as not sent without trying each one again.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -28,20 +35,45 @@ from isplit.deploy.wire import HEADER, decode_response, encode_request
 from isplit.errors import IsplitError
 from isplit.validation.bottleneck import quantize_uint8
 
+#: Failures worth another try on a fresh connection: the server is not (yet, or no longer) there.
+RETRYABLE = (
+    ConnectionRefusedError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+    http.client.RemoteDisconnected,
+    http.client.IncompleteRead,
+)
+
+
+class ServerUnreachable(IsplitError):
+    """The server did not answer, retries included: no later request is likely to get through."""
+
 
 @dataclass
 class Prediction:
-    """One image's answer and what it cost."""
+    """One image's answer and what it cost, or (``error`` set) why it has none."""
 
     image: str
-    class_name: str
-    index: int
+    class_name: str | None
+    index: int | None
     bytes: int  # the HTTP request body
     head_ms: float
     rtt_ms: float  # request sent -> response read (includes the server's tail_ms)
     tail_ms: float | None  # as the server reports it (None: the server does not say)
+    error: str | None = None  # why this image has no class (unreadable file, failed request)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def failed(cls, image: str, error: str) -> Prediction:
+        return cls(image, None, None, 0, 0.0, 0.0, None, error)
 
     def to_json(self) -> dict:
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
         return {
             "image": self.image,
             "class": self.class_name,
@@ -90,6 +122,8 @@ class Client:
     ``server``: ``http://host:port`` (a path prefix is kept: ``http://gw/ns/svc``). ``token``: a
     bearer token. ``quantize``: send the 8-bit code (default) or float32. ``runtime``:
     ``onnxruntime`` (the exported head.onnx) or ``torch`` (the network rebuilt from its weights).
+    ``retries``: further tries of a request whose connection was refused or dropped, or that got
+    503, waiting ``backoff`` seconds before the first and doubling each time.
     On creation the client checks that the server serves this export (model metadata)."""
 
     def __init__(
@@ -102,7 +136,11 @@ class Client:
         runtime: str = "onnxruntime",
         device: str = "cpu",
         timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 0.5,
     ) -> None:
+        if retries < 0 or backoff < 0:
+            raise IsplitError(f"retries ({retries}) and back-off ({backoff} s) must be >= 0")
         self.folder = Path(folder)
         self.manifest = Manifest.load(self.folder)
         self.head = load_programs(self.folder, self.manifest, [HEAD], runtime, device)[HEAD]
@@ -116,6 +154,7 @@ class Client:
         self._host, self._port = url.hostname, url.port
         self._prefix = url.path.rstrip("/")
         self._timeout = timeout
+        self.retries, self.backoff = retries, backoff
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._conn: http.client.HTTPConnection | None = None
         self.check_server()
@@ -130,28 +169,46 @@ class Client:
     def _request(
         self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
     ) -> tuple[int, dict, bytes]:
-        """``(status, headers, body)``; one retry on a fresh connection when a kept-alive one
-        was closed by the server."""
+        """``(status, headers, body)``. A kept-alive connection the server closed is reopened at
+        once; a refused or dropped connection, or a 503, is tried again ``retries`` times with
+        back-off, then :class:`ServerUnreachable`."""
         all_headers = {**self._headers, **(headers or {})}
-        for attempt in (0, 1):
+        failures, reopened = 0, False
+        while True:
+            reused = self._conn is not None
             conn = self._connection()
             try:
                 conn.request(method, self._prefix + path, body=body, headers=all_headers)
                 resp = conn.getresponse()
-                return resp.status, dict(resp.getheaders()), resp.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                status, got, data = resp.status, dict(resp.getheaders()), resp.read()
+                if status != 503:
+                    return status, got, data
                 self.close()
-                if attempt:
-                    raise IsplitError(
-                        f"the server at {self.url} closed the connection ({e})"
-                    ) from None
+                problem = f"503 {data[:200].decode('utf-8', 'replace')}"
+            except RETRYABLE as e:
+                self.close()
+                if reused and not reopened:  # the server closed an idle kept-alive connection
+                    reopened = True
+                    continue
+                problem = f"{type(e).__name__}: {e}"
+            except TimeoutError:
+                self.close()
+                raise IsplitError(
+                    f"the server at {self.url} did not answer within {self._timeout:g} s"
+                ) from None
             except (OSError, http.client.HTTPException) as e:
                 self.close()
                 raise IsplitError(
                     f"cannot reach the server at {self.url} ({type(e).__name__}: {e}); is "
                     "`isplit serve` running there?"
                 ) from None
-        raise AssertionError("unreachable")
+            failures += 1
+            if failures > self.retries:
+                raise ServerUnreachable(
+                    f"cannot reach the server at {self.url} ({problem}; {failures} tries); is "
+                    "`isplit serve` running there?"
+                )
+            time.sleep(self.backoff * 2 ** (failures - 1))
 
     def _check_status(self, status: int, body: bytes) -> None:
         if status == 200:
@@ -224,49 +281,89 @@ class Client:
         params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
         return Result(outputs[LOGITS], len(body), 1e3 * head_s, 1e3 * rtt_s, params)
 
+    def predict(
+        self, images: np.ndarray | torch.Tensor, names: Sequence[str] | None = None
+    ) -> Iterator[Prediction]:
+        """One request per image (preprocessed, [N, C, H, W]); a :class:`Prediction` for each as
+        soon as it is answered, ``error`` set where its request failed."""
+        names = [str(i) for i in range(len(images))] if names is None else list(names)
+        return self._predict_each(
+            (name, lambda i=i: images[i : i + 1]) for i, name in enumerate(names)
+        )
+
+    def predict_files(self, paths: Iterable[str | Path]) -> Iterator[Prediction]:
+        """Image files read with the export's preprocessing, one at a time, and classified as
+        :meth:`predict` does; an unreadable file is a :class:`Prediction` with ``error`` set."""
+        return self._predict_each(
+            (str(p), lambda p=p: read_image(self.manifest, p)[None]) for p in paths
+        )
+
+    def _predict_each(self, items: Iterable[tuple[str, Callable]]) -> Iterator[Prediction]:
+        down = None  # why the server is given up on: the images left are not sent
+        for name, load in items:
+            if down is not None:
+                yield Prediction.failed(name, f"not sent: {down}")
+                continue
+            try:
+                yield self._predict_one(name, load())
+            except ServerUnreachable as e:
+                down = str(e)
+                yield Prediction.failed(name, down)
+            except IsplitError as e:
+                yield Prediction.failed(name, str(e))
+
+    def _predict_one(self, name: str, x: np.ndarray | torch.Tensor) -> Prediction:
+        r = self.infer(x)
+        k = int(r.indices[0])
+        tail = r.parameters.get("tail_ms")
+        return Prediction(
+            image=name,
+            class_name=self.manifest.classes[k],
+            index=k,
+            bytes=r.bytes,
+            head_ms=r.head_ms,
+            rtt_ms=r.rtt_ms,
+            tail_ms=float(tail) if isinstance(tail, (int, float)) else None,
+        )
+
     def classify(
         self, images: np.ndarray | torch.Tensor, names: Sequence[str] | None = None
     ) -> list[Prediction]:
-        """One request per image (preprocessed, [N, C, H, W]); a :class:`Prediction` each."""
-        out = []
-        for i in range(len(images)):
-            r = self.infer(images[i : i + 1])
-            k = int(r.indices[0])
-            tail = r.parameters.get("tail_ms")
-            out.append(
-                Prediction(
-                    image=names[i] if names is not None else str(i),
-                    class_name=self.manifest.classes[k],
-                    index=k,
-                    bytes=r.bytes,
-                    head_ms=r.head_ms,
-                    rtt_ms=r.rtt_ms,
-                    tail_ms=float(tail) if isinstance(tail, (int, float)) else None,
-                )
-            )
-        return out
+        """All of :meth:`predict`'s answers; an :class:`~isplit.errors.IsplitError` at the first
+        image that fails (:meth:`predict` goes on instead)."""
+        return _all_answered(self.predict(images, names))
 
     def classify_files(self, paths: Sequence[str | Path]) -> list[Prediction]:
-        """Read image files with the export's preprocessing and classify each."""
-        return self.classify(load_images(self.manifest, paths), [str(p) for p in paths])
+        """All of :meth:`predict_files`' answers; an error at the first image that fails."""
+        return _all_answered(self.predict_files(paths))
+
+
+def _all_answered(predictions: Iterable[Prediction]) -> list[Prediction]:
+    out = []
+    for p in predictions:
+        if p.error is not None:
+            raise IsplitError(p.error if p.image in p.error else f"{p.image}: {p.error}")
+        out.append(p)
+    return out
+
+
+def read_image(manifest: Manifest, path: str | Path) -> torch.Tensor:
+    """One image file as the export's model input [C, H, W]; a clear error for a bad file."""
+    from PIL import Image
+
+    from isplit.data.preprocess import pil_to_model_input
+
+    if not Path(path).is_file():
+        raise IsplitError(f"image {path} not found")
+    try:
+        with Image.open(path) as img:
+            return pil_to_model_input(img, manifest.preprocessing())
+    except Exception as e:  # PIL raises many kinds for a file it cannot decode
+        raise IsplitError(f"cannot read image {path} ({type(e).__name__}: {e})") from None
 
 
 def load_images(manifest: Manifest, paths: Sequence[str | Path]) -> torch.Tensor:
     """Image files as the export's model inputs [N, C, H, W]; a clear error for a bad file."""
-    from isplit.data import BadImage, ImageFileDataset
-
     if not paths:
         raise IsplitError("no images given")
-    for p in paths:
-        if not Path(p).is_file():
-            raise IsplitError(f"image {p} not found")
-    ds = ImageFileDataset(
-        "images", "files", ["?"], [(str(p), 0) for p in paths], manifest.preprocessing()
-    )
-    items = []
-    for i in range(len(ds)):
-        x, _ = ds[i]
-        if isinstance(x, BadImage):
-            raise IsplitError(f"cannot read image {x.path} ({x.reason})")
-        items.append(x)
-    return torch.stack(items)
+    return torch.stack([read_image(manifest, p) for p in paths])

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -231,7 +232,7 @@ def make_plan(
         raise IsplitError(f"{run} does not record its input shape; rerun `isplit analyze`")
     if (device_speed is not None or server_speed is not None) and not analysis.total_flops:
         raise IsplitError(f"{run} does not record the model's FLOPs; rerun `isplit analyze`")
-    exported = exported_points(exports, analysis)
+    exported = exported_points(exports, analysis, scores)
     measured: dict[str, tuple[float, float]] = {}
     whole_s = 0.0
     if device_speed is None or server_speed is None:
@@ -344,7 +345,7 @@ def _mark(rows: list[dict], max_latency: float | None, max_bytes: int | None) ->
 def _times(device_speed, server_speed, repeats: int, threads: int | None) -> str:
     """Where head and tail times come from, in words."""
     n = torch.get_num_threads() if threads is None else threads
-    here = f"measured on this machine (CPU, {n} torch thread(s), batch 1, median of {repeats} runs)"
+    here = f"measured on this machine ({_cpu()}, {n} torch thread(s), batch 1, median of {repeats})"
     head = (
         f"{here}, as if it were the device (give --device-speed for a real device)"
         if device_speed is None
@@ -357,6 +358,17 @@ def _times(device_speed, server_speed, repeats: int, threads: int | None) -> str
         else f"from their FLOPs at the given server speed {server_speed / 1e9:g} GFLOPS"
     )
     return f"head {head}; tail {tail}"
+
+
+def _cpu() -> str:
+    """This machine's processor, as the system names it."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        names = [x for x in lines if x.startswith("model name")]
+    except OSError:
+        names = []
+    name = names[0].split(":", 1)[1].strip() if names else platform.processor()
+    return f"CPU {name}" if name else "CPU"
 
 
 def _reason(best: dict | None, rows: list[dict], max_latency, max_bytes) -> str:

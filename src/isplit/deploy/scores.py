@@ -25,6 +25,7 @@ import numpy as np
 
 from isplit.analysis import Analysis
 from isplit.errors import IsplitError
+from isplit.importance.registry import PREDICTORS
 from isplit.runfolder import RunFolder
 
 BEST, VALIDATED = "best", "validated"
@@ -52,8 +53,10 @@ def plan_scores(analysis: Analysis, run: Path, score: str, quantize: bool) -> Sc
         chosen = "the best this run has"
     if score == VALIDATED:
         return _validated(analysis, folder, quantize, chosen)
+    choices = ", ".join([BEST, VALIDATED, *analysis.predictor_names])
+    if score not in PREDICTORS:
+        raise IsplitError(f"--score {score!r} is not a score: use one of {choices}")
     if score not in analysis.predictor_names:
-        choices = ", ".join([BEST, VALIDATED, *analysis.predictor_names])
         raise IsplitError(
             f"--score {score} needs a run analysed with the {score} predictor; {run} has "
             f"{', '.join(analysis.predictor_names)} (--score can be {choices}): rerun "
@@ -106,9 +109,12 @@ class Exported:
     bottleneck: bool
 
 
-def exported_points(exports: Sequence[str | Path], analysis: Analysis) -> dict[str, Exported]:
+def exported_points(
+    exports: Sequence[str | Path], analysis: Analysis, scores: Scores
+) -> dict[str, Exported]:
     """The point of each export folder (``isplit export --out``) of the run's network, with the
-    shape of the tensor it sends (a bottleneck's code where it has one)."""
+    shape of the tensor it sends (a bottleneck's code where it has one); each must be at a
+    point with a score."""
     from isplit.deploy.manifest import Manifest
 
     out: dict[str, Exported] = {}
@@ -126,6 +132,11 @@ def exported_points(exports: Sequence[str | Path], analysis: Analysis) -> dict[s
             raise IsplitError(
                 f"export {folder} is at {m.point!r}, not an admissible point of this run: "
                 "pass an export at one of the run's points"
+            )
+        if m.point not in scores.values:
+            raise IsplitError(
+                f"export {folder} is at {m.point}, which has no {scores.source} score: "
+                f"validate it (`isplit validate --points {m.point}`), or pass another --score"
             )
         out[m.point] = Exported(str(folder), tuple(m.transmitted_shape), m.bottleneck is not None)
     return out
