@@ -30,6 +30,14 @@ With ``--gpu`` (self-contained; what the GPU check runs; about 2 minutes on an H
     bare pass (target >= 0.9); ``data_wait_share``: the share of analyze's loop spent waiting
     for the loader (near 0 when the GPU sets the pace). The bare pass and the engine run on
     ``--images`` images.
+``gpu.models.<name>.<precision>.folder``
+    the same, as a user runs it: ``isplit analyze`` on the command line (a fresh process) over
+    an image folder of ``--folder-images`` JPEG files (320 x 256 px, resized to 256 and cropped
+    to ``--size``, decoded by the workers, 8-bit transport): ``loop_ratio_to_bare`` (images/s
+    of its loop, from ``curves.json``'s ``timing``), ``end_to_end_ratio_to_bare`` (images over
+    the whole command's wall time: interpreter start, imports, tracing, workers included) and
+    ``setup_seconds``. ``gpu.folder_loader`` is the loader alone on that folder, uint8 against
+    float32 transport (``benchmarks/loader.py``), with the bytes per image moved.
 ``gpu.models.<name>.bf16_vs_fp32``
     the relative error of the bf16 global CUI curve against fp32 (max and median over the
     points, and in log10 decades), and whether the best split and the candidates change.
@@ -75,9 +83,12 @@ from isplit import distributed  # noqa: E402
 from isplit.analysis import analyze  # noqa: E402
 from isplit.graph import ModelGraph  # noqa: E402
 from isplit.importance import GradCAM, autocast_dtype  # noqa: E402
+from loader import loader_rate as folder_loader_rate  # noqa: E402
+from loader import make_jpeg_folder  # noqa: E402
 from throughput import CLASSES, bare, build_model  # noqa: E402
 
 TARGETS = {"ratio_to_bare": 0.9}
+FOLDER_PATHS = ("float32", "uint8")  # the loader's transports
 DEMO = "demo-vgg16"
 
 
@@ -136,11 +147,13 @@ class Report:
 # --------------------------------------------------------------------------------------------
 
 
-def _env(threads: int) -> dict:
-    """The environment of a worker process: this isplit importable, ``threads`` threads."""
+def _env(threads: int | None) -> dict:
+    """The environment of a worker process: this isplit importable, ``threads`` threads (None:
+    torch's default)."""
     src = str(Path(isplit.__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads)}
+    threads_env = {} if threads is None else {"OMP_NUM_THREADS": str(threads)}
+    return {**os.environ, "PYTHONPATH": path, **threads_env}
 
 
 def _worker_args(args: argparse.Namespace, kind: str, images: int) -> list[str]:
@@ -383,6 +396,40 @@ def bench_precision(
     return out, analysis.get("result")
 
 
+def bench_folder(name: str, precision: str, args: argparse.Namespace, bare_ips: float) -> dict:
+    """``isplit analyze`` on the command line over the JPEG folder, against the bare pass."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "isplit", "analyze", "--model", name, "--weights", "none"]
+        cmd += ["--data", str(args.folder), "--image-size", str(args.size), "--quiet"]
+        cmd += ["--device", args.device, "--precision", precision, "--out", tmp]
+        cmd += ["--batch-size", str(args.batch_size), "--checkpoint-every", "1000000"]
+        if args.workers is not None:
+            cmd += ["--workers", str(args.workers)]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, text=True, env=_env(None))
+        wall = time.perf_counter() - start
+        doc = json.loads((Path(tmp) / "curves.json").read_text())
+    timing, images = doc["timing"], doc["dataset"]["images"]
+    return {
+        "command": " ".join(cmd[1:]),
+        "images": images,
+        "loop_images_per_s": timing["images_per_s"],
+        "loop_ratio_to_bare": round(timing["images_per_s"] / bare_ips, 4),
+        "end_to_end_images_per_s": round(images / wall, 1),
+        "end_to_end_ratio_to_bare": round(images / wall / bare_ips, 4),
+        "setup_seconds": timing.get("setup_seconds"),
+        "data_wait_share": timing.get("data_wait_share"),
+    }
+
+
+def folder_loader(args: argparse.Namespace) -> dict:
+    kw = dict(size=args.size, batch_size=args.batch_size, device=args.device)
+    kw["workers"] = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
+    folder_loader_rate(args.folder, uint8=True, **kw)  # warm-up: the files into the page cache
+    out = {p: folder_loader_rate(args.folder, uint8=p == "uint8", **kw) for p in FOLDER_PATHS}
+    return {**out, "workers": kw["workers"]}
+
+
 def compare_precisions(fp32, bf16) -> dict:
     rel = np.abs(bf16.cui - fp32.cui) / np.abs(fp32.cui)
     with np.errstate(divide="ignore"):
@@ -448,6 +495,12 @@ def gpu(args: argparse.Namespace, report: Report) -> None:
     doc["cuda_matches_cpu"] = report.attempt("cuda_matches_cpu", lambda: cuda_matches_cpu(args))
     doc["loader_images_per_s"] = report.attempt("loader", lambda: loader_rate(args))
     report.save()
+    args.folder = report.attempt(
+        "folder", lambda: make_jpeg_folder(Path(args.tmp) / "jpeg", args.folder_images)
+    )
+    if args.folder is not None:
+        doc["folder_loader"] = report.attempt("folder_loader", lambda: folder_loader(args))
+    report.save()
     for name in args.models:
         entry = doc["models"][name] = {}
         model = report.attempt(f"{name}.build", lambda n=name: build_model(n))
@@ -458,6 +511,13 @@ def gpu(args: argparse.Namespace, report: Report) -> None:
             entry[precision], results[precision] = bench_precision(
                 name, model, precision, args, report
             )
+            bare_ips = entry[precision].get("bare_images_per_s")
+            if args.folder is not None and bare_ips:
+                entry[precision]["folder"] = report.attempt(
+                    f"{name}.{precision}.folder",
+                    lambda n=name, p=precision, b=bare_ips: bench_folder(n, p, args, b),
+                )
+                report.save()
         if results.get("fp32") is not None and results.get("bf16") is not None:
             entry["bf16_vs_fp32"] = report.attempt(
                 f"{name}.bf16_vs_fp32",
@@ -498,6 +558,13 @@ def summary(doc: dict) -> dict[str, str]:
                     f"{p.get('analyze_images')} images (setup "
                     f"{num(p.get('setup_seconds'), '.2f')} s)"
                 )
+                f = p.get("folder") or {}
+                if f:
+                    lines[f"{name} {precision} JPEG folder, command line"] = (
+                        f"loop {num(f.get('loop_ratio_to_bare'), '.2f')}x, end to end "
+                        f"{num(f.get('end_to_end_ratio_to_bare'), '.2f')}x over "
+                        f"{f.get('images')} images (setup {num(f.get('setup_seconds'), '.2f')} s)"
+                    )
     return lines
 
 
@@ -528,6 +595,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="--gpu: images per timed analyze() run (default 4 x --images)",
+    )
+    p.add_argument(
+        "--folder-images", type=int, default=8192, help="--gpu: JPEG files of the folder case"
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3, help="--gpu timed runs of bare and engine")
@@ -561,7 +631,8 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
         return worker_memory(args)
     report = Report(args.json_out, args.budget_s)
     if args.gpu:
-        gpu(args, report)
+        with tempfile.TemporaryDirectory() as args.tmp:
+            gpu(args, report)
     else:
         if "scaling" in args.parts:
             report.doc["cpu_scaling"] = report.attempt("cpu_scaling", lambda: cpu_scaling(args))

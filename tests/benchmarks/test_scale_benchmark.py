@@ -49,6 +49,8 @@ def test_gpu_part_runs_on_the_cpu_and_survives_a_failure(scale, capsys):
             "8",
             "--repeats",
             "1",
+            "--folder-images",
+            "20",
         ]
     )
     capsys.readouterr()
@@ -60,6 +62,11 @@ def test_gpu_part_runs_on_the_cpu_and_survives_a_failure(scale, capsys):
         for key in ("engine", "analyze"):
             assert p[f"{key}_images_per_s"] > 0 and p[f"{key}_ratio_to_bare"] > 0
         assert 0 <= p["data_wait_share"] <= 1
+        folder = p["folder"]  # the command line over a JPEG folder
+        assert folder["images"] == 20 and f"--precision {precision}" in folder["command"]
+        assert folder["end_to_end_ratio_to_bare"] > 0 and folder["setup_seconds"] >= 0
+    loader = report["gpu"]["folder_loader"]
+    assert loader["uint8"]["bytes_per_image"] * 4 == loader["float32"]["bytes_per_image"]
     cmp = r["bf16_vs_fp32"]
     assert 0 < cmp["cui_median_rel_err"] < 0.05 and isinstance(cmp["best_changed"], bool)
     assert report["gpu"]["cuda_matches_cpu"]["ok"]  # here: the CPU against itself
@@ -67,6 +74,8 @@ def test_gpu_part_runs_on_the_cpu_and_survives_a_failure(scale, capsys):
     assert set(report["gpu"]["summary"]) == {
         "resnet18 fp32",
         "resnet18 bf16",
+        "resnet18 fp32 JPEG folder, command line",
+        "resnet18 bf16 JPEG folder, command line",
         "resnet18 bf16 vs fp32",
     }
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from isplit.analysis.settings import AnalysisSettings, RunOptions
 from isplit.graph import leaf_module_name
-from isplit.models import LoadedModel, loaded_info, weights_fingerprint
+from isplit.models import LoadedModel, WeightsDigest, loaded_info
 
 
 @dataclass
@@ -29,12 +30,14 @@ class Job:
     settings: AnalysisSettings
     run: RunOptions
     model_name: str
-    model_record: dict  # weights, seed, weights_sha256, num_classes, preprocess
+    model_record: dict  # weights, seed, num_classes, preprocess
+    weights: WeightsDigest  # weights_sha256, computed when the run needs it
     n_total: int
     class_names: list[str] | None
     shard: range  # the images (data set positions) this process analyses
     rank: int = 0
     world: int = 1
+    started: float = field(default_factory=time.perf_counter)  # when analyze was called
 
     @property
     def checkpoint(self) -> Path | None:
@@ -45,24 +48,29 @@ class Job:
             return base
         return base.with_name(f"{base.stem}-rank{self.rank}-of-{self.world}{base.suffix}")
 
-    def _settings_record(self) -> dict:
+    def _settings_record(self, weights: bool = True) -> dict:
+        """``weights``: with the weights' sha256 (computed now if it is not yet), else with
+        ``None`` in its place."""
         out = {
             **self.settings.record(self.run.device.type),
             "weights": self.model_record.get("weights"),
             "seed": self.model_record.get("seed"),
-            "weights_sha256": self.model_record["weights_sha256"],
+            "weights_sha256": self.weights.value() if weights else None,
         }
         for key in ("num_classes", "preprocess"):
             if self.model_record.get(key) is not None:
                 out[key] = self.model_record[key]
         return out
 
-    def settings_json(self, input_shape: Sequence[int], auto_leaves: Sequence[type] = ()) -> dict:
+    def settings_json(
+        self, input_shape: Sequence[int], auto_leaves: Sequence[type] = (), weights: bool = True
+    ) -> dict:
         """``curves.json``'s ``settings``; ``auto_leaves``: the submodule classes the graph kept
         whole because torch.fx cannot trace into them (recorded as ``leaf_modules`` is, only when
-        there are any; not in the fingerprint, which holds the model they follow from)."""
+        there are any; not in the fingerprint, which holds the model they follow from);
+        ``weights``: see :meth:`_settings_record`."""
         return {
-            **self._settings_record(),
+            **self._settings_record(weights),
             "input_shape": list(input_shape),
             **self.settings.budget,
             **(
@@ -113,16 +121,13 @@ def model_record(
 ) -> tuple[nn.Module, str, dict]:
     """The module to analyse, its name and its record: a model that ``load_model`` built under
     the name, weights and seed it was loaded by, any other under its class name (or
-    ``model_name``), with its weights' fingerprint."""
+    ``model_name``); without the weights' fingerprint (:class:`WeightsDigest` computes it when
+    the run needs it)."""
     info = model if isinstance(model, LoadedModel) else loaded_info(model)
     if isinstance(model, LoadedModel):
         model = model.model
     if info is not None and info.model is not model:
         info = None
     model_name = model_name or (info.name if info is not None else type(model).__name__)
-    record = (
-        info.record()
-        if info is not None
-        else {"model": model_name, "weights": None, "weights_sha256": weights_fingerprint(model)}
-    )
+    record = info.record(fingerprint=False) if info is not None else {"model": model_name}
     return model, model_name, record

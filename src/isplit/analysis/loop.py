@@ -31,6 +31,8 @@ from isplit.analysis.job import Job, dataset_info
 from isplit.analysis.progress import progress_bar
 from isplit.analysis.result import Analysis
 from isplit.data import make_loader, to_device
+from isplit.data.loaders import uint8_view
+from isplit.data.preprocess import Normalise
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph, SplitPoint
 from isplit.graph.points import no_admissible_message, restrict, select_points
@@ -96,8 +98,9 @@ class _DataWait:
             self.seconds += time.perf_counter() - start
 
 
-def _timing(seconds: float, images: int, data_wait: float) -> dict:
+def _timing(seconds: float, images: int, data_wait: float, setup: float) -> dict:
     return {
+        "setup_seconds": round(setup, 3),
         "seconds": round(seconds, 3),
         "images": images,
         "images_per_s": round(images / seconds, 1) if seconds > 0 else None,
@@ -176,6 +179,7 @@ class _State:
     graph: ModelGraph
     chosen: list[SplitPoint]
     cam: GradCAM
+    prepare: Normalise | None  # turns the loader's 8-bit batches into model inputs
 
 
 def _start(model: nn.Module, source, job: Job) -> _State:
@@ -188,6 +192,9 @@ def _start(model: nn.Module, source, job: Job) -> _State:
     if ckpt is not None:
         checkpoint.check_other_checkpoints(job.run.checkpoint, ckpt, job.world)
         checkpoint.remove_partial_writes(ckpt)
+    prepare = None
+    if job.run.uint8 and not isinstance(source, DataLoader):
+        source, prepare = uint8_view(source)
     if ckpt is not None and ckpt.exists():
         acc, preds, position, skipped, input_shape = checkpoint.load_checkpoint(
             ckpt, job.fingerprint, job.settings.predictors
@@ -196,7 +203,9 @@ def _start(model: nn.Module, source, job: Job) -> _State:
     batches = _host_batches(source, job, position)
     first = next(batches, None)
     if first is not None:
-        input_shape = list(first.x.shape[1:])
+        input_shape = (
+            list(first.x.shape[1:]) if prepare is None else prepare.input_shape(first.x.shape)
+        )
         batches = itertools.chain([first], batches)
     if input_shape is None:
         raise IsplitError("no images were analysed (all skipped, or the data set is empty)")
@@ -205,7 +214,7 @@ def _start(model: nn.Module, source, job: Job) -> _State:
         acc = _new_accumulator(len(chosen), job.class_names, cam, input_shape, device)
     if preds is None:
         preds = PredictorSet(job.settings.predictors, len(chosen), len(acc.counts))
-    return _State(acc, preds, position, skipped, input_shape, batches, graph, chosen, cam)
+    return _State(acc, preds, position, skipped, input_shape, batches, graph, chosen, cam, prepare)
 
 
 def run_job(model: nn.Module, data, source, job: Job) -> Analysis:
@@ -259,7 +268,7 @@ def _loop(state: _State, job: Job, channels_last: bool) -> dict:
     bar = progress_bar(len(job.shard), state.position, run.progress and job.rank == 0)
     waited, started, analysed = _DataWait(state.batches), time.perf_counter(), 0
     try:
-        for x, y, hb in to_device(checked(waited), run.device, channels_last):
+        for x, y, hb in to_device(checked(waited), run.device, channels_last, state.prepare):
             res = cam(x, y, target=s.target, extras=state.preds.needs)
             pending.add(res.cui, res.logits.argmax(1), hb)
             state.preds.add(res, hb.y.numpy().copy(), hb.index)
@@ -277,7 +286,7 @@ def _loop(state: _State, job: Job, channels_last: bool) -> dict:
     finally:
         bar.close()
     pending.flush(acc)  # on a GPU: waits for the last batches' work
-    return _timing(time.perf_counter() - started, analysed, waited.seconds)
+    return _timing(time.perf_counter() - started, analysed, waited.seconds, started - job.started)
 
 
 def _save(state: _State, job: Job) -> None:
@@ -320,7 +329,7 @@ def _result(model: nn.Module, data, job: Job, state: _State, timing: dict) -> An
     return Analysis(
         model=job.model_name,
         dataset={**dataset_info(data, class_names), "images": acc.images},
-        settings=job.settings_json(state.input_shape, state.graph.auto_leaf_modules),
+        settings=job.settings_json(state.input_shape, state.graph.auto_leaf_modules, weights=False),
         points=chosen,
         cui=curve,
         per_class={c: class_curves[i] for i, c in enumerate(class_names)},
@@ -332,11 +341,17 @@ def _result(model: nn.Module, data, job: Job, state: _State, timing: dict) -> An
         skipped_images=state.skipped,
         total_flops=float(state.graph.total_flops),
         total_params=int(sum(p.numel() for p in model.parameters())),
-        fingerprint=job.fingerprint,
         predictors=values,
         select_by=s.select_by,
         timing=timing,
-    )
+    ).when_read(lambda a: _add_weights(a, job))
+
+
+def _add_weights(analysis: Analysis, job: Job) -> None:
+    """The weights' sha256 and the run's fingerprint, into a result that is being saved or whose
+    ``settings`` / ``fingerprint`` are read (computing them costs a pass over the weights)."""
+    analysis.settings["weights_sha256"] = job.weights.value()
+    analysis.fingerprint = job.fingerprint
 
 
 def _instrument(

@@ -5,7 +5,7 @@ candidates and the best split; its run folder files (``curves.json``, ``per_imag
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +29,30 @@ STANDARD_FLOP_SHARES = (0.25, 0.5)
 NEARLY_ALL = 0.9
 
 
+class _WhenRead:
+    """An :class:`Analysis` field that a pending step completes the first time it is read
+    (:meth:`Analysis.when_read`); ``default`` as a dataclass field's, none when not given."""
+
+    def __init__(self, *default: object) -> None:
+        self._default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._key = "_" + name
+
+    def __get__(self, obj: Analysis | None, owner: type | None = None):
+        if obj is None:  # the dataclass asks for the field's default
+            if not self._default:
+                raise AttributeError(self._key)
+            return self._default[0]
+        pending = obj.__dict__.pop("_pending", None)
+        if pending is not None:
+            pending(obj)
+        return obj.__dict__[self._key]
+
+    def __set__(self, obj: Analysis, value: object) -> None:
+        obj.__dict__[self._key] = value
+
+
 @dataclass
 class Analysis:
     """The result of an I-SPLIT analysis (CUI, candidates and best split as the README's "What it
@@ -36,7 +60,7 @@ class Analysis:
 
     model: str
     dataset: dict  # name, split, images, classes
-    settings: dict  # target, reduction, protocol, batch_size, granularity, input_shape, ...
+    settings: dict = _WhenRead()  # target, reduction, protocol, batch_size, input_shape, ...
     points: list[SplitPoint]
     cui: np.ndarray  # [K] global curve
     per_class: dict[str, np.ndarray]  # class name -> [K] (NaN where the class has no images)
@@ -48,13 +72,20 @@ class Analysis:
     skipped_images: list[str] = field(default_factory=list)
     total_flops: float | None = None  # the whole model's FLOPs at batch 1
     total_params: int | None = None  # the whole model's parameters
-    fingerprint: str | None = None  # model, weights, data and settings of the run
+    fingerprint: str | None = _WhenRead(None)  # model, weights, data and settings of the run
     # further predictors of post-split accuracy (isplit.importance.predictors): name -> [K]
     predictors: dict[str, np.ndarray] = field(default_factory=dict)
     select_by: str = "cui"  # the predictor whose maximum is the best split
     # how the analysis loop spent its time in this call (rank 0's share under torchrun):
     # seconds, images, images_per_s, data_wait_seconds, data_wait_share
     timing: dict | None = None
+
+    def when_read(self, complete: Callable[[Analysis], None]) -> Analysis:
+        """Leave ``settings``' ``weights_sha256`` and ``fingerprint`` to ``complete``, called
+        the first time either is read (saving reads them): an analysis used only in memory does
+        not pay for a pass over the weights."""
+        self.__dict__["_pending"] = complete
+        return self
 
     @property
     def point_names(self) -> list[str]:

@@ -9,6 +9,7 @@ loading, progress, checkpoints) one :class:`~isplit.analysis.settings.RunOptions
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ from isplit.analysis.settings import AnalysisSettings, RunOptions, from_options
 from isplit.data import limit_dataset
 from isplit.errors import IsplitError
 from isplit.importance.gradcam import autocast_dtype
-from isplit.models import LoadedModel
+from isplit.models import LoadedModel, WeightsDigest
 
 
 def analyze(
@@ -48,7 +49,9 @@ def analyze(
     :func:`~isplit.load_model` returned; a model that ``load_model`` built is recorded under the
     name, weights and seed it was loaded by (so that ``isplit report`` / ``validate`` can rebuild
     it from the run folder), any other under its class name (or ``model_name``). The model's
-    weights are fingerprinted (sha256) into the run; its ``training`` flag and parameter flags
+    weights are fingerprinted (sha256) into the run when it is saved, or a checkpoint needs it,
+    or ``settings`` / ``fingerprint`` of the result are first read (a pass over the weights that
+    an analysis used only in memory does not pay); its ``training`` flag and parameter flags
     are restored afterwards. ``classes``: the class names (default: the data set's).
 
     ``predictors``: further per-point predictors of post-split accuracy to compute in the same
@@ -71,6 +74,7 @@ def analyze(
     On a GPU, batches are loaded by worker processes into pinned memory and copied
     asynchronously, results stay on the GPU until the end (or a checkpoint), and the network
     runs in channels-last memory format (``channels_last``; default: on CUDA only)."""
+    started = time.perf_counter()
     settings, run = from_options(settings, run, options)
     autocast_dtype(settings.precision, run.device)  # an error where the device cannot
     model, model_name, record = model_record(model, model_name)
@@ -90,16 +94,13 @@ def analyze(
             "a distributed analysis shares out a Dataset, not a DataLoader: pass the "
             "DataLoader's dataset (and its batch size as batch_size)"
         )
+    weights = WeightsDigest(model)
+    if run.checkpoint is not None:  # its fingerprint holds the weights': overlap with set-up
+        weights.start()
+    names = class_names(data, classes)
     job = Job(
-        settings,
-        run,
-        model_name,
-        record,
-        n_total,
-        class_names(data, classes),
-        shard=distributed.shard(n_total),
-        rank=distributed.rank(),
-        world=distributed.world_size(),
+        settings, run, model_name, record, weights, n_total, names, distributed.shard(n_total)
     )
+    job.rank, job.world, job.started = distributed.rank(), distributed.world_size(), started
     with frozen(model):
         return run_job(model, data, source, job)

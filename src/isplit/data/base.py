@@ -9,6 +9,7 @@ would mangle the message): it comes back as a :class:`BadImage`, and the loader
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from isplit.data.preprocess import Preprocess, to_model_input
+from isplit.data.preprocess import Normalise, Preprocess, fit_uint8, to_model_input
 from isplit.errors import IsplitError
 
 
@@ -42,6 +43,9 @@ class LabelledDataset(Dataset):
 
     in_memory = False  # True: items are cheap tensor slices, worker processes do not pay off
     root: str | None = None  # the --data-root it was opened from, when one was given
+    preprocess: Preprocess | None = None  # how its images become model inputs
+    uint8 = False  # items are fit_uint8 pixels, which normaliser() finishes (with_uint8)
+    scale = 255.0  # the pixel value that means white
 
     def __init__(self, name: str, split: str, classes: Sequence[str], targets: Any) -> None:
         self.name = name
@@ -57,6 +61,22 @@ class LabelledDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> list:
         return [self[i] for i in indices]
+
+    def with_uint8(self) -> LabelledDataset | None:
+        """This data set with items as 8-bit pixels of the model input's size (decoded and
+        resized, not normalised: :meth:`normaliser` does that on the device), or None where it
+        has no such form."""
+        if self.preprocess is None:
+            return None
+        view = copy.copy(self)
+        view.uint8 = True
+        return view
+
+    def normaliser(self) -> Normalise:
+        """What turns a batch of this data set's 8-bit items into model inputs."""
+        if self.preprocess is None:
+            raise TypeError(f"{type(self).__name__} has no preprocessing")
+        return Normalise(self.preprocess, self.scale)
 
     def describe(self) -> dict:
         info = {
@@ -93,9 +113,15 @@ class ArrayDataset(LabelledDataset):
         self.preprocess = preprocess
         self.scale = float(scale)
 
+    def with_uint8(self) -> LabelledDataset | None:
+        """None when white is not 255 (the digits' 0-16): resizing would round too coarsely."""
+        return super().with_uint8() if self.scale == 255.0 else None
+
     def _inputs(self, index: Any) -> torch.Tensor:
-        x = self.images[index].unsqueeze(-3).float().div_(self.scale)
-        return to_model_input(x, self.preprocess)
+        x = self.images[index].unsqueeze(-3)
+        if self.uint8:
+            return fit_uint8(x, self.preprocess)
+        return to_model_input(x.float().div_(self.scale), self.preprocess)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self._inputs(int(i)), int(self.targets[i])
@@ -116,6 +142,14 @@ class SubsetDataset(LabelledDataset):
         super().__init__(base.name, base.split, base.classes, base.targets[self.indices])
         self.in_memory = base.in_memory
         self.root = base.root
+        self.preprocess, self.uint8, self.scale = base.preprocess, base.uint8, base.scale
+
+    def with_uint8(self) -> LabelledDataset | None:
+        base = self.base.with_uint8()
+        return None if base is None else SubsetDataset(base, self.indices)
+
+    def normaliser(self) -> Normalise:
+        return self.base.normaliser()
 
     def __getitem__(self, i: int):
         return self.base[int(self.indices[i])]

@@ -1,22 +1,54 @@
 """Image folders (``<folder>/<class>/<image>``, optionally under split folders) and the
-Tiny-ImageNet-200 layout; images decoded lazily with PIL."""
+Tiny-ImageNet-200 layout; images decoded lazily, by torchvision's decoders (libjpeg-turbo,
+libpng, libwebp: about 3x faster than PIL on JPEG, the same pixels) where they read the file,
+else by PIL."""
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_image, read_file
 
 from isplit.data.base import BadImage, LabelledDataset
-from isplit.data.preprocess import Preprocess, pil_to_model_input
+from isplit.data.preprocess import Preprocess, fit_uint8, pil_to_uint8, to_model_input
 from isplit.errors import IsplitError
 
 log = logging.getLogger("isplit")
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+#: The formats torchvision decodes (the others, and files it cannot read, go to PIL).
+_TORCHVISION_DECODES = (".jpg", ".jpeg", ".png", ".webp")
+# torchvision 0.29 points to TorchCodec as the decoders' successor; they are still its, and
+# still the fastest here. Said once per call otherwise.
+warnings.filterwarnings(
+    "ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning
+)
+
+
+def decode_uint8(path: str, pp: Preprocess) -> torch.Tensor:
+    """An image file -> ``[channels, H, W]`` uint8 pixels in ``pp``'s colour mode, as PIL's
+    ``convert("RGB")`` / ``convert("L")`` gives them; raises whatever the decoders raise on a
+    file neither can read."""
+    if path.lower().endswith(_TORCHVISION_DECODES):
+        try:
+            x = decode_image(read_file(path), mode=ImageReadMode.RGB)
+        except RuntimeError:  # e.g. a CMYK or arithmetic-coded JPEG: PIL may still read it
+            x = None
+        if x is not None and x.dtype == torch.uint8:  # (16-bit PNGs: PIL's conversion)
+            return x if pp.channels == 3 else _pil_luma(x)
+    with Image.open(path) as img:
+        return pil_to_uint8(img, pp)
+
+
+def _pil_luma(rgb: torch.Tensor) -> torch.Tensor:
+    """PIL's RGB -> L: ITU-R 601-2 luma in 16-bit fixed point, rounded."""
+    r, g, b = rgb.int().unbind(-3)
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8).unsqueeze(-3)
 
 
 class ImageFileDataset(LabelledDataset):
@@ -37,8 +69,10 @@ class ImageFileDataset(LabelledDataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor | BadImage, int]:
         path, label = self.paths[i], int(self.targets[i])
         try:
-            with Image.open(path) as img:
-                return pil_to_model_input(img, self.preprocess), label
+            x = decode_uint8(path, self.preprocess)
+            if self.uint8:
+                return fit_uint8(x, self.preprocess), label
+            return to_model_input(x.float().div_(255.0), self.preprocess), label
         except Exception as e:  # never raise here: workers would mangle the message
             return BadImage(path, f"{type(e).__name__}: {e}"), label
 

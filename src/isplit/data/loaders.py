@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data import default_collate as _default_collate
 
 from isplit.data.base import BadImage, LabelledDataset
+from isplit.data.preprocess import Normalise
 from isplit.errors import IsplitError
 
 log = logging.getLogger("isplit")
@@ -111,31 +112,47 @@ def make_loader(
     return BatchLoader(loader, skip_bad_images=skip_bad_images)
 
 
+def uint8_view(ds: Dataset) -> tuple[Dataset, Normalise | None]:
+    """``ds`` giving 8-bit pixels, and the :class:`Normalise` that finishes them on the device,
+    where it has that form (isplit's data sets, also inside a ``Subset``); else ``ds`` as it is
+    and None (a user's data set of float tensors keeps its own path)."""
+    if isinstance(ds, Subset):
+        inner, norm = uint8_view(ds.dataset)
+        return (Subset(inner, ds.indices), norm) if norm is not None else (ds, None)
+    view = ds.with_uint8() if isinstance(ds, LabelledDataset) else None
+    return (view, view.normaliser()) if view is not None else (ds, None)
+
+
 def to_device(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor, Any]],
     device: torch.device,
     channels_last: bool = False,
+    prepare: Callable[..., torch.Tensor] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, Any]]:
     """``(x, y, extra)`` batches on the host -> ``(x, y, extra)`` with ``x`` and ``y`` on
-    ``device`` (``x`` in channels-last memory format when asked and 4-D).
+    ``device`` (``x`` in channels-last memory format when asked and 4-D); ``prepare`` (e.g. a
+    :class:`Normalise` of 8-bit pixels) runs on ``x`` once it is there.
 
-    On CUDA the copies are asynchronous (``non_blocking``; truly so from pinned memory) and run
-    on a side stream: while the caller computes on one batch, the next one is already being
-    copied. Nothing here waits for the GPU."""
+    On CUDA the copies (and ``prepare``) are asynchronous (``non_blocking``; truly so from
+    pinned memory) and run on a side stream: while the caller computes on one batch, the next
+    one is already being copied. Nothing here waits for the GPU."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def arrive(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device, non_blocking=True)
+        if prepare is not None:
+            x = prepare(x, memory_format=fmt) if x.dim() == 4 else prepare(x)
+        return x.contiguous(memory_format=fmt) if x.dim() == 4 else x
+
     if device.type != "cuda":
         for x, y, extra in batches:
-            x = x.to(device)
-            yield (x.contiguous(memory_format=fmt) if x.dim() == 4 else x), y.to(device), extra
+            yield arrive(x), y.to(device), extra
         return
     compute, side = torch.cuda.current_stream(device), torch.cuda.Stream(device)
 
     def copy(x: torch.Tensor, y: torch.Tensor, extra: Any):
         with torch.cuda.stream(side):
-            x = x.to(device, non_blocking=True)
-            if x.dim() == 4:
-                x = x.contiguous(memory_format=fmt)
-            return x, y.to(device, non_blocking=True), extra
+            return arrive(x), y.to(device, non_blocking=True), extra
 
     it = iter(batches)
     item = next(it, None)

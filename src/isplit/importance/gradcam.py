@@ -283,10 +283,12 @@ class GradCAM:
         return gradient.mean(2, dtype=torch.float32)
 
     def _map(self, a: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """The map [N, positions] from activation [N, C, positions] and weights [N, C]."""
+        """The map [N, positions] in float32 from activation [N, C, positions] and weights
+        [N, C]. A bf16 / fp16 activation (``precision``) is not copied to float32: the weights
+        are rounded to its type and the channel sum runs there with float32 accumulation (into
+        a float32 map on CUDA, rounded to the type on a CPU); README "Speed" gives the error."""
         c = a.shape[1]
-        a = a.float()  # no copy when already float32
-        m = torch.bmm(alpha[:, None, :], a)[:, 0]  # [N, positions]
+        m = _weighted_channel_sum(a, alpha)  # [N, positions]
         if self.reduction == "mean":
             m = m / c
         return torch.relu(m)
@@ -323,6 +325,19 @@ class GradCAM:
         if "pooled" in names:
             out["pooled"] = flat_a.mean(2)
         return out
+
+
+def _weighted_channel_sum(a: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """sum_c alpha[n, c] a[n, c, p] -> float32 [N, P]; in ``a``'s type when it is 16-bit."""
+    if a.dtype == torch.float32 or not a.is_floating_point():
+        return torch.bmm(alpha[:, None, :], a.float())[:, 0]
+    weights = alpha.to(a.dtype)[:, None, :]
+    if a.is_cuda:
+        try:
+            return torch.bmm(weights, a, out_dtype=torch.float32)[:, 0]
+        except (RuntimeError, TypeError):  # a torch without bmm's out_dtype
+            pass
+    return torch.bmm(weights, a)[:, 0].float()
 
 
 def channels_and_positions(

@@ -2,6 +2,7 @@
 
 zoo.py       model names and builders (demo.py: the demo networks)
 weights.py   weights files: read, write, metadata, fingerprint
+digest.py    the fingerprint computed when a result needs it
 presets.py   preprocessing presets and the user's overrides
 heads.py     the classifier layer: find, resize, count classes
 loading.py   load_model / load_recorded: the above put together
@@ -10,6 +11,7 @@ device.py    which torch device --device means
 """
 
 from isplit.models.device import resolve_device
+from isplit.models.digest import WeightsDigest
 from isplit.models.heads import input_channels, replace_final_layer
 from isplit.models.loading import LoadedModel, load_model, load_recorded, loaded_info
 from isplit.models.weights import (
@@ -26,6 +28,7 @@ from isplit.models.zoo import list_model_names
 __all__ = [
     "WEIGHTS_SUFFIXES",
     "LoadedModel",
+    "WeightsDigest",
     "apply_state_dict",
     "atomic_torch_save",
     "input_channels",

@@ -73,14 +73,15 @@ class LoadedModel:
         """sha256 of the model's weights (:func:`~isplit.models.weights_fingerprint`)."""
         return weights_fingerprint(self.model)
 
-    def record(self) -> dict:
-        """What rebuilds exactly this network: see :func:`load_recorded`."""
+    def record(self, fingerprint: bool = True) -> dict:
+        """What rebuilds exactly this network: see :func:`load_recorded` (``weights_sha256``
+        only with ``fingerprint``: computing it costs a pass over the weights)."""
         return {
             "model": self.name,
             "weights": self.weights,
             "seed": self.seed,
             "num_classes": self.num_classes,
-            "weights_sha256": self.fingerprint(),
+            **({"weights_sha256": self.fingerprint()} if fingerprint else {}),
             "preprocess": self.preprocess.to_json(),
         }
 
