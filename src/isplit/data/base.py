@@ -72,6 +72,13 @@ class LabelledDataset(Dataset):
         view.uint8 = True
         return view
 
+    def _item(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoded uint8 pixels ``[..., C, H, W]`` -> this data set's item: fitted 8-bit pixels
+        (:meth:`with_uint8`) or the float32 model input."""
+        if self.uint8:
+            return fit_uint8(x, self.preprocess)
+        return to_model_input(x.float().div_(self.scale), self.preprocess)
+
     def normaliser(self) -> Normalise:
         """What turns a batch of this data set's 8-bit items into model inputs."""
         if self.preprocess is None:
@@ -118,10 +125,7 @@ class ArrayDataset(LabelledDataset):
         return super().with_uint8() if self.scale == 255.0 else None
 
     def _inputs(self, index: Any) -> torch.Tensor:
-        x = self.images[index].unsqueeze(-3)
-        if self.uint8:
-            return fit_uint8(x, self.preprocess)
-        return to_model_input(x.float().div_(self.scale), self.preprocess)
+        return self._item(self.images[index].unsqueeze(-3))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self._inputs(int(i)), int(self.targets[i])

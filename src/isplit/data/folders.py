@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from isplit.data.base import BadImage, LabelledDataset
-from isplit.data.preprocess import Preprocess, fit_uint8, pil_to_uint8, to_model_input
+from isplit.data.preprocess import Preprocess, pil_to_uint8
 from isplit.errors import IsplitError
 
 log = logging.getLogger("isplit")
@@ -69,10 +69,7 @@ class ImageFileDataset(LabelledDataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor | BadImage, int]:
         path, label = self.paths[i], int(self.targets[i])
         try:
-            x = decode_uint8(path, self.preprocess)
-            if self.uint8:
-                return fit_uint8(x, self.preprocess), label
-            return to_model_input(x.float().div_(255.0), self.preprocess), label
+            return self._item(decode_uint8(path, self.preprocess)), label
         except Exception as e:  # never raise here: workers would mangle the message
             return BadImage(path, f"{type(e).__name__}: {e}"), label
 

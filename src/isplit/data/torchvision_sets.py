@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from isplit.data.base import LabelledDataset, cache_dir, check_split
-from isplit.data.preprocess import Preprocess, fit_uint8, pil_to_uint8, to_model_input
+from isplit.data.preprocess import Preprocess, pil_to_uint8
 from isplit.errors import IsplitError
 
 log = logging.getLogger("isplit")
@@ -44,10 +44,7 @@ class TorchvisionDataset(LabelledDataset):
             img = TF.to_pil_image(img)
         elif not isinstance(img, Image.Image):
             img = Image.fromarray(np.asarray(img))
-        x = pil_to_uint8(img, self.preprocess)
-        if self.uint8:
-            return fit_uint8(x, self.preprocess), int(label)
-        return to_model_input(x.float().div_(255.0), self.preprocess), int(label)
+        return self._item(pil_to_uint8(img, self.preprocess)), int(label)
 
 
 _TORCHVISION_EXAMPLES = "CIFAR10, CIFAR100, MNIST, FashionMNIST, KMNIST, SVHN, STL10"
