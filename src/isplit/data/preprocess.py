@@ -145,6 +145,7 @@ class Normalise:
         self._mean = torch.tensor(pp.mean, dtype=torch.float32).view(-1, 1, 1)
         self._std = torch.tensor(pp.std, dtype=torch.float32).view(-1, 1, 1)
         self._ring: list[torch.Tensor] = []
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def input_shape(self, shape: torch.Size | tuple[int, ...]) -> list[int]:
         """The model input's shape ``[C, H, W]`` for one uint8 image of ``shape``."""
@@ -172,5 +173,11 @@ class Normalise:
     ) -> torch.Tensor:
         shape = (*x.shape[:-3], self.channels, *x.shape[-2:])
         out = self._output(shape, x.device, memory_format).copy_(x)  # 1 -> 3 channels too
-        mean, std = self._mean.to(x.device), self._std.to(x.device)
+        mean, std = self._constants(x.device)
         return out.div_(self.scale).sub_(mean).div_(std)
+
+    def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std on ``device``, copied there once (not a host-to-device copy per batch)."""
+        if device not in self._on_device:
+            self._on_device[device] = (self._mean.to(device), self._std.to(device))
+        return self._on_device[device]
