@@ -110,10 +110,6 @@ def to_model_input(x: torch.Tensor, pp: Preprocess) -> torch.Tensor:
     return ((x - mean) / std).contiguous()
 
 
-def pil_to_model_input(img: Image.Image, pp: Preprocess) -> torch.Tensor:
-    return to_model_input(pil_to_uint8(img, pp).float().div_(255.0), pp)
-
-
 def pil_to_uint8(img: Image.Image, pp: Preprocess) -> torch.Tensor:
     """A PIL image -> ``[channels, H, W]`` uint8 pixels in ``pp``'s colour mode."""
     return TF.pil_to_tensor(img.convert("L" if pp.channels == 1 else "RGB"))

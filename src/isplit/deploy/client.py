@@ -348,17 +348,17 @@ def _all_answered(predictions: Iterable[Prediction]) -> list[Prediction]:
 
 
 def read_image(manifest: Manifest, path: str | Path) -> torch.Tensor:
-    """One image file as the export's model input [C, H, W]; a clear error for a bad file."""
-    from PIL import Image
-
-    from isplit.data.preprocess import pil_to_model_input
+    """One image file as the export's model input [C, H, W] (decoded as isplit's image folders
+    are); a clear error for a bad file."""
+    from isplit.data.folders import decode_uint8
+    from isplit.data.preprocess import to_model_input
 
     if not Path(path).is_file():
         raise IsplitError(f"image {path} not found")
+    pp = manifest.preprocessing()
     try:
-        with Image.open(path) as img:
-            return pil_to_model_input(img, manifest.preprocessing())
-    except Exception as e:  # PIL raises many kinds for a file it cannot decode
+        return to_model_input(decode_uint8(str(path), pp).float().div_(255.0), pp)
+    except Exception as e:  # the decoders raise many kinds for a file they cannot decode
         raise IsplitError(f"cannot read image {path} ({type(e).__name__}: {e})") from None
 
 
