@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from isplit.data import Preprocess
+from isplit.models.demo_modern import DemoConvNeXt, DemoViT
 
 #: Input preprocessing of the demo networks: Fashion-MNIST padded 28 -> 32, its mean and std.
 DEMO_PREPROCESS = Preprocess(size=32, channels=1, mean=(0.2860,), std=(0.3530,), fit="pad")
@@ -220,6 +221,8 @@ DEMO_MODELS: dict[str, type[nn.Module]] = {
     "demo-vgg16": DemoVGG16,
     "demo-resnet50": DemoResNet50,
     "demo-mobilenet": DemoMobileNetV2,
+    "demo-convnext": DemoConvNeXt,
+    "demo-vit": DemoViT,
 }
 
 
