@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.isplit-setup
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_EPOCHS ?= 15
-DEMO_NETS ?= demo-vgg16 demo-resnet50 demo-mobilenet
+DEMO_NETS ?= demo-vgg16 demo-resnet50 demo-mobilenet demo-convnext demo-vit
 # NVIDIA's Triton server (PyPI's nvidia-pytriton, CPU only) for the Triton test; PYTRITON=0: none.
 PYTRITON ?= 1
 PYTRITON_REQS := 'nvidia-pytriton>=0.7,<0.8' 'onnxruntime>=1.18'
