@@ -234,3 +234,59 @@ def test_an_unknown_leaf_module_is_a_clear_error():
         ModelGraph(Gated(), (3, 8, 8), leaf_modules=["Gte"])
     with pytest.raises(IsplitError, match="no module class"):
         ModelGraph(Gated(), (3, 8, 8), leaf_modules=["no.such.Module"])
+
+
+def _per_node_reference(graph):
+    """FLOPs per node as the graph counted them before one mode served the whole run: a fresh
+    FlopCounterMode (module tracking included) around each node."""
+    from torch.fx import Interpreter
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+
+    class PerNode(Interpreter):
+        def run_node(self, n):
+            with FlopCounterMode(display=False) as counter:
+                result = super().run_node(n)
+            flops[n] = counter.get_total_flops()
+            return result
+
+    with torch.no_grad():
+        PerNode(graph.gm).run(torch.zeros(1, *graph.input_shape))
+    return flops
+
+
+def _head_params_reference(graph, n):
+    head = graph.nodes[: graph.nodes.index(n) + 1]
+    params = {}
+    for h in head:
+        if h.op == "call_module":
+            params.update({id(p): p.numel() for p in graph.gm.get_submodule(h.target).parameters()})
+        elif h.op == "get_attr":  # a parameter used directly (ConvNeXt's layer scale)
+            p = graph.gm.get_parameter(h.target)
+            params[id(p)] = p.numel()
+    return sum(params.values())
+
+
+@pytest.mark.parametrize(
+    "build,shape",
+    [
+        (lambda: torchvision.models.resnet18(weights=None), (3, 32, 32)),
+        (lambda: torchvision.models.mobilenet_v3_small(weights=None), (3, 32, 32)),
+        (lambda: __import__("tiny_nets").convnext(), (1, 28, 28)),
+        (lambda: __import__("tiny_nets").vit(), (1, 28, 28)),  # attention: 0 FLOPs, as before
+    ],
+    ids=["resnet18", "mobilenet_v3_small", "convnext", "vit"],
+)
+def test_flops_and_params_per_point_are_those_of_per_node_counting(build, shape):
+    torch.manual_seed(0)
+    graph = ModelGraph(build().eval(), shape, granularity="all")
+    want = _per_node_reference(graph)
+    assert graph.flops == want and graph.total_flops > 0
+    for name, (n, _) in graph.all_cuts.items():
+        if n.op == "placeholder":
+            continue
+        p = graph.point(name)
+        i = graph.nodes.index(n)
+        assert p.head_flops == sum(want[h] for h in graph.nodes[: i + 1]), name
+        assert p.head_params == _head_params_reference(graph, n), name

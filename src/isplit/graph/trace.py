@@ -44,18 +44,41 @@ def _has_tensor(value) -> bool:
     return False
 
 
+class _Everywhere:
+    """A stand-in for FlopCounterMode's module tracker: every count goes to "Global" alone."""
+
+    parents = ("Global",)
+
+    def __enter__(self) -> _Everywhere:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+class _TotalFlops(FlopCounterMode):
+    """FlopCounterMode (its formulas and decompositions) without the per-module breakdown,
+    whose hooks on every module call cost more than the counting; one mode for the whole run,
+    rather than one entered per node."""
+
+    def __init__(self) -> None:
+        super().__init__(display=False)
+        self.mod_tracker = _Everywhere()
+
+
 class _Recorder(fx.Interpreter):
     """Runs the graph once, recording each node's value kind, shape and FLOPs."""
 
-    def __init__(self, gm: fx.GraphModule):
+    def __init__(self, gm: fx.GraphModule, counter: FlopCounterMode):
         super().__init__(gm)
+        self.counter = counter
         self.values: dict[fx.Node, object] = {}
         self.flops: dict[fx.Node, int] = {}
 
     def run_node(self, n: fx.Node):
-        with FlopCounterMode(display=False) as counter:
-            result = super().run_node(n)
-        self.flops[n] = counter.get_total_flops()
+        before = self.counter.get_total_flops()
+        result = super().run_node(n)
+        self.flops[n] = self.counter.get_total_flops() - before
         # Tensors are kept as shape-and-dtype only (meta tensors), other values as they are.
         is_tensor = isinstance(result, torch.Tensor)
         self.values[n] = torch.empty_like(result, device="meta") if is_tensor else result
@@ -102,6 +125,7 @@ class ModelGraph:
         self.names = {n: tracer.node_to_qualname.get(n, n.name) for n in graph.nodes}
         self.nodes = list(graph.nodes)
         self._index = {n: i for i, n in enumerate(self.nodes)}
+        self._totals: tuple[list[int], list[int]] | None = None
         self._record()
         self._find_cuts()
 
@@ -111,9 +135,9 @@ class ModelGraph:
         device = param.device if param is not None else torch.device("cpu")
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
         x = torch.zeros((1, *self.input_shape), device=device, dtype=dtype)
-        rec = _Recorder(self.gm)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _TotalFlops() as counter:
+                rec = _Recorder(self.gm, counter)
                 rec.run(x)
         except Exception as e:
             raise IsplitError(
@@ -168,28 +192,41 @@ class ModelGraph:
             keep.append(n)
         return keep
 
+    def _head_totals(self) -> tuple[list[int], list[int]]:
+        """FLOPs and parameters of the head ending at each node (running totals in graph
+        order; a parameter that several modules share counts once)."""
+        flops, params, seen = [], [], set()
+        f = p = 0
+        for h in self.nodes:
+            f += self.flops[h]
+            if h.op == "call_module":
+                held = list(self.gm.get_submodule(h.target).parameters())
+            elif h.op == "get_attr" and isinstance(_get_attr(self.gm, h.target), nn.Parameter):
+                held = [_get_attr(self.gm, h.target)]
+            else:
+                held = []
+            for t in held:
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    p += t.numel()
+            flops.append(f)
+            params.append(p)
+        return flops, params
+
     def _describe(self, n: fx.Node) -> SplitPoint:
         i = self._index[n]
         value = self.values[n]
         shape = tuple(value.shape)
         layout = self.axes.layout(n)
-        head_nodes = self.nodes[: i + 1]
-        params: dict[int, int] = {}
-        for h in head_nodes:
-            if h.op == "call_module":
-                for p in self.gm.get_submodule(h.target).parameters():
-                    params[id(p)] = p.numel()
-            elif h.op == "get_attr":
-                attr = _get_attr(self.gm, h.target)
-                if isinstance(attr, nn.Parameter):
-                    params[id(attr)] = attr.numel()
+        if self._totals is None:
+            self._totals = self._head_totals()
         return SplitPoint(
             name=self.names[n],
             op=op_name(self.gm, n),
             shape=shape,
             bytes=int(math.prod(shape)) * value.element_size(),
-            head_flops=int(sum(self.flops[h] for h in head_nodes)),
-            head_params=int(sum(params.values())),
+            head_flops=int(self._totals[0][i]),
+            head_params=int(self._totals[1][i]),
             spatial=layout.spatial(shape),
             admissible=layout.spatial(shape),
             layout=layout,
