@@ -3,9 +3,9 @@ maximum), over the admissible points, in the result, curves.json and words; old 
 
 import json
 
-import numpy as np
 import pytest
 
+from helpers import made_analysis
 from isplit.analysis import Analysis
 from isplit.analysis.picks import picks_lines
 from isplit.graph import SplitPoint
@@ -17,22 +17,7 @@ def _analysis(cui, predictors: dict, admissible=(True, True, True, True)) -> Ana
         SplitPoint(f"p{i}", "ReLU", (1, 8, 4, 4), 512 - 100 * i, 1e6 * (i + 1), i, True, ok)
         for i, ok in enumerate(admissible)
     ]
-    cui = np.asarray(cui, dtype=float)
-    return Analysis(
-        model="m",
-        dataset={"name": "d", "classes": ["a"]},
-        settings={},
-        points=points,
-        cui=cui,
-        per_class={"a": cui},
-        per_image=cui[None].astype(np.float32),
-        labels=np.zeros(1, int),
-        predictions=np.zeros(1, int),
-        candidates=[],
-        best=None,
-        total_flops=1e7,
-        predictors={k: np.asarray(v, dtype=float) for k, v in predictors.items()},
-    )
+    return made_analysis(points, cui, predictors, total_flops=1e7)
 
 
 def test_the_default_is_cui_and_the_evidence_predictor():
