@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.isplit-setup
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_EPOCHS ?= 15
-DEMO_NETS ?= demo-vgg16 demo-resnet50 demo-mobilenet
+MODERN_EPOCHS ?= 10
+DEMO_NETS ?= demo-vgg16 demo-resnet50 demo-mobilenet demo-convnext demo-vit
 # NVIDIA's Triton server (PyPI's nvidia-pytriton, CPU only) for the Triton test; PYTRITON=0: none.
 PYTRITON ?= 1
 PYTRITON_REQS := 'nvidia-pytriton>=0.7,<0.8' 'onnxruntime>=1.18'
@@ -57,10 +58,15 @@ bench-serve: setup
 
 # Reproduces the packaged demo weights (CPU; see README for the time it takes). One network:
 # make demo-weights DEMO_NETS=demo-mobilenet
+# demo-convnext and demo-vit: AdamW, their architectures' own recipe, for $(MODERN_EPOCHS) epochs.
 demo-weights: setup
 	for net in $(DEMO_NETS); do \
-	  $(BIN)/isplit train --model $$net --weights none --data fashion-mnist \
-	    --epochs $(DEMO_EPOCHS) --batch-size 128 --augment shift+flip --seed 0 \
+	  case $$net in \
+	    demo-convnext|demo-vit) recipe="--optimizer adamw --epochs $(MODERN_EPOCHS)" ;; \
+	    *) recipe="--epochs $(DEMO_EPOCHS)" ;; \
+	  esac; \
+	  $(BIN)/isplit train --model $$net --weights none --data fashion-mnist $$recipe \
+	    --batch-size 128 --augment shift+flip --seed 0 \
 	    --out src/isplit/models/weights/$$net.safetensors || exit 1; \
 	done
 

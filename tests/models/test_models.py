@@ -28,15 +28,19 @@ from isplit.models import (
 from isplit.models.demo import (
     DEMO_MODELS,
     DEMO_PREPROCESS,
+    DemoConvNeXt,
     DemoMobileNetV2,
     DemoResNet50,
     DemoVGG16,
+    DemoViT,
     InvertedResidual,
     packaged_weights_path,
 )
 from isplit.models.presets import IMAGENET_PREPROCESS
 
-WEIGHTS_BUDGET = 12_500_000  # bytes, the packaged demo files together
+# bytes, the packaged demo files together (12.3 MB for the three classic networks, 2.6 MB for
+# demo-convnext and demo-vit)
+WEIGHTS_BUDGET = 15_500_000
 
 
 class NotATensor:
@@ -108,6 +112,29 @@ def test_demo_mobilenet_follows_mobilenetv2_pattern():
     names = [p.name for p in points]
     assert "features.3.add" in names and "features.2.conv.3" in names
     assert [p.shape[-1] for p in points if p.name.endswith(".add")][-1] == 2
+
+
+def test_demo_convnext_and_vit_follow_their_architectures():
+    """demo-convnext: 2 x 2 patchify stem, 8 ConvNeXt blocks (7 x 7 depthwise, channels-last
+    LayerNorm + inverted MLP), downsampling between 4 stages; demo-vit: patch 4 on 32 px, a class
+    token, 6 blocks. Their points carry the layouts the importance maps need."""
+    net = DemoConvNeXt().eval()
+    depthwise = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert len(depthwise) == 8 and all(m.kernel_size == (7, 7) for m in depthwise)
+    assert net.features[0][0].kernel_size == (2, 2) == net.features[0][0].stride
+    points = {p.name: p for p in ModelGraph(net, (1, 32, 32)).points}
+    assert (
+        points["features.1.0.add"].shape == (1, 16, 16, 16)
+        and points["features.7.1.add"].shape[-1] == 2
+    )
+    assert points["features.2.0.layer_norm"].layout.axes == "NHWC"  # channels-last inside
+
+    vit = DemoViT().eval()
+    assert vit.class_token.shape == (1, 1, 64) and len(vit.encoder.layers) == 6
+    points = {p.name: p for p in ModelGraph(vit, (1, 32, 32)).points}
+    tokens = points["encoder.layers.encoder_layer_2.add_1"]
+    assert tokens.shape == (1, 65, 64) and tokens.layout.axes == "NLC"
+    assert tokens.layout.extra is not None and tokens.layout.grid == (8, 8)  # patches + class
 
 
 def test_demo_weights_fit_the_size_budget(tmp_path):

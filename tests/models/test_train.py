@@ -140,12 +140,27 @@ def test_factory_model_with_wrong_class_count_is_refused(tmp_path, monkeypatch):
         ({"out": "w.onnx"}, "unknown extension"),
         ({"augment": "rotate"}, "augment"),
         ({"lr": -1.0}, "positive"),
+        ({"optimizer": "lion"}, "optimizer"),
     ],
 )
 def test_bad_requests(tmp_path, change, message):
     kwargs = {**RUN, "epochs": 1, "out": str(tmp_path / "w.safetensors"), **change}
     with pytest.raises(IsplitError, match=message):
         train(**kwargs)
+
+
+def test_adamw_trains_the_modern_demo_network_and_is_part_of_the_run(tmp_path):
+    """AdamW (the ConvNeXt / ViT recipe) learns, is recorded in the reproducing command, and a
+    checkpoint made with one optimizer is not resumed with the other."""
+    run = {**RUN, "model": "demo-convnext", "limit": 320, "optimizer": "adamw", "lr": None}
+    out = str(tmp_path / "c.safetensors")
+    result = train(**run, epochs=2, out=out)
+    assert result.history[1]["train_loss"] < result.history[0]["train_loss"]
+    argv = shlex.split(read_metadata(out)["command"])
+    args = build_parser().parse_args(argv[1:])
+    assert (args.optimizer, args.lr) == ("adamw", 1e-3 * 32 / 128)
+    with pytest.raises(IsplitError, match="already exists.*optimizer"):
+        train(**{**run, "optimizer": "sgd"}, epochs=2, out=out)
 
 
 def test_empty_training_set_is_refused(tmp_path, monkeypatch):

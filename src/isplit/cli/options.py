@@ -73,8 +73,9 @@ def add_model_args(p: argparse.ArgumentParser, trace: bool = False) -> None:
         "--model",
         default=None,
         help="torchvision name, timm:NAME (a timm model; pip install 'isplit[timm]'), "
-        "demo-vgg16, demo-resnet50, demo-mobilenet, or package.module:factory (a function "
-        "without arguments returning the model; default: demo-vgg16)",
+        "demo-vgg16, demo-resnet50, demo-mobilenet, demo-convnext, demo-vit, or "
+        "package.module:factory (a function without arguments returning the model; default: "
+        "demo-vgg16)",
     )
     p.add_argument(
         "--weights",

@@ -20,7 +20,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--lr",
         type=float,
         default=None,
-        help="peak learning rate (default: 0.05 x batch size / 128)",
+        help="peak learning rate (default: 0.05 x batch size / 128 for sgd, 1e-3 x batch "
+        "size / 128 for adamw)",
+    )
+    p.add_argument(
+        "--optimizer",
+        default="sgd",
+        choices=["sgd", "adamw"],
+        help="sgd (Nesterov momentum, weight decay 5e-4) or adamw (weight decay 0.05 on weight "
+        "matrices: for ConvNeXt and vision transformers)",
     )
     p.add_argument(
         "--augment",
@@ -59,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         std=args.std,
         progress=not args.quiet,
         test_split=args.test_split,
+        optimizer=args.optimizer,
     )
     print(result.summary())
     return 0

@@ -1,8 +1,10 @@
 """Train or fine-tune a classifier on a data set (``isplit train``): how the demo weights are made.
 
-One recipe for every model: SGD with Nesterov momentum 0.9 and weight decay 5e-4, a one-cycle
-learning rate (peak 0.05 at batch 128, scaled linearly with the batch size), cross-entropy with
-label smoothing 0.1, and optional shift / flip augmentation done on the batch tensor.
+One recipe for every model: SGD with Nesterov momentum 0.9 and weight decay 5e-4 (or, with
+``optimizer="adamw"``, AdamW with weight decay 0.05 on weight matrices: the recipe ConvNeXt and
+vision transformers need), a one-cycle learning rate (peak 0.05 for SGD, 1e-3 for AdamW, at
+batch 128, scaled linearly with the batch size), cross-entropy with label smoothing 0.1, and
+optional shift / flip augmentation done on the batch tensor.
 
 The run is seeded and resumable: after every epoch the model, optimizer, scheduler and random
 number generator states go to ``<out>.ckpt/last.pt``; rerunning the same command continues after
@@ -37,19 +39,21 @@ from isplit.models import (
     resolve_device,
     save_weights,
 )
-from isplit.models.loop import CHECKPOINT_FORMAT, TrainingRun
+from isplit.models.loop import CHECKPOINT_FORMAT, OPTIMIZERS, TrainingRun
 
 log = logging.getLogger("isplit")
 
 AUGMENTS = ("none", "shift", "shift+flip")
-BASE_LR = 0.05  # peak learning rate at batch size 128
+BASE_LR = {"sgd": 0.05, "adamw": 1e-3}  # peak learning rate at batch size 128
 BASE_BATCH = 128
 # The arguments that change the trained weights: a checkpoint or output made with other values
 # of these is not this run's.
 _RUN_ARGS = (
     "model", "weights", "data", "split", "epochs", "batch_size", "lr", "seed", "augment",
-    "limit", "image_size", "mean", "std",
+    "limit", "image_size", "mean", "std", "optimizer",
 )  # fmt: skip
+# What a run made before an argument existed used: its value then.
+_RUN_ARG_DEFAULTS = {"optimizer": "sgd"}
 
 
 @dataclass
@@ -105,6 +109,8 @@ def command_line(args: dict[str, Any], out: str, data_root: str | None, test_spl
             words += [f"--{key}", *args[key]]
     words += ["--epochs", args["epochs"], "--batch-size", args["batch_size"]]
     words += ["--lr", args["lr"], "--seed", args["seed"], "--augment", args["augment"]]
+    if args.get("optimizer", "sgd") != "sgd":
+        words += ["--optimizer", args["optimizer"]]
     if test_split != "test":
         words += ["--test-split", test_split]
     words += ["--out", out]
@@ -112,7 +118,14 @@ def command_line(args: dict[str, Any], out: str, data_root: str | None, test_spl
 
 
 def _differences(old: dict, new: dict) -> list[str]:
-    return [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in _RUN_ARGS if old.get(k) != new.get(k)]
+    def value(args: dict, k: str) -> Any:
+        return args.get(k, _RUN_ARG_DEFAULTS.get(k))
+
+    return [
+        f"{k} {value(old, k)!r} -> {value(new, k)!r}"
+        for k in _RUN_ARGS
+        if value(old, k) != value(new, k)
+    ]
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -177,15 +190,17 @@ def train(
     std: Sequence[float] | None = None,
     progress: bool = True,
     test_split: str = "test",
+    optimizer: str = "sgd",
 ) -> TrainResult:
     """Train ``model`` on ``data`` and write its weights to ``out`` (``.safetensors``/``.pth``).
 
     ``weights``: where to start; ``None`` or ``"none"`` is random init (for demo networks too:
     training is how their packaged weights are made), else a torchvision weights name or a file.
     When the model's class count differs from the data set's, a demo or torchvision model gets
-    a new final layer; ``lr`` is the peak of the one-cycle schedule (default 0.05 x batch/128).
+    a new final layer; ``lr`` is the peak of the one-cycle schedule (default 0.05 x batch/128
+    for ``optimizer="sgd"``, 1e-3 x batch/128 for ``"adamw"``).
     """
-    peak_lr = _check(epochs, out, augment, batch_size, lr)
+    peak_lr = _check(epochs, out, augment, batch_size, lr, optimizer)
     if weights is not None and weights.lower() == "none":
         weights = None
     args: dict[str, Any] = {
@@ -202,6 +217,7 @@ def train(
         "image_size": image_size,
         "mean": None if mean is None else [float(m) for m in mean],
         "std": None if std is None else [float(s) for s in std],
+        "optimizer": optimizer,
     }
     ckpt_path = Path(f"{out}.ckpt") / "last.pt"
     if Path(out).exists():
@@ -273,8 +289,12 @@ def _write(run: TrainingRun, lm, where: dict) -> TrainResult:
     )
 
 
-def _check(epochs: int, out: str, augment: str, batch_size: int, lr: float | None) -> float:
+def _check(
+    epochs: int, out: str, augment: str, batch_size: int, lr: float | None, optimizer: str
+) -> float:
     """Refuse bad arguments; the peak learning rate."""
+    if optimizer not in OPTIMIZERS:
+        raise IsplitError(f"unknown --optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
     if epochs < 1:
         raise IsplitError(f"--epochs must be at least 1, not {epochs}")
     if Path(out).suffix.lower() not in WEIGHTS_SUFFIXES:
@@ -287,7 +307,7 @@ def _check(epochs: int, out: str, augment: str, batch_size: int, lr: float | Non
         raise IsplitError(f"--batch-size must be at least 1, not {batch_size}")
     if lr is not None and not lr > 0:
         raise IsplitError(f"--lr must be positive, not {lr}")
-    return float(lr) if lr is not None else BASE_LR * batch_size / BASE_BATCH
+    return float(lr) if lr is not None else BASE_LR[optimizer] * batch_size / BASE_BATCH
 
 
 def _already_trained(out: str, args: dict, ckpt_path: Path) -> TrainResult:
