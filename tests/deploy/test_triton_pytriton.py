@@ -165,6 +165,41 @@ def test_cli_infer_against_triton(triton, demo_export, data, tmp_path, capsys):
         assert all(d["tail_ms"] is None for d in lines)  # Triton does not report it
 
 
+_PARSE = """
+import sys
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+for path in sys.argv[1:]:
+    config = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(open(path).read(), config)
+    except text_format.ParseError as e:
+        print(path, "error", str(e).splitlines()[0])
+    else:
+        print(path, "ok", config.name, config.platform, config.max_batch_size)
+"""
+
+
+def test_the_exported_configurations_parse_as_tritons_model_config(python, demo_export, tmp_path):
+    """CI's version of the next test: each exported config.pbtxt read as Triton reads it
+    (protobuf text format, Triton's ModelConfig schema, from tritonclient in PyTriton's
+    environment), without starting a server; a broken copy does not parse."""
+    m = Manifest.load(demo_export)
+    configs = [demo_export / "triton" / name / "config.pbtxt" for name in (m.name, m.int8_name)]
+    broken = tmp_path / "config.pbtxt"
+    broken.write_text(configs[0].read_text().replace("output [", "output ((", 1))
+    done = subprocess.run(
+        [python, "-c", _PARSE, *map(str, [*configs, broken])], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    for line, name in zip(lines, (m.name, m.int8_name)):
+        assert line.split()[1:] == ["ok", name, "onnxruntime_onnx", str(m.max_batch_size)], line
+    assert lines[2].startswith(f"{broken} error"), lines[2]
+
+
+@pytest.mark.slow
 def test_the_exported_model_repository_loads_in_tritonserver(python, demo_export, tmp_path):
     repository = Path(shutil.copytree(demo_export / "triton", tmp_path / "repository"))
     broken = repository / "broken"  # shows what a config.pbtxt that does not parse gets
