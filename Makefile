@@ -5,7 +5,6 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.isplit-setup
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_EPOCHS ?= 15
-MODERN_EPOCHS ?= 10
 DEMO_NETS ?= demo-vgg16 demo-resnet50 demo-mobilenet demo-convnext demo-vit
 # NVIDIA's Triton server (PyPI's nvidia-pytriton, CPU only) for the Triton test; PYTRITON=0: none.
 PYTRITON ?= 1
@@ -58,16 +57,29 @@ bench-serve: setup
 
 # Reproduces the packaged demo weights (CPU; see README for the time it takes). One network:
 # make demo-weights DEMO_NETS=demo-mobilenet
-# demo-convnext and demo-vit: AdamW, their architectures' own recipe, for $(MODERN_EPOCHS) epochs.
+# demo-convnext and demo-vit: AdamW, their architectures' own recipe, in one-cycle stages
+# (epochs:peak learning rate), each stage starting from the previous one's weights.
+STAGES_demo-convnext ?= 10:1e-3 5:5e-4 5:2e-4
+STAGES_demo-vit ?= 10:1e-3 10:5e-4
 demo-weights: setup
+	mkdir -p build
 	for net in $(DEMO_NETS); do \
+	  out=src/isplit/models/weights/$$net.safetensors; \
+	  common="--model $$net --data fashion-mnist --batch-size 128 --augment shift+flip --seed 0"; \
 	  case $$net in \
-	    demo-convnext|demo-vit) recipe="--optimizer adamw --epochs $(MODERN_EPOCHS)" ;; \
-	    *) recipe="--epochs $(DEMO_EPOCHS)" ;; \
+	    demo-convnext) stages="$(STAGES_demo-convnext)" ;; \
+	    demo-vit) stages="$(STAGES_demo-vit)" ;; \
+	    *) $(BIN)/isplit train $$common --weights none --epochs $(DEMO_EPOCHS) --out $$out \
+	         || exit 1; continue ;; \
 	  esac; \
-	  $(BIN)/isplit train --model $$net --weights none --data fashion-mnist $$recipe \
-	    --batch-size 128 --augment shift+flip --seed 0 \
-	    --out src/isplit/models/weights/$$net.safetensors || exit 1; \
+	  weights=none; n=0; last=$$(echo $$stages | wc -w); \
+	  for stage in $$stages; do \
+	    n=$$((n + 1)); dest=build/$$net-stage$$n.safetensors; \
+	    [ $$n = $$last ] && dest=$$out; \
+	    $(BIN)/isplit train $$common --weights $$weights --optimizer adamw \
+	      --epochs $${stage%%:*} --lr $${stage##*:} --out $$dest || exit 1; \
+	    weights=$$dest; \
+	  done; \
 	done
 
 # The exhaustive sweeps of docs/experiments.md (hours on a 2-core CPU; QUICK=1 for a tiny check).

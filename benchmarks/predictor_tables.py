@@ -8,17 +8,30 @@ sweep, the predictors' rank correlations with intervals, prediction errors and r
 budget, then one table across the sweeps: whose Spearman interval lies above depth's, and whose
 regret stays within 1 pp under every budget. Only the standard library: it runs wherever the
 sweep ran.
+
+A folder ``<sweep>-seed<k>`` beside a sweep's folder holds the same bottlenecks trained with
+``--bottleneck-seed k`` at a few of its points (paired: the same test images). Where there are
+such runs, the sweep also gets the training noise: each seeded point's accuracy at every seed
+beside the spread of accuracy over the points, Spearman intervals whose resamples draw the test
+images and, per point, one of its seeds (beside the intervals over the images alone), and one
+sentence comparing the two spreads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import random
+import re
+import statistics
 import sys
 from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 
 REGRET_GOAL = 0.01  # 1 pp
+SEED_RUN = re.compile(r"^(?P<sweep>.+)-seed(?P<seed>\d+)$")  # <sweep>-seed<k>
 
 
 def find(folders: Sequence[str]) -> list[Path]:
@@ -191,6 +204,188 @@ def overview(summaries: dict[str, dict], docs: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------------
+# Training noise: the same sweep with other bottleneck seeds at a few points
+# --------------------------------------------------------------------------------------------
+
+
+def seed_runs(
+    name: str, folder: Path, main_doc: dict, seeded: list[tuple[Path, dict]]
+) -> dict[int, Path]:
+    """Seed -> the folder of sweep ``name``'s run with that bottleneck seed (0: the sweep
+    itself), where it is paired with the sweep (the same model, seed and test images); empty
+    without seed runs."""
+    paired = ("seed", "test_images", "ratio", "halve", "epochs", "train_images")
+    runs = {}
+    for f, doc in seeded:
+        m = SEED_RUN.match(f.name)
+        if not m or m["sweep"] != name or f.parent != folder.parent:
+            continue
+        if doc["model"] != main_doc["model"] or any(
+            doc["settings"].get(k) != main_doc["settings"].get(k) for k in paired
+        ):
+            print(f"{f} is not paired with {folder} (other settings): left out", file=sys.stderr)
+            continue
+        runs[int(doc["settings"]["bottleneck_seed"])] = f
+    return {0: folder, **dict(sorted(runs.items()))} if runs else {}
+
+
+def _point_correct(folder: Path, point: str) -> bytes:
+    """Which test images the run in ``folder`` got right at ``point`` (0 / 1 per image)."""
+    doc = json.loads((folder / "validation_points" / f"{point.replace('/', '_')}.json").read_text())
+    return bytes(c == "1" for c in doc["correct"])
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in order[i : j + 1]:
+            ranks[k] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation (ties: average ranks); None where either side is constant."""
+    rx, ry = _ranks(x), _ranks(y)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return None if sxx == 0 or syy == 0 else sxy / math.sqrt(sxx * syy)
+
+
+def _interval(values: list[float | None]) -> list[float | None]:
+    """The 95 % percentile interval of the bootstrap values (linear interpolation)."""
+    v = sorted(x for x in values if x is not None)
+    if not v:
+        return [None, None]
+
+    def at(q: float) -> float:
+        pos = q * (len(v) - 1)
+        lo = math.floor(pos)
+        return v[lo] + (v[min(lo + 1, len(v) - 1)] - v[lo]) * (pos - lo)
+
+    return [at(0.025), at(0.975)]
+
+
+def seed_noise(doc: dict, runs: dict[int, Path]) -> dict:
+    """The seeded points' accuracy at every seed, the spreads, and every predictor's Spearman
+    at those points with intervals over the test images alone and over images and seeds."""
+    rows = {p["name"]: p for p in doc["points"]}
+    per_run = {k: json.loads((f / "validation.json").read_text()) for k, f in runs.items()}
+    acc = {k: {p["name"]: p["accuracy"] for p in d["points"]} for k, d in per_run.items()}
+    points = [n for n in rows if all(n in a for a in acc.values())]
+    seeds = list(runs)
+    table = {n: [acc[k][n] for k in seeds] for n in points}
+    everywhere = [p["accuracy"] for p in doc["points"]]
+    out = {
+        "seeds": seeds,
+        "points": {
+            n: {"accuracy": a, "mean": statistics.fmean(a), "range": max(a) - min(a),
+                "sd": statistics.stdev(a)}
+            for n, a in table.items()
+        },  # fmt: skip
+        "pooled_sd": math.sqrt(statistics.fmean(statistics.variance(a) for a in table.values())),
+        "between_points": {"points": len(everywhere), "range": max(everywhere) - min(everywhere),
+                           "sd": statistics.stdev(everywhere) if len(everywhere) > 1 else None},
+    }  # fmt: skip
+    out["spearman"] = _seed_spearman(doc, runs, points, table)
+    return out
+
+
+def _seed_spearman(doc: dict, runs: dict[int, Path], points: list[str], table: dict) -> dict:
+    """Per predictor: Spearman at the seeded points at seed 0 and at the mean over the seeds,
+    with 95 % intervals from resamples of the test images alone (seed 0), and of the test
+    images and, per point, one of its seeds (paired: the same images for every point)."""
+    rows = {p["name"]: p for p in doc["points"]}
+    scores = {}
+    for name in doc["correlation"]:
+        s = [rows[n].get("scores", {}).get(name) for n in points]
+        if all(v is not None for v in s):
+            scores[name] = s
+    correct = [[_point_correct(f, n) for f in runs.values()] for n in points]
+    n_images = len(correct[0][0]) if correct else 0
+    rng = random.Random(doc["settings"].get("seed", 0))
+    boot: dict[str, tuple[list, list]] = {name: ([], []) for name in scores}
+    for _ in range(doc["settings"].get("n_boot", 1000) if n_images > 1 and len(points) > 2 else 0):
+        take = itemgetter(*rng.choices(range(n_images), k=n_images))
+        images = [sum(take(c[0])) / n_images for c in correct]
+        mixed = [sum(take(c[rng.randrange(len(c))])) / n_images for c in correct]
+        for name, s in scores.items():
+            boot[name][0].append(spearman(s, images))
+            boot[name][1].append(spearman(s, mixed))
+    means = [statistics.fmean(table[n]) for n in points]
+    return {
+        name: {
+            "seed0": spearman(s, [table[n][0] for n in points]),
+            "seed_mean": spearman(s, means),
+            "ci_images": _interval(boot[name][0]),
+            "ci_images_and_seeds": _interval(boot[name][1]),
+        }
+        for name, s in scores.items()
+    }
+
+
+def seed_sentence(noise: dict) -> str:
+    """How large the seed noise is beside the differences between the points, in one sentence."""
+    sd, between = noise["pooled_sd"], noise["between_points"]
+    worst = max(v["range"] for v in noise["points"].values())
+    ratio = "n/a" if not between["sd"] else f"{sd / between['sd']:.2f} times"
+    return (
+        f"Training noise: the bottleneck's seed moves a point's accuracy by a pooled sd of "
+        f"{_pp(sd)} (max-min up to {_pp(worst)} over {len(noise['seeds'])} seeds at "
+        f"{len(noise['points'])} points), against a sd of {_pp(between['sd'])} (range "
+        f"{_pp(between['range'])}) between all {between['points']} points: the seed noise is "
+        f"{ratio} the spread between points, and two points closer than "
+        f"{_pp(1.96 * math.sqrt(2) * sd)} (1.96 x √2 x the seed sd) in one run each are within "
+        "training noise."
+    )
+
+
+def seed_tables(noise: dict) -> str:
+    seeds = noise["seeds"]
+    lines = [
+        f"#### Training noise: bottleneck seeds {', '.join(map(str, seeds))} at "
+        f"{len(noise['points'])} points",
+        "",
+        "| point | " + " | ".join(f"seed {k}" for k in seeds) + " | mean | max-min | sd |",
+        "|---|" + "---|" * (len(seeds) + 3),
+    ]
+    for name, v in noise["points"].items():
+        cells = [f"{100 * a:.2f} %" for a in v["accuracy"]]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {100 * v['mean']:.2f} % | "
+            f"{_pp(v['range'])} | {_pp(v['sd'])} |"
+        )
+    between = noise["between_points"]
+    blank = " |" * len(seeds)
+    lines += [
+        f"| seed sd, pooled over the points |{blank} | | {_pp(noise['pooled_sd'])} |",
+        f"| between all {between['points']} points (seed 0) |{blank} | "
+        f"{_pp(between['range'])} | {_pp(between['sd'])} |",
+        "",
+        "Spearman at the seeded points [95 % CI]: resampling the test images alone (seed 0), "
+        "and the test images and, per point, one of its seeds (training noise included).",
+        "",
+        "| predictor | seed 0 | CI, images | CI, images and seeds | mean over seeds |",
+        "|---|---|---|---|---|",
+    ]
+    for name, v in noise["spearman"].items():
+        lo, hi = v["ci_images"]
+        slo, shi = v["ci_images_and_seeds"]
+        lines.append(
+            f"| {name} | {_f(v['seed0'])} | [{_f(lo)}, {_f(hi)}] | [{_f(slo)}, {_f(shi)}] | "
+            f"{_f(v['seed_mean'])} |"
+        )
+    lines += ["", seed_sentence(noise), ""]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+")
@@ -200,18 +395,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not files:
         print(f"no validation.json under {', '.join(args.folders)}", file=sys.stderr)
         raise SystemExit(2)
-    loaded = [(f.parent.name, json.loads(f.read_text())) for f in files]
+    loaded = [(f.parent, json.loads(f.read_text())) for f in files]
+    seeded = [(f, d) for f, d in loaded if d["settings"].get("bottleneck_seed")]
+    loaded = [(f.name, d) for f, d in loaded if not d["settings"].get("bottleneck_seed")]
     # network by network, the stronger bottleneck (more channels kept) first
     loaded.sort(key=lambda d: (d[1]["model"], d[1]["settings"]["ratio"], d[1]["settings"]["halve"]))
     docs = dict(loaded)
+    folders = {f.parent.name: f.parent for f in files}
     summaries = {name: summarise(doc) for name, doc in docs.items()}
     print("## Overview\n")
     print(overview(summaries, docs))
     print()
+    noise = {}
     for name, doc in docs.items():
         print(sweep_tables(name, doc, summaries[name]))
+        runs = seed_runs(name, folders[name], doc, seeded)
+        if runs:
+            noise[name] = seed_noise(doc, runs)
+            print(seed_tables(noise[name]))
     result = {
         name: {"model": docs[name]["model"], "bottleneck": bottleneck(docs[name]), "predictors": s}
+        | ({"seeds": noise[name]} if name in noise else {})
         for name, s in summaries.items()
     }
     if args.json:

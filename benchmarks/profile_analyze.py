@@ -65,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "precision": args.precision,
         "workers": args.workers,
         "progress": False,
+        "predictors": "cui",  # the CUI pass alone (pca-probe, the default, costs more)
     }
     warm = SyntheticImages(2 * args.batch_size, (3, args.size, args.size))
     analyze(model, warm, **kw)  # CUDA context, cuDNN's choices, the workers' first start

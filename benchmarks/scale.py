@@ -90,6 +90,8 @@ from throughput import CLASSES, bare, build_model  # noqa: E402
 TARGETS = {"ratio_to_bare": 0.9}
 FOLDER_PATHS = ("float32", "uint8")  # the loader's transports
 DEMO = "demo-vgg16"
+#: the CUI pass alone: what these figures measure (analyze computes pca-probe too by default)
+CUI_ALONE = "cui"
 
 
 class SyntheticImages(Dataset):
@@ -209,10 +211,11 @@ def worker_throughput(args: argparse.Namespace) -> None:
     pp = loaded.preprocess
     shape = (pp.channels, pp.size, pp.size)
     world = distributed.world_size()
-    analyze(loaded, SyntheticImages(2 * args.batch_size * world, shape), batch_size=args.batch_size)
+    kw = {"batch_size": args.batch_size, "predictors": CUI_ALONE}
+    analyze(loaded, SyntheticImages(2 * args.batch_size * world, shape), **kw)
     distributed.barrier()
     start = time.perf_counter()
-    analyze(loaded, SyntheticImages(args.images, shape), batch_size=args.batch_size)
+    analyze(loaded, SyntheticImages(args.images, shape), **kw)
     distributed.barrier()
     seconds = time.perf_counter() - start
     if distributed.is_main():
@@ -245,7 +248,8 @@ def worker_memory(args: argparse.Namespace) -> None:
     loaded = isplit.load_model(DEMO)
     pp = loaded.preprocess
     shape = (pp.channels, pp.size, pp.size)
-    result = analyze(loaded, SyntheticImages(args.images, shape), batch_size=args.batch_size)
+    kw = {"batch_size": args.batch_size, "predictors": CUI_ALONE}
+    result = analyze(loaded, SyntheticImages(args.images, shape), **kw)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     doc = {
         "images": args.images,
@@ -350,6 +354,7 @@ def bench_precision(
     def run_analyze(images: int):
         data = SyntheticImages(images, (3, size, size))
         kw = {"batch_size": bs, "device": device, "precision": precision, "workers": args.workers}
+        kw["predictors"] = CUI_ALONE
         return _timed(lambda: analyze(model, data, **kw), device)
 
     small = min(2 * bs, n)
@@ -402,6 +407,7 @@ def bench_folder(name: str, precision: str, args: argparse.Namespace, bare_ips: 
         cmd = [sys.executable, "-m", "isplit", "analyze", "--model", name, "--weights", "none"]
         cmd += ["--data", str(args.folder), "--image-size", str(args.size), "--quiet"]
         cmd += ["--device", args.device, "--precision", precision, "--out", tmp]
+        cmd += ["--predictors", CUI_ALONE]
         cmd += ["--batch-size", str(args.batch_size), "--checkpoint-every", "1000000"]
         if args.workers is not None:
             cmd += ["--workers", str(args.workers)]
@@ -454,8 +460,9 @@ def cuda_matches_cpu(args: argparse.Namespace) -> dict:
     """The same small analysis on ``--device`` and on the CPU."""
     model = build_model("resnet18")
     data = SyntheticImages(min(256, args.images), (3, 64, 64))
-    here = analyze(model, data, batch_size=64, device=args.device, workers=args.workers)
-    cpu = analyze(model, data, batch_size=64, device="cpu", workers=0)
+    kw = {"batch_size": 64, "predictors": CUI_ALONE}
+    here = analyze(model, data, device=args.device, workers=args.workers, **kw)
+    cpu = analyze(model, data, device="cpu", workers=0, **kw)
     curve = float(np.max(np.abs(here.cui - cpu.cui) / np.abs(cpu.cui)))
     rows = float(np.max(np.abs(here.per_image - cpu.per_image)) / np.abs(cpu.per_image).max())
     return {

@@ -116,6 +116,7 @@ def pipeline(model: nn.Module, batch_size: int, device: torch.device) -> Callabl
             device=device,
             classes=[str(c) for c in range(CLASSES)],
             workers=0,
+            predictors="cui",  # the CUI pass alone (pca-probe, the default, costs more)
         )
 
     return run

@@ -52,3 +52,28 @@ def isplit_process(*argv: str, **kw) -> subprocess.Popen:
 def disk_listing(folder) -> list[str]:
     """What is in ``folder`` (a ``small_disk``: conftest.py) besides its ballast."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name != ".ballast")
+
+
+def made_analysis(points, cui, predictors: dict | None = None, **fields):
+    """An :class:`~isplit.analysis.Analysis` of ``points`` with the global curve ``cui`` (one
+    class "a", one image) and ``predictors`` (name -> values), without running a model."""
+    import numpy as np
+
+    from isplit.analysis import Analysis
+
+    cui = np.asarray(cui, dtype=float)
+    return Analysis(
+        model="m",
+        dataset={"name": "d", "classes": ["a"]},
+        settings=fields.pop("settings", {}),
+        points=points,
+        cui=cui,
+        per_class={"a": cui},
+        per_image=cui[None].astype(np.float32),
+        labels=np.zeros(1, int),
+        predictions=np.zeros(1, int),
+        candidates=fields.pop("candidates", []),
+        best=fields.pop("best", None),
+        predictors={k: np.asarray(v, dtype=float) for k, v in (predictors or {}).items()},
+        **fields,
+    )

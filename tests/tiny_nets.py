@@ -49,13 +49,15 @@ VALIDATION = ["--ratio", "4", "--epochs", "4", "--lr", "0.01", "--batch-size", "
 @dataclass(frozen=True)
 class TinyRun:
     """A tiny network trained on Fashion-MNIST (``weights``), its analysis at ``point``
-    (``run``) and a validation there (``validation``)."""
+    (``run``) and a validation there (``validation``; for the ViT also one with ``--halve``,
+    ``halved``)."""
 
     model: str
     weights: Path
     point: str
     run: Path
     validation: Path
+    halved: Path | None = None
 
 
 def prepare(name: str, folder: Path) -> TinyRun:
@@ -75,4 +77,9 @@ def prepare(name: str, folder: Path) -> TinyRun:
                  "--limit", "100", "--out", str(run), *common]) == 0  # fmt: skip
     assert main(["validate", "--analysis", str(run), "--points", point, "--out", str(validation),
                  *VALIDATION, *common]) == 0  # fmt: skip
-    return TinyRun(model, weights, point, run, validation)
+    halved = None
+    if name == "vit":  # the patch tokens halved as their 4 x 4 grid, the class token alone
+        halved = folder / f"{name}-validation-halved"
+        assert main(["validate", "--analysis", str(run), "--points", point, "--out", str(halved),
+                     "--halve", *VALIDATION, *common]) == 0  # fmt: skip
+    return TinyRun(model, weights, point, run, validation, halved)

@@ -3,26 +3,15 @@
 import numpy as np
 import pytest
 
+from helpers import made_analysis
 from isplit.analysis import Analysis
 from isplit.graph import SplitPoint
 
 
 def _analysis(settings: dict, predictors: dict) -> Analysis:
     points = [SplitPoint(f"p{i}", "ReLU", (1, 8, 4, 4), 512, 10 * i, i, True) for i in range(3)]
-    cui = np.array([0.1, 0.3, 0.2])
-    return Analysis(
-        model="m",
-        dataset={"name": "d", "classes": ["a"]},
-        settings=settings,
-        points=points,
-        cui=cui,
-        per_class={"a": cui},
-        per_image=cui[None].astype(np.float32),
-        labels=np.zeros(1, int),
-        predictions=np.zeros(1, int),
-        candidates=["p1"],
-        best="p1",
-        predictors=predictors,
+    return made_analysis(
+        points, [0.1, 0.3, 0.2], predictors, settings=settings, candidates=["p1"], best="p1"
     )
 
 

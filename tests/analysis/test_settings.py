@@ -58,7 +58,10 @@ def test_what_decides_the_result_is_apart_from_how_it_runs():
     assert decides <= set(AnalysisSettings.__dataclass_fields__)
     assert runs <= set(RunOptions.__dataclass_fields__)
     assert not set(AnalysisSettings.__dataclass_fields__) & set(RunOptions.__dataclass_fields__)
-    assert AnalysisSettings(select_by="probe").predictors == ("cui", "probe")
+    assert AnalysisSettings(select_by="probe").predictors == ("cui", "pca-probe", "probe")
+    assert AnalysisSettings(predictors="cui", select_by="probe").predictors == ("cui", "probe")
+    assert AnalysisSettings().predictors == AnalysisSettings(predictors=None).predictors
+    assert AnalysisSettings(predictors="cui").predictors == ("cui",)  # CUI alone
     with pytest.raises(IsplitError, match="--checkpoint-every must be at least 1"):
         RunOptions(checkpoint_every=0)
 

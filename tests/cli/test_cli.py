@@ -14,6 +14,7 @@ from PIL import Image
 
 from helpers import user_error
 from isplit.cli import main
+from isplit.importance.registry import EVIDENCE_REASON
 
 ISPLIT = str(Path(sys.executable).with_name("isplit"))
 
@@ -45,6 +46,34 @@ def test_analyze_demo_end_to_end(capsys, tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     assert f"best split: {doc['best']}" in out
     assert doc["accuracy"] > 0.8  # the demo network is trained
+    # by default CUI and pca-probe: two picks, printed and recorded, with the measured reason
+    assert doc["predictors"] == ["cui", "pca-probe"]
+    picks = doc["picks"]
+    assert picks["isplit"]["point"] == doc["best"] and picks["isplit"]["predictor"] == "cui"
+    evidence = max(
+        (p for p in doc["points"] if p["admissible"]), key=lambda p: p["pca-probe"] or -1
+    )
+    assert picks["evidence"]["point"] == evidence["name"]
+    assert picks["evidence"]["value"] == evidence["pca-probe"]
+    assert picks["evidence"]["head_flops"] == evidence["head_flops"]
+    assert picks["reason"] == EVIDENCE_REASON
+    assert picks["agree"] == (evidence["name"] == doc["best"])
+    if not picks["agree"]:
+        assert f"I-SPLIT's pick (the CUI maximum, the paper's method): {doc['best']} (" in out
+        assert f"evidence-backed pick (the pca-probe maximum): {evidence['name']} (" in out
+    assert f"why the evidence-backed pick: {EVIDENCE_REASON}" in out
+
+
+def test_analyze_with_cui_alone_is_todays_pass(capsys, tmp_path):
+    code, out, _ = run(capsys, "analyze", "--limit", "32", "--predictors", "cui",
+                       "--out", str(tmp_path), "--quiet")  # fmt: skip
+    assert code == 0
+    doc = json.loads((tmp_path / "curves.json").read_text())
+    assert doc["predictors"] == ["cui"] and "probe_ratio" not in doc["settings"]
+    assert all("pca-probe" not in p for p in doc["points"])
+    assert list(doc["picks"]) == ["isplit"] and doc["picks"]["isplit"]["point"] == doc["best"]
+    assert f"best split: {doc['best']}" in out
+    assert "pick" not in out and "pca-probe" not in out
 
 
 def test_points_table_and_json(capsys):

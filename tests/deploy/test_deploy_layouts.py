@@ -1,8 +1,9 @@
 """Deployment at points whose tensor is not N x C x H x W: a channels-last point inside a
 ConvNeXt (N x H x W x C) and a token point of a vision transformer (N x L x D, a class token in
 front): the parts and the manifest record the transmitted tensor's real shape and layout, the
-export passes its onnxruntime checks (with the bottleneck trained there, and at the token point
-without), and a served tail answers ``isplit infer`` as the split network in PyTorch does."""
+export passes its onnxruntime checks (with the bottleneck trained there, at the token point also
+with one that halved the patch grid, and without), and a served tail answers ``isplit infer`` as
+the split network in PyTorch does."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ LAYOUTS = {
     "convnext": ({"axes": "NHWC", "extra": None, "grid": [7, 7]}, {"axes": "NCHW"}),
     "vit": ({"axes": "NLC", "extra": [1, 1, 0], "grid": [4, 4]}, {"axes": "NCL1"}),
 }
+#: the code at the ViT's point with --halve: the class token, then the 2 x 2 halved patch grid
+HALVED = {"axes": "NCL1", "extra": [2, 1, 0], "grid": [2, 2]}
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +57,28 @@ def test_the_parts_record_the_real_shape_and_layout_of_what_crosses_the_link(tin
     split = split_parts(loaded, tiny.point, bottleneck_file(tiny.validation, tiny.point))
     assert split.transmitted_layout.axes == coded["axes"]
     assert split.transmitted_shape[1:] == ((7, 7) if name == "convnext" else (17, 1))
+    if tiny.halved:
+        split = split_parts(loaded, tiny.point, bottleneck_file(tiny.halved, tiny.point))
+        assert {k: split.transmitted_layout.to_json()[k] for k in HALVED} == HALVED
+        assert split.transmitted_shape == (8, 5, 1)  # 32 channels / 4; 1 + 2 x 2 tokens
 
 
 @pytest.mark.parametrize(
     "name,with_bottleneck",
-    [("convnext", True), ("vit", True), pytest.param("vit", False, marks=pytest.mark.slow)],
-)  # without the bottleneck, CI checks the parts (above), not a third export
+    [
+        ("convnext", True),
+        ("vit", "halved"),
+        pytest.param("vit", True, marks=pytest.mark.slow),
+        pytest.param("vit", False, marks=pytest.mark.slow),
+    ],
+)  # CI exports the token point once (halved); the other two are checked as parts (above)
 def test_export_passes_its_checks_and_a_served_tail_answers_isplit_infer(
     tiny_runs, name, with_bottleneck, test_set, tmp_path, capsys
 ):
     tiny = tiny_runs[name]
     exported = tmp_path / "exported"
-    flags = ["--bottleneck", str(tiny.validation)] if with_bottleneck else []
+    validation = tiny.halved if with_bottleneck == "halved" else tiny.validation
+    flags = ["--bottleneck", str(validation)] if with_bottleneck else []
     m = _export(tiny, exported, *flags)
     assert m.checks["end_to_end_max_abs_diff"] < 1e-4  # the ONNX split is the PyTorch split
     # agreement: with the unsplit network (a bottleneck changes some predictions)
@@ -73,13 +86,13 @@ def test_export_passes_its_checks_and_a_served_tail_answers_isplit_infer(
     assert m.checks["agreement"] >= (0.5 if with_bottleneck else 1.0)
     loaded = isplit.load_model(tiny.model, str(tiny.weights))
     head, tail = ModelGraph(loaded.model, (1, 28, 28), "all").split(tiny.point)
-    layout = LAYOUTS[name][int(with_bottleneck)]
+    layout = HALVED if with_bottleneck == "halved" else LAYOUTS[name][int(with_bottleneck)]
     assert {k: m.transmitted_layout[k] for k in layout} == layout
     doc = json.loads((exported / "manifest.json").read_text())
     assert doc["transmitted"]["layout"] == m.transmitted_layout
     assert doc["served_models"][m.name]["inputs"][0]["shape"] == [-1, *m.transmitted_shape]
     if with_bottleneck:
-        bottleneck, _, md = load_bottleneck(bottleneck_file(tiny.validation, tiny.point))
+        bottleneck, _, md = load_bottleneck(bottleneck_file(validation, tiny.point))
         assert m.transmitted_shape == bottleneck.code_shape
         assert m.bottleneck["layout"] == md["layout"] == bottleneck.layout.to_json()
         head = torch.nn.Sequential(head, bottleneck.encoder)

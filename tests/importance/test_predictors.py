@@ -233,7 +233,7 @@ def test_probe_ratio_sets_the_pca_probe_components(tiny, tiny_data):
         expected = _pca_ridge_by_batch(pooled, y.numpy(), 3, held, components)
         assert run.predictors["pca-probe"][k] == pytest.approx(expected, abs=1e-12), p.name
     # a run without pca-probe records no ratio (its fingerprint is as before)
-    assert "probe_ratio" not in analyze(tiny, tiny_data, batch_size=16).settings
+    assert "probe_ratio" not in analyze(tiny, tiny_data, batch_size=16, predictors="cui").settings
     with pytest.raises(IsplitError, match="--probe-ratio"):
         analyze(tiny, tiny_data, predictors="pca-probe", probe_ratio=0)
 
@@ -358,7 +358,8 @@ def test_select_by_picks_the_argmax_over_admissible_points(tiny, tiny_data, tmp_
 
 
 def test_parse_predictors():
-    assert parse_predictors(None) == ["cui"]
+    assert parse_predictors(None) == ["cui", "pca-probe"]  # the default: CUI and the evidence
+    assert parse_predictors("cui") == ["cui"]
     assert parse_predictors("probe, taylor,probe") == ["cui", "probe", "taylor"]
     assert parse_predictors(["cam-share", "cui"]) == ["cui", "cam-share"]
     with pytest.raises(IsplitError, match="unknown predictor 'nope'.*probe"):
@@ -440,3 +441,28 @@ def test_extras_of_half_precision_tensors_are_summed_in_float32(tiny):
     for name in EXTRAS:
         assert half[name].dtype == torch.float32
         torch.testing.assert_close(half[name].double(), exact[name], rtol=0.05, atol=0.02)
+
+
+def test_probe_sums_keep_the_spread_of_features_far_above_zero():
+    """Training rows enter the sums in blocks (float32 products about the block's mean): over
+    several blocks, the covariance of features whose mean is 10^4 times their spread matches a
+    float64 computation (float32 sums of raw products would lose it entirely)."""
+    g = torch.Generator().manual_seed(0)
+    n, d = 1500, 6
+    feats = 100 + 0.01 * torch.randn(n, d, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    probe = LinearProbe(1, 3)
+    for i in range(0, n, 64):
+
+        class Batch:
+            extras = {"pooled": [feats[i : i + 64].float()]}
+
+        probe.add(Batch, labels[i : i + 64].numpy(), np.arange(i, min(i + 64, n)))
+    assert probe._block_rows < 64 * 9  # blocks were added on the way, not all at the end
+    state = probe.state()
+    fit = holdout_keys(np.arange(n)) >= PROBE_HOLDOUT * 2**63
+    x = feats.float().double().numpy()[fit]  # the float32 features the probe saw
+    cov = state["gram0"] / state["n"] - np.outer(state["sx0"], state["sx0"]) / state["n"] ** 2
+    np.testing.assert_allclose(cov, np.cov(x.T, bias=True), rtol=1e-4, atol=1e-10)
+    np.testing.assert_allclose(state["sx0"], x.sum(0), rtol=1e-12)
+    np.testing.assert_allclose(state["xy0"], x.T @ np.eye(3)[labels.numpy()[fit]], rtol=1e-12)

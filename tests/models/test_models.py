@@ -159,10 +159,13 @@ def test_packaged_demo_weights_are_trained_as_the_readme_says(name):
     assert lm.weights == "packaged" and meta["dataset"] == "fashion-mnist"
     assert meta["accuracy"] >= 0.90
     test = load_dataset("fashion-mnist", "test", lm.preprocess)
-    x, y = zip(*(test[i] for i in range(0, len(test), 10)))  # every 10th: 1 000 images
+    x, y = zip(*(test[i] for i in range(0, len(test), 5)))  # every 5th: 2 000 images
     with torch.no_grad():
         correct = (lm.model.eval()(torch.stack(x)).argmax(1) == torch.tensor(y)).float().mean()
-    assert abs(float(correct) - meta["accuracy"]) < 0.02
+    # Within 4 standard errors of a 2 000-image sample (2.7 pp at 90 %): the subsets of
+    # demo-convnext's test set range over 88-92.5 % for a 90.18 % network.
+    p = meta["accuracy"]
+    assert abs(float(correct) - p) < 4 * (p * (1 - p) / len(y)) ** 0.5
 
 
 # --- names -----------------------------------------------------------------------------------

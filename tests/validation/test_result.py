@@ -155,10 +155,80 @@ def test_tables_judge_the_goals_of_the_issue():
     assert "| probe | 0.50 [0.81, 0.95] ▲✓ | 1 | 1 |" in md
 
 
+#: seed -> accuracy at each point of a fake sweep (20 test images); seeds 1 and 2 at three points
+SEEDED = {
+    0: {"p0": 0.50, "p1": 0.60, "p2": 0.70, "p3": 0.80, "p4": 0.85, "p5": 0.90},
+    1: {"p0": 0.55, "p2": 0.65, "p5": 0.90},
+    2: {"p0": 0.45, "p2": 0.75, "p5": 0.95},
+}
+
+
+def _seed_sweep(root: Path, seed: int) -> None:
+    """A fake sweep ``m-c8`` (seed 0) or its seed run ``m-c8-seed<k>``: validation.json and
+    the per-point files with which of the 20 test images each point got right."""
+    folder = root / ("m-c8" if seed == 0 else f"m-c8-seed{seed}")
+    (folder / "validation_points").mkdir(parents=True)
+    doc = _doc([0.2, 0.9], [0.3, 0.95], [0.0])
+    doc["settings"].update(test_images=20, seed=0, n_boot=200, bottleneck_seed=seed)
+    doc["regret"][0]["validated_within"] = len(SEEDED[seed])
+    doc["points"] = [
+        {"name": n, "bytes": 100, "accuracy": a, "scores": {"probe": -i, "depth": i}}
+        for i, (n, a) in enumerate(SEEDED[seed].items())
+    ]
+    for n, a in SEEDED[seed].items():
+        right = round(20 * a)  # a different subset of images per seed, as a seed would give
+        correct = "".join("1" if (i + 7 * seed) % 20 < right else "0" for i in range(20))
+        (folder / "validation_points" / f"{n}.json").write_text(json.dumps({"correct": correct}))
+    (folder / "validation.json").write_text(json.dumps(doc))
+
+
+def test_tables_add_the_seed_noise_where_seed_runs_exist(tmp_path, capsys):
+    tables = _tables_module()
+    for seed in SEEDED:
+        _seed_sweep(tmp_path, seed)
+    result = tables.main([str(tmp_path), "--json", str(tmp_path / "summary.json")])
+    md = capsys.readouterr().out
+    assert list(result) == ["m-c8"]  # the seed runs are not sweeps of their own
+    assert "m-c8-seed1" not in md.split("#### Training noise")[0]
+    noise = result["m-c8"]["seeds"]
+    assert noise["seeds"] == [0, 1, 2] and list(noise["points"]) == ["p0", "p2", "p5"]
+    p0 = noise["points"]["p0"]
+    assert p0["accuracy"] == [0.5, 0.55, 0.45] and p0["range"] == pytest.approx(0.1)
+    assert p0["sd"] == pytest.approx(0.05)
+    assert noise["pooled_sd"] == pytest.approx(np.sqrt((0.05**2 * 2 + 0.05**2 / 3) / 3))
+    assert noise["between_points"]["sd"] == pytest.approx(np.std(list(SEEDED[0].values()), ddof=1))
+    assert "| p0 | 50.00 % | 55.00 % | 45.00 % | 50.00 % | 10.00 pp | 5.00 pp |" in md
+    assert "| between all 6 points (seed 0) | | | | | 40.00 pp | 15.41 pp |" in md
+    # depth ranks the seeded points right at every seed; the interval widens with the seeds
+    depth, probe = noise["spearman"]["depth"], noise["spearman"]["probe"]
+    assert depth["seed0"] == depth["seed_mean"] == 1.0 and probe["seed0"] == -1.0
+    assert depth["ci_images"][1] == 1.0 and depth["ci_images_and_seeds"][1] == 1.0
+    assert depth["ci_images_and_seeds"][0] < depth["ci_images"][0] <= 1.0
+    assert "Training noise: the bottleneck's seed moves a point's accuracy by a pooled sd of " in md
+    assert "4.41 pp" in md and "0.29 times the spread between points" in md
+    assert json.loads((tmp_path / "summary.json").read_text())["m-c8"]["seeds"] == noise
+    # a seed run on other test images is not paired with the sweep: left out
+    other = tmp_path / "m-c8-seed2" / "validation.json"
+    doc = json.loads(other.read_text())
+    doc["settings"]["test_images"] = 19
+    other.write_text(json.dumps(doc))
+    assert tables.main([str(tmp_path)])["m-c8"]["seeds"]["seeds"] == [0, 1]
+    assert "m-c8-seed2 is not paired" in capsys.readouterr().err
+    # a sweep without seed runs: the tables as before
+    for seed in (1, 2):
+        for f in (tmp_path / f"m-c8-seed{seed}").rglob("*.json"):
+            f.unlink()
+    assert "seeds" not in tables.main([str(tmp_path)])["m-c8"]
+    assert "Training noise" not in capsys.readouterr().out
+
+
+QUICK_VGG16 = ["features.6", "features.23", "features.42"]
+
+
 @pytest.mark.slow
 def test_quick_sweep_script_end_to_end(tmp_path):
     """benchmarks/predictors_sweep.sh in its QUICK mode on the demo VGG: analysis, both
-    bottleneck strengths, tables."""
+    bottleneck strengths, two more bottleneck seeds at the (three) points, tables."""
     root = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,
@@ -176,7 +246,9 @@ def test_quick_sweep_script_end_to_end(tmp_path):
     )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary) == {"demo-vgg16-c8", "demo-vgg16-c16h"}
-    assert "| probe |" in (tmp_path / "tables.md").read_text()
+    md = (tmp_path / "tables.md").read_text()
+    assert "| probe |" in md and md.count("#### Training noise: bottleneck seeds 0, 1, 2") == 2
+    assert list(summary["demo-vgg16-c8"]["seeds"]["points"]) == QUICK_VGG16
 
 
 def _within(analysis, budget):

@@ -158,3 +158,46 @@ def test_validate_cli_end_to_end_and_errors(cli_error, tmp_path):
     assert "unknown split point" in error("--points", "features.99")
     assert "--train-limit must be at least 1" in error("--train-limit", "0")
     assert "made for demo-vgg16" in error("--model", "demo-resnet50")
+    assert "--bottleneck-seed must be 0 or more" in error("--bottleneck-seed", "-1")
+    other_seed = error("--points", "features.42", "--bottleneck-seed", "1")
+    assert "made with other validation settings" in other_seed  # a finished point, not reused
+
+
+def test_bottleneck_seeds_vary_the_bottleneck_only_and_are_part_of_what_resumes(small, tmp_path):
+    import hashlib
+
+    from isplit.validation.bottleneck import load_bottleneck
+    from isplit.validation.settings import TRAINING_KEYS
+
+    loaded, data, analysis = small
+    base = dict(epochs=1, train_limit=120, test_limit=40, n_boot=20, batch_size=40)
+    zero, one = Settings(**base), Settings(**base, bottleneck_seed=1)
+    # seed 0 is the sweep as before bottleneck seeds: the same fingerprint, the same seeding
+    old = json.dumps({k: getattr(zero, k) for k in TRAINING_KEYS})
+    assert zero.fingerprint() == hashlib.sha256(old.encode()).hexdigest()[:16]
+    assert zero.training_seed == zero.seed == 0
+    assert one.fingerprint() != zero.fingerprint() and one.training_seed != 0
+    assert Settings(**base, bottleneck_seed=2).training_seed not in (0, one.training_seed)
+    with pytest.raises(IsplitError, match="--bottleneck-seed must be 0 or more"):
+        Settings(bottleneck_seed=-1).check()
+
+    points = ["features.6"]
+    reports = {}
+    for k, settings in ((0, zero), (1, one)):
+        out = tmp_path / str(k)
+        reports[k] = validate(loaded.model, analysis, data, data, out, points=points,
+                              settings=settings)  # fmt: skip
+    with pytest.raises(IsplitError, match="made with other validation settings"):
+        validate(loaded.model, analysis, data, data, tmp_path / "0", points=points, settings=one)
+    (a,), (b,) = reports[0].points, reports[1].points
+    assert (
+        reports[1].settings["bottleneck_seed"] == 1 and reports[0].settings["bottleneck_seed"] == 0
+    )
+    # paired: the same test images (and so the same probe), another bottleneck
+    assert reports[0].settings["test_images"] == reports[1].settings["test_images"] == 40
+    assert a["probe_accuracy"] == b["probe_accuracy"]
+    weights = [
+        load_bottleneck(bottleneck_file(tmp_path / str(k), points[0]))[0].encoder.conv.weight
+        for k in (0, 1)
+    ]
+    assert not torch.equal(*weights)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from isplit.analysis.curves import best_point
+from isplit.analysis.picks import Pick, picks, picks_json, picks_lines
 from isplit.errors import IsplitError
 from isplit.graph.points import SplitPoint
 from isplit.importance.registry import PCA_PROBE_RATIO, predictor_label
@@ -128,6 +129,18 @@ class Analysis:
         """The curve whose maximum over the admissible points is the best split."""
         return self.curve(self.select_by)
 
+    @property
+    def picks(self) -> dict[str, Pick]:
+        """I-SPLIT's pick (``"isplit"``: the CUI maximum over the admissible points) and, when
+        this run computed pca-probe, the evidence-backed one (``"evidence"``), with their
+        points, values and head costs (:mod:`isplit.analysis.picks`)."""
+        return picks(self)
+
+    def picks_text(self) -> str:
+        """Both picks in words with the reason for the second (one line when they agree); empty
+        without the evidence-backed pick."""
+        return "\n".join(picks_lines(self))
+
     def point(self, name: str) -> SplitPoint:
         return self.points[self.point_names.index(name)]
 
@@ -196,6 +209,7 @@ class Analysis:
             "timing": self.timing,
             "candidates": self.candidates,
             "best": self.best,
+            "picks": picks_json(self),
             "nearly_all_on_device": self.nearly_all_on_device,
             "budget_picks": self.budget_picks(),
             "per_class": {k: [_num(v) for v in vals] for k, vals in self.per_class.items()},

@@ -55,10 +55,12 @@ def analyze(
     are restored afterwards. ``classes``: the class names (default: the data set's).
 
     ``predictors``: further per-point predictors of post-split accuracy to compute in the same
-    pass (:data:`isplit.importance.registry.PREDICTORS`; CUI always); ``select_by``: the one
-    whose maximum over the admissible points is the best split (default ``cui``; added to
-    ``predictors``); ``probe_ratio``: ``pca-probe`` keeps ``ceil(channels / probe_ratio)``
-    principal components (default 8, ``isplit validate``'s default ``--ratio``).
+    pass (:data:`isplit.importance.registry.PREDICTORS`; CUI always; default CUI and
+    ``pca-probe``, whose maximum is the result's evidence-backed pick beside I-SPLIT's, see
+    :attr:`Analysis.picks`; ``"cui"``: CUI alone); ``select_by``: the one whose maximum over the
+    admissible points is the best split (default ``cui``; added to ``predictors``);
+    ``probe_ratio``: ``pca-probe`` keeps ``ceil(channels / probe_ratio)`` principal components
+    (default 8, ``isplit validate``'s default ``--ratio``).
     ``leaf_modules``: submodules that torch.fx must not trace into (module classes, class names
     or qualified type names such as ``"timm.layers.Attention"``).
 

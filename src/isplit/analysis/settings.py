@@ -15,7 +15,12 @@ from isplit.errors import IsplitError
 from isplit.graph.capture import LeafModule, leaf_module_name
 from isplit.graph.protocols import PROTOCOLS
 from isplit.importance.gradcam import REDUCTIONS, TARGETS, check_precision
-from isplit.importance.registry import PCA_PROBE_RATIO, parse_predictors, predictor_names
+from isplit.importance.registry import (
+    DEFAULT_PREDICTORS,
+    PCA_PROBE_RATIO,
+    parse_predictors,
+    predictor_names,
+)
 from isplit.models import resolve_device
 
 
@@ -38,8 +43,9 @@ class AnalysisSettings:
     first: str | None = None
     last: str | None = None
     precision: str = "fp32"  # the forward pass under autocast: fp32, bf16 or fp16
-    # what is computed besides CUI (isplit.importance.registry); a comma-separated string too
-    predictors: tuple[str, ...] = ("cui",)
+    # what is computed besides CUI (isplit.importance.registry); a comma-separated string too;
+    # default CUI and pca-probe (the evidence-backed pick), ("cui",) for CUI alone
+    predictors: tuple[str, ...] = DEFAULT_PREDICTORS
     select_by: str = "cui"  # the predictor whose maximum is the best split (added to predictors)
     probe_ratio: int = PCA_PROBE_RATIO  # pca-probe keeps ceil(channels / probe_ratio) components
     # submodules traced as one node (classes, class names or qualified type names)

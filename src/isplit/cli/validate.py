@@ -52,6 +52,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ratio", type=int, default=8, help="channel reduction of the bottleneck")
     p.add_argument("--halve", action="store_true", help="the bottleneck also halves H and W")
+    p.add_argument(
+        "--bottleneck-seed",
+        type=int,
+        default=0,
+        help="seed of the bottlenecks' initialisation and training order only (the images, "
+        "probe and bootstrap follow --seed, so runs with other bottleneck seeds are paired)",
+    )
     p.add_argument("--epochs", type=int, default=4, help="training epochs of each bottleneck")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
     p.add_argument(
@@ -151,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         test_limit=args.test_limit,
         **({} if given_batch is None else {"batch_size": given_batch}),
         seed=args.seed,
+        bottleneck_seed=args.bottleneck_seed,
         k=args.k,
         n_boot=args.bootstrap,
         flop_shares=tuple(args.flop_shares),

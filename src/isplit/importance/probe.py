@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+import scipy.linalg
 import torch
 
 from isplit.importance.predictors import DEFAULTS, PredictorOptions, to_numpy
@@ -38,6 +39,9 @@ PROBE_RIDGE = 1e-3  # ridge penalty on standardised features (0.01 cost early po
 PROBE_HOLDOUT = 0.2  # share of the images held out for scoring the probe
 PROBE_MAX_HELDOUT = 2000  # held-out images kept for scoring (smallest hashes)
 _HOLDOUT_KEY = int(PROBE_HOLDOUT * 2**63)
+# training rows enter the sums in blocks of this many rows (at most _BLOCK_VALUES features)
+_BLOCK_ROWS = 512
+_BLOCK_VALUES = 1 << 24
 
 
 def holdout_keys(index: np.ndarray) -> np.ndarray:
@@ -80,6 +84,9 @@ class LinearProbe:
         self.held_labels = torch.zeros(0, dtype=torch.int64)
         self._pending: list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]] = []
         self._pending_rows = 0
+        # training rows not yet in the sums: (features per point, labels) per batch
+        self._block: list[tuple[list[torch.Tensor], torch.Tensor]] = []
+        self._block_rows = 0
         self._proj: list[torch.Tensor | None] | None = None
         self.widths = torch.zeros(num_points, dtype=torch.int64)  # channels before projection
 
@@ -132,13 +139,11 @@ class LinearProbe:
         self.y = self.y.to(dev).index_add_(
             0, yf, torch.ones(len(yf), dtype=torch.float64, device=dev)
         )
-        for k, f in enumerate(feats):
-            # float64: pooled features can have means far above their spread, and X^T X / n
-            # - mean mean^T would lose that spread to float32 rounding
-            ff = f[fit].double()
-            self.sx[k] += ff.sum(0)
-            self.gram[k] += ff.T @ ff
-            self.xy[k].index_add_(1, yf, ff.T)
+        # the training rows wait in a block and enter the sums together (_add_block)
+        self._block.append(([f[fit] for f in feats], yf))
+        self._block_rows += len(yf)
+        if self._block_rows >= min(_BLOCK_ROWS, _BLOCK_VALUES // sum(f.shape[1] for f in feats)):
+            self._add_block()
         if held.any():
             h = torch.from_numpy(held).to(dev)
             self._keep_heldout(
@@ -147,6 +152,25 @@ class LinearProbe:
                 torch.as_tensor(np.asarray(labels)[held], dtype=torch.int64),
                 prune=False,
             )
+
+    def _add_block(self) -> None:
+        """Add the waiting training rows to the sums, one block per point: ``X^T X`` as one
+        float32 product of the rows centred on the block's mean (in float64), plus the mean's
+        outer product in float64. Pooled features can have means far above their spread: the
+        float64 sums keep the mean, the centred float32 product the spread; and a block of
+        hundreds of rows makes the product one efficient matrix multiply instead of one per
+        batch in float64 (2-5x less time on a CPU)."""
+        if not self._block:
+            return
+        y = torch.cat([yf for _, yf in self._block])
+        for k in range(len(self.sx)):
+            x = torch.cat([feats[k] for feats, _ in self._block]).double()
+            mean = x.mean(0)
+            centred = (x - mean).float()
+            self.sx[k] += x.sum(0)
+            self.gram[k] += (centred.T @ centred).double() + len(x) * torch.outer(mean, mean)
+            self.xy[k].index_add_(1, y, x.T)
+        self._block, self._block_rows = [], 0
 
     def _keep_heldout(self, feats, keys: torch.Tensor, labels: torch.Tensor, prune: bool) -> None:
         # batches wait in a list and are pruned together once there are twice as many rows as
@@ -174,6 +198,7 @@ class LinearProbe:
     def merge(self, other: LinearProbe) -> LinearProbe:
         if not other.sx:
             return self
+        other._add_block()
         other._prune()
         if not self.sx:
             self._start(other.held)
@@ -190,6 +215,7 @@ class LinearProbe:
 
     def state(self) -> dict[str, np.ndarray]:
         if self.sx:
+            self._add_block()
             self._prune()
         out = {
             "n": to_numpy(self.n),
@@ -216,6 +242,7 @@ class LinearProbe:
         self.gram = [torch.as_tensor(state[f"gram{k}"], dtype=torch.float64) for k in range(points)]
         self.xy = [torch.as_tensor(state[f"xy{k}"], dtype=torch.float64) for k in range(points)]
         self.held = [torch.as_tensor(state[f"held{k}"], dtype=torch.float32) for k in range(points)]
+        self._block, self._block_rows = [], 0
 
     def weights(
         self, k: int, components: int | None = None
@@ -225,6 +252,7 @@ class LinearProbe:
         the probe sees only the top ``components`` principal components of the standardised
         features: ``W = V (L + ridge I)^-1 V^T c`` with ``V``, ``L`` the leading eigenvectors and
         eigenvalues of their correlation matrix."""
+        self._add_block()
         n = int(self.n)
         sx, gram, xy = (
             to_numpy(t).astype(np.float64) for t in (self.sx[k], self.gram[k], self.xy[k])
@@ -243,8 +271,8 @@ class LinearProbe:
         if components is None or components >= len(s):
             w = np.linalg.solve(s + self.ridge * np.eye(len(s)), c)
         else:
-            eigval, eigvec = np.linalg.eigh(s)  # ascending
-            v, lam = eigvec[:, -components:], eigval[-components:]
+            # the leading eigenpairs only (ascending): a few times faster than all of them
+            lam, v = scipy.linalg.eigh(s, subset_by_index=(len(s) - components, len(s) - 1))
             w = v @ ((v.T @ c) / (lam + self.ridge)[:, None])
         return mean, std, w, prior
 
@@ -261,6 +289,7 @@ class LinearProbe:
         """The held-out accuracy per point; with ``ratio``, of the probe on the top
         ``ceil(channels / ratio)`` principal components (default: this probe's own)."""
         if self.sx:
+            self._add_block()
             self._prune()
         if not self.sx or int(self.n) == 0 or len(self.held_keys) == 0:
             return np.full(self.num_points, np.nan)

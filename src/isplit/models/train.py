@@ -197,8 +197,7 @@ def train(
     ``weights``: where to start; ``None`` or ``"none"`` is random init (for demo networks too:
     training is how their packaged weights are made), else a torchvision weights name or a file.
     When the model's class count differs from the data set's, a demo or torchvision model gets
-    a new final layer; ``lr`` is the peak of the one-cycle schedule (default 0.05 x batch/128
-    for ``optimizer="sgd"``, 1e-3 x batch/128 for ``"adamw"``).
+    a new final layer; ``lr``: the one-cycle peak (default 0.05 / 1e-3 x batch/128, sgd / adamw).
     """
     peak_lr = _check(epochs, out, augment, batch_size, lr, optimizer)
     if weights is not None and weights.lower() == "none":

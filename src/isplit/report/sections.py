@@ -4,6 +4,8 @@ plan and the Grad-CAM maps (validation has a module of its own)."""
 from __future__ import annotations
 
 from isplit.analysis import Analysis
+from isplit.analysis.picks import agree
+from isplit.importance.registry import EVIDENCE_REASON
 from isplit.report.maps import SampleMaps
 from isplit.report.markup import (
     Section,
@@ -74,11 +76,44 @@ def summary(a: Analysis, validation: dict | None = None) -> Section:
         rows.append(("Validation", found))
     items = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     body = (
-        f'<table class="facts">{items}</table>\n'
+        picks_block(a) + f'<table class="facts">{items}</table>\n'
         f'<p class="recommendation"><b>Recommendation:</b> '
         f"{esc(a.recommendation()).replace(chr(10), '<br>')}</p>"
     )
     return section("summary", "Summary", body)
+
+
+def picks_block(a: Analysis) -> str:
+    """The first screen's picks: I-SPLIT's and (when the run computed it) the evidence-backed
+    one, each with its point, value and head cost, and the measured reason for the second (or
+    one line that they agree)."""
+    found = a.picks
+    if not found:
+        return ""
+    rows = [
+        (
+            "best" if p.point == a.best else "",
+            [
+                esc(p.title),
+                f"<code>{esc(p.point)}</code>",
+                f"{esc(p.predictor)} {num(p.value, '.4g')}",
+                f"{p.head_flops / 1e6:.1f}",
+                pct(p.head_flop_share),
+                f"{p.bytes:,}",
+            ],
+        )
+        for role, p in found.items()
+    ]
+    header = ["pick", "split point", "value", "head MFLOPs", "of the model's FLOPs", "bytes"]
+    out = table(header, rows, "picks num")
+    if "evidence" in found:
+        said = (
+            f"The two picks agree: <code>{esc(found['isplit'].point)}</code>. "
+            if agree(found)
+            else ""
+        )
+        out += f'<p class="note">{said}Why the evidence-backed pick: {esc(EVIDENCE_REASON)}.</p>'
+    return out + "\n"
 
 
 def curves(a: Analysis, run: RunFolder) -> Section:

@@ -45,8 +45,9 @@ class MapForm:
         batched = (1, *self.shape)
         return tuple(batched[a] for a in self.order[1:])
 
-    def code_layout(self, code_shape: Sequence[int]) -> Layout:
-        """The layout of a code of ``code_shape`` (C, H, W) made from this map."""
+    def code_layout(self, code_shape: Sequence[int], grid: tuple[int, int] | None = None) -> Layout:
+        """The layout of a code of ``code_shape`` (C, H, W) made from this map; ``grid``: the
+        patch tokens' grid in the code, where the bottleneck halved it (:class:`TokenGrid`)."""
         _, h, w = code_shape
         if self.kernel == 3:
             return Layout("NCHW", (1,), (2, 3), grid=(h, w))
@@ -54,7 +55,7 @@ class MapForm:
         if extra is not None:  # the axis with the extra tokens is the first position axis
             others = math.prod(self.shape[a - 1] for a in self.layout.positions if a != extra[0])
             extra = (2, extra[1] * others, extra[2] * others)
-        grid = self.layout.grid if len(self.layout.positions) == 1 else None
+        grid = grid or (self.layout.grid if len(self.layout.positions) == 1 else None)
         return Layout("NCL1" if grid else "NCP1", (1,), (2,), extra=extra, grid=grid)
 
 
@@ -109,3 +110,62 @@ class FromMap(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, *self.permuted).permute(self.inverse)
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """A token map [N, C, P, 1]: ``lead`` extra tokens, the patch tokens of a ``rows`` x
+    ``cols`` image grid in row-major order, ``trail`` extra tokens."""
+
+    lead: int
+    trail: int
+    rows: int
+    cols: int
+
+    def halved(self) -> TokenGrid:
+        """The same tokens after a stride-2 convolution over the grid (ceil(H/2) x ceil(W/2))."""
+        return TokenGrid(self.lead, self.trail, (self.rows + 1) // 2, (self.cols + 1) // 2)
+
+    @property
+    def tokens(self) -> int:
+        return self.lead + self.rows * self.cols + self.trail
+
+    def split(self, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(grid, extra)``: the patch tokens as a map [N, C, rows, cols] and the extra tokens
+        as [N, C, lead + trail, 1]."""
+        end = self.lead + self.rows * self.cols
+        grid = m[:, :, self.lead : end, 0].unflatten(2, (self.rows, self.cols))
+        return grid, torch.cat([m[:, :, : self.lead], m[:, :, end:]], 2)
+
+    def join(self, grid: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """The token map [N, C, P, 1] with the extra tokens back in place (:meth:`split`'s
+        inverse)."""
+        flat = grid.flatten(2).unsqueeze(3)
+        return torch.cat([extra[:, :, : self.lead], flat, extra[:, :, self.lead :]], 2)
+
+
+def token_grid(form: MapForm) -> TokenGrid | None:
+    """The :class:`TokenGrid` of a token map whose one position axis holds extra tokens around
+    the patch tokens of the image grid, in row-major order; None for any other map."""
+    layout = form.layout
+    if form.kernel != 1 or layout.extra is None or layout.grid is None:
+        return None
+    if len(layout.positions) != 1 or (layout.parts and [p for p, _ in layout.parts] != ["h", "w"]):
+        return None
+    _, lead, trail = layout.extra
+    grid = TokenGrid(lead, trail, *layout.grid)
+    return grid if grid.tokens == form.map_shape[1] else None
+
+
+def halve_refusal(form: MapForm) -> str | None:
+    """Why a bottleneck cannot halve H and W at a point of this map form; None where it can."""
+    tokens = token_grid(form)
+    if form.kernel == 1 and tokens is None:
+        return (
+            f"its {form.map_shape[1]} positions (laid out {form.layout.describe()}) do not form "
+            "the image grid"
+        )
+    rows, cols = (tokens.rows, tokens.cols) if tokens else form.map_shape[1:]
+    if rows < 2 or cols < 2:
+        return f"its image grid is {rows} x {cols}"
+    return None

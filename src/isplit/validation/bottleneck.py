@@ -5,7 +5,9 @@ divides the channel count by ``ratio`` (default 8) and can also halve the spatia
 decoder restores the point's exact shape. What crosses the link is the encoder's output. It works
 along the point's channel axis whatever the layout (:mod:`~isplit.validation.arrange`): the
 encoder starts by arranging the tensor as a map N x C x H x W (or N x C x P x 1 for tokens and
-partitions), the decoder ends by arranging it back.
+partitions), the decoder ends by arranging it back. With ``halve`` at a vision transformer's
+tokens, the patch tokens are halved as their image grid and the class / register tokens cross
+compressed alone, in place (:class:`~isplit.validation.arrange.TokenGrid`).
 
 8-bit codes use affine uint8 quantisation with one scale and one zero point per image, as ONNX
 ``QuantizeLinear`` / ``DequantizeLinear`` define it (``x = (q - zero_point) * scale``; the range
@@ -29,49 +31,85 @@ from torch import nn
 from isplit.errors import IsplitError
 from isplit.graph.layout import Layout
 from isplit.models import apply_state_dict, load_state_dict_file, read_metadata, save_weights
-from isplit.validation.arrange import FromMap, MapForm, ToMap, map_form
+from isplit.validation.arrange import (
+    FromMap,
+    MapForm,
+    TokenGrid,
+    ToMap,
+    halve_refusal,
+    map_form,
+    token_grid,
+)
 
 INT8_HEADER_BYTES = 5  # one float32 scale and one uint8 zero point per image
 
 
 class Encoder(nn.Module):
-    """The point's tensor (arranged as a map unless it is one) to the code."""
+    """The point's tensor (arranged as a map unless it is one) to the code. With ``tokens``
+    (halving at a token point) the patch tokens go through the convolution as their image grid
+    and the extra tokens through their own 1 x 1 one, and the code holds them in place."""
 
-    def __init__(self, form: MapForm, code_channels: int, halve: bool) -> None:
+    def __init__(
+        self, form: MapForm, code_channels: int, halve: bool, tokens: TokenGrid | None = None
+    ) -> None:
         super().__init__()
-        channels, k = form.map_shape[0], form.kernel
+        channels, k = form.map_shape[0], 3 if tokens else form.kernel
         self.arrange = None if form.identity else ToMap(form)
         self.conv = nn.Conv2d(channels, code_channels, k, stride=2 if halve else 1, padding=k // 2)
         self.bn = nn.BatchNorm2d(code_channels)
+        self.tokens = tokens
+        if tokens is not None:
+            self.extra = nn.Sequential(
+                nn.Conv2d(channels, code_channels, 1), nn.BatchNorm2d(code_channels), nn.ReLU()
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.arrange is not None:
             x = self.arrange(x)
-        return F.relu(self.bn(self.conv(x)))
+        if self.tokens is None:
+            return F.relu(self.bn(self.conv(x)))
+        grid, extra = self.tokens.split(x)
+        return self.tokens.halved().join(F.relu(self.bn(self.conv(grid))), self.extra(extra))
 
 
 class Decoder(nn.Module):
-    """The code back to the point's tensor, its exact shape and layout."""
+    """The code back to the point's tensor, its exact shape and layout (the grid upsampled
+    back, and with ``tokens`` the extra tokens decoded alone and put back in place)."""
 
-    def __init__(self, code_channels: int, form: MapForm) -> None:
+    def __init__(self, code_channels: int, form: MapForm, tokens: TokenGrid | None = None) -> None:
         super().__init__()
-        channels, k = form.map_shape[0], form.kernel
-        self.size = form.map_shape[1:]
+        channels, k = form.map_shape[0], 3 if tokens else form.kernel
+        self.size = (tokens.rows, tokens.cols) if tokens else form.map_shape[1:]
         self.conv1 = nn.Conv2d(code_channels, channels, k, padding=k // 2)
         self.bn = nn.BatchNorm2d(channels)
         self.conv2 = nn.Conv2d(channels, channels, k, padding=k // 2)
         self.arrange = None if form.identity else FromMap(form)
+        self.tokens = tokens
+        if tokens is not None:
+            self.extra = nn.Sequential(
+                nn.Conv2d(code_channels, channels, 1),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(),
+                nn.Conv2d(channels, channels, 1),
+            )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        extra = None
+        if self.tokens is not None:
+            z, extra = self.tokens.halved().split(z)
         if tuple(z.shape[-2:]) != self.size:
             z = F.interpolate(z, size=self.size, mode="nearest")
         z = self.conv2(F.relu(self.bn(self.conv1(z))))
+        if extra is not None:
+            z = self.tokens.join(z, self.extra(extra))
         return z if self.arrange is None else self.arrange(z)
 
 
 class Bottleneck(nn.Module):
     """Encoder + decoder for an activation of ``shape`` (per image, or [1, ...]) laid out as
-    ``layout`` (default N x C x H x W)."""
+    ``layout`` (default N x C x H x W). ``halve``: also halve H and W where the point has an
+    image grid (:func:`~isplit.validation.arrange.halve_refusal` says why not elsewhere:
+    :attr:`halve` is then False and :attr:`not_halved` holds the reason)."""
 
     def __init__(
         self,
@@ -82,7 +120,7 @@ class Bottleneck(nn.Module):
     ) -> None:
         super().__init__()
         form = map_form(shape, layout)
-        c, h, w = form.map_shape
+        c = form.map_shape[0]
         if ratio < 1:
             raise IsplitError(f"--ratio must be at least 1, not {ratio}")
         if ratio > c:
@@ -91,10 +129,12 @@ class Bottleneck(nn.Module):
             )
         self.shape, self.form = form.shape, form
         self.ratio = int(ratio)
-        self.halve = halve and form.kernel == 3 and h >= 2 and w >= 2
+        self.not_halved = halve_refusal(form) if halve else None
+        self.halve = halve and self.not_halved is None
+        self.tokens = token_grid(form) if self.halve else None
         self.code_channels = c // ratio
-        self.encoder = Encoder(form, self.code_channels, self.halve)
-        self.decoder = Decoder(self.code_channels, form)
+        self.encoder = Encoder(form, self.code_channels, self.halve, self.tokens)
+        self.decoder = Decoder(self.code_channels, form, self.tokens)
 
     @property
     def layout(self) -> Layout:
@@ -103,16 +143,22 @@ class Bottleneck(nn.Module):
 
     @property
     def code_shape(self) -> tuple[int, int, int]:
-        """What crosses the link, per image: C x H x W, or C x P x 1 (tokens, partitions)."""
+        """What crosses the link, per image: C x H x W, or C x P x 1 (tokens, partitions; halved
+        tokens: the extra tokens and the patch tokens of the halved grid)."""
         _, h, w = self.form.map_shape
-        if self.halve:
+        if self.tokens is not None:
+            h = self.tokens.halved().tokens
+        elif self.halve:
             h, w = (h + 1) // 2, (w + 1) // 2
         return (self.code_channels, h, w)
 
     @property
     def code_layout(self) -> Layout:
         """The layout of the code (see :attr:`code_shape`)."""
-        return self.form.code_layout(self.code_shape)
+        if self.tokens is None:
+            return self.form.code_layout(self.code_shape)
+        halved = self.tokens.halved()
+        return self.form.code_layout(self.code_shape, (halved.rows, halved.cols))
 
     @property
     def encoded_bytes(self) -> int:

@@ -14,6 +14,7 @@ from isplit.analysis import Analysis
 from isplit.analysis.curves import best_point
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph, SplitPoint
+from isplit.validation.arrange import halve_refusal, map_form
 from isplit.validation.settings import Settings
 
 log = logging.getLogger("isplit")
@@ -136,3 +137,23 @@ def narrow_points(
     log.warning("--ratio %d leaves no channel at %s: not validated there", ratio, listed)
     reason = f"fewer channels than --ratio {ratio}"
     return kept, [{"name": n, "channels": channels[n], "reason": reason} for n in narrow]
+
+
+def warn_not_halved(analysis: Analysis, names: Sequence[str]) -> dict[str, str]:
+    """The points of ``names`` where ``--halve`` cannot halve H and W, with the reason; one
+    warning names them all (their bottlenecks compress the channels only)."""
+    refused = {}
+    for n in names:
+        point = analysis.point(n)
+        why = halve_refusal(map_form(point.shape, point.layout))
+        if why is not None:
+            refused[n] = why
+    if refused:
+        listed = "; ".join(f"{n}: {why}" for n, why in refused.items())
+        log.warning(
+            "--halve cannot halve H and W at %d point(s), whose bottlenecks compress the "
+            "channels only (validation.json says which: halved false): %s",
+            len(refused),
+            listed,
+        )
+    return refused

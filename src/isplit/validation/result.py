@@ -203,6 +203,8 @@ def _point_rows(
                 "cui": float(analysis.cui[i]),
                 "bytes": p.bytes,
                 "head_flops": p.head_flops,
+                "halved": r.get("halved"),
+                "not_halved": r.get("not_halved"),
                 "encoded_shape": r["encoded_shape"],
                 "encoded_bytes": r["encoded_bytes"],
                 "encoded_bytes_int8": r["encoded_bytes_int8"],

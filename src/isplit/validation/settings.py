@@ -25,6 +25,10 @@ TRAINING_KEYS = (
     "seed",
 )
 
+#: Decides the trained bottlenecks too, but enters the fingerprint only when not 0, so that a
+#: sweep made before it existed (bottleneck seed 0) still resumes.
+BOTTLENECK_SEED = "bottleneck_seed"
+
 
 @dataclass
 class Settings:
@@ -38,7 +42,8 @@ class Settings:
     recon: float = 1.0  # weight of the reconstruction loss (MSE / mean square of the activation)
     train_limit: int | None = 8000
     test_limit: int | None = 5000
-    seed: int = 0
+    seed: int = 0  # the model's; the images' subsets, the probe and the bootstrap
+    bottleneck_seed: int = 0  # the bottlenecks' initialisation and training order
     k: int = 3
     n_boot: int = 1000
     flop_shares: tuple[float, ...] = (0.25, 0.5)
@@ -46,13 +51,25 @@ class Settings:
 
     def fingerprint(self) -> str:
         """A short hash of :data:`TRAINING_KEYS`."""
-        text = json.dumps({k: getattr(self, k) for k in TRAINING_KEYS})
+        keys = TRAINING_KEYS + ((BOTTLENECK_SEED,) if self.bottleneck_seed else ())
+        text = json.dumps({k: getattr(self, k) for k in keys})
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of the bottlenecks' initialisation and training order: ``seed`` with
+        bottleneck seed 0 (as before bottleneck seeds), else one drawn from both."""
+        if not self.bottleneck_seed:
+            return self.seed
+        digest = hashlib.sha256(f"{self.seed}:{self.bottleneck_seed}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
     def check(self) -> None:
         """An error for settings no sweep can run with."""
         if self.finetune not in ("none", "tail"):
             raise IsplitError(f"--finetune must be none or tail, not {self.finetune!r}")
+        if self.bottleneck_seed < 0:
+            raise IsplitError(f"--bottleneck-seed must be 0 or more, not {self.bottleneck_seed}")
         if self.epochs < 1:
             raise IsplitError("--epochs must be at least 1")
         for flag, value in (("--train-limit", self.train_limit), ("--test-limit", self.test_limit)):

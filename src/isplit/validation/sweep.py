@@ -33,7 +33,7 @@ from isplit.models import weights_fingerprint
 from isplit.validation.bottleneck import Bottleneck, save_bottleneck
 from isplit.validation.cache import head_outputs, stream
 from isplit.validation.distribute import bottleneck_file, read_results, validate_shared
-from isplit.validation.points import budgets, choose_points
+from isplit.validation.points import budgets, choose_points, warn_not_halved
 from isplit.validation.probe import linear_probe
 from isplit.validation.reliability import chance_accuracy
 from isplit.validation.result import Measured, ValidationReport, build_report
@@ -99,6 +99,8 @@ def validate(
     graph = _graph(model, analysis, model_name)
     plan = budgets(analysis, settings, graph.total_flops)
     names, skipped = choose_points(analysis, graph, points, plan, settings.ratio)
+    if settings.halve:
+        warn_not_halved(analysis, names)
     train = limit_dataset(train_data, settings.train_limit, settings.seed)
     test = limit_dataset(test_data, settings.test_limit, settings.seed)
     if len(train) == 0 or len(test) == 0:
@@ -195,7 +197,7 @@ def _validate_point(sweep: _Sweep, name: str, images: Images) -> dict:
         for t, ds in (("train", images.train), ("test", images.test))
     )
     probe = linear_probe(z_train, y_train, z_test, y_test, settings.seed, point.layout)
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(settings.training_seed)
     bottleneck = Bottleneck(point.shape, settings.ratio, settings.halve, point.layout).to(device)
     losses = train_bottleneck(
         tail, bottleneck, z_train, y_train, settings, device, images.teacher, sweep.progress, name
@@ -212,6 +214,8 @@ def _validate_point(sweep: _Sweep, name: str, images: Images) -> dict:
         "correct": "".join("1" if c else "0" for c in right),
         "accuracy_int8": float(right_int8.mean()),
         "probe_accuracy": probe,
+        "halved": bottleneck.halve,
+        "not_halved": bottleneck.not_halved,
         "encoded_shape": list(bottleneck.code_shape),
         "encoded_bytes": bottleneck.encoded_bytes,
         "encoded_bytes_int8": bottleneck.encoded_bytes_int8,

@@ -40,7 +40,7 @@ def train_bottleneck(
     opt = torch.optim.Adam(params, lr=settings.lr)
     steps = settings.epochs * math.ceil(len(z) / settings.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.lr, total_steps=max(steps, 1))
-    gen = torch.Generator().manual_seed(settings.seed)
+    gen = torch.Generator().manual_seed(settings.training_seed)
     scale = float(z[: 4 * settings.batch_size].float().pow(2).mean()) or 1.0
     losses = []
     bar = tqdm(total=steps, desc=desc, leave=False, disable=not progress or not sys.stderr.isatty())
