@@ -27,10 +27,13 @@ import torch
 from isplit.analysis import analyze
 from isplit.data import load_dataset
 from isplit.models import load_model, resolve_device
+from isplit.models.demo import DEMO_MODELS, packaged_weights_path
 
 TARGET_PROBE_EXTRA = 0.5
 TARGET_DEFAULT_EXTRA = 0.15  # the default predictors (CUI and pca-probe) over CUI alone
-MODELS = ["demo-vgg16", "demo-resnet50", "demo-mobilenet", "demo-convnext", "demo-vit"]
+# The demo networks whose weights ship (demo-vit's are still being trained: pass it with
+# --models and --weights FILE meanwhile).
+MODELS = [n for n in DEMO_MODELS if packaged_weights_path(n).is_file()]
 DEFAULT_VARIANTS = ["probe", "taylor", "cam-share", "pca-probe", "probe,taylor,cam-share,pca-probe"]
 
 
