@@ -31,7 +31,7 @@ EVIDENCE_PREDICTOR = "pca-probe"
 EVIDENCE_REASON = (
     "pca-probe is the only analysis-time signal that stays good where depth fails in isplit's "
     "retraining sweeps (docs/experiments.md): Spearman with the post-split accuracy 0.87 / 0.94 "
-    "on demo-mobilenet, CUI 0.13-0.68 across six sweeps"
+    "on demo-mobilenet and 0.83 / 0.95 on demo-convnext, CUI 0.13-0.79 across eight sweeps"
 )
 #: What an analysis computes when ``--predictors`` is not given (``--predictors cui``: CUI alone).
 DEFAULT_PREDICTORS = ("cui", EVIDENCE_PREDICTOR)
