@@ -128,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(result.recommendation())
-    if result.picks_text():  # with the evidence-backed pick (not with --predictors cui)
-        print(result.picks_text())
+    picks = result.picks_text()
+    if picks:  # with the evidence-backed pick (not with --predictors cui)
+        print(picks)
     print(f"wrote {out / 'curves.json'}, {out / 'per_image.npz'}, {out / 'curves.png'}")
     return 0
 

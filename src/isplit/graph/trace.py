@@ -125,8 +125,8 @@ class ModelGraph:
         self.names = {n: tracer.node_to_qualname.get(n, n.name) for n in graph.nodes}
         self.nodes = list(graph.nodes)
         self._index = {n: i for i, n in enumerate(self.nodes)}
-        self._totals: tuple[list[int], list[int]] | None = None
         self._record()
+        self._totals = self._head_totals()
         self._find_cuts()
 
     # -- analysis ------------------------------------------------------------------------------
@@ -218,8 +218,6 @@ class ModelGraph:
         value = self.values[n]
         shape = tuple(value.shape)
         layout = self.axes.layout(n)
-        if self._totals is None:
-            self._totals = self._head_totals()
         return SplitPoint(
             name=self.names[n],
             op=op_name(self.gm, n),

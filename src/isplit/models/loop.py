@@ -128,7 +128,7 @@ class TrainingRun:
         # drop_last: a final batch of one image would break batch norm.
         drop_last = len(train_ds) > batch_size
         steps = len(make_loader(train_ds, batch_size, drop_last=drop_last, **loader_kw))
-        optimizer = make_optimizer(net, args.get("optimizer", "sgd"), peak_lr)
+        optimizer = make_optimizer(net, args["optimizer"], peak_lr)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=peak_lr, total_steps=args["epochs"] * steps
         )

@@ -109,7 +109,7 @@ def command_line(args: dict[str, Any], out: str, data_root: str | None, test_spl
             words += [f"--{key}", *args[key]]
     words += ["--epochs", args["epochs"], "--batch-size", args["batch_size"]]
     words += ["--lr", args["lr"], "--seed", args["seed"], "--augment", args["augment"]]
-    if args.get("optimizer", "sgd") != "sgd":
+    if args["optimizer"] != "sgd":
         words += ["--optimizer", args["optimizer"]]
     if test_split != "test":
         words += ["--test-split", test_split]

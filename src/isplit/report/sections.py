@@ -102,7 +102,7 @@ def picks_block(a: Analysis) -> str:
                 f"{p.bytes:,}",
             ],
         )
-        for role, p in found.items()
+        for p in found.values()
     ]
     header = ["pick", "split point", "value", "head MFLOPs", "of the model's FLOPs", "bytes"]
     out = table(header, rows, "picks num")
