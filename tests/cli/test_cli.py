@@ -1,5 +1,6 @@
 """The command line, end to end on the demo, and its errors: one line on stderr, exit 2."""
 
+import html
 import json
 import subprocess
 import sys
@@ -74,6 +75,43 @@ def test_analyze_with_cui_alone_is_todays_pass(capsys, tmp_path):
     assert list(doc["picks"]) == ["isplit"] and doc["picks"]["isplit"]["point"] == doc["best"]
     assert f"best split: {doc['best']}" in out
     assert "pick" not in out and "pca-probe" not in out
+
+
+def test_validate_measures_and_prints_both_picks(capsys, demo_run_copy):
+    """analyze (the defaults: both picks), then validate at the picks' points: how each pick did,
+    printed last, in validation.json, and in the report's validation section."""
+    picks = json.loads((demo_run_copy / "curves.json").read_text())["picks"]
+    isplit, evidence = picks["isplit"]["point"], picks["evidence"]["point"]
+    limits = ["--train-limit", "400", "--test-limit", "100", "--epochs", "2", "--bootstrap", "10"]
+    code, out, _ = run(
+        capsys, "validate", "--analysis", str(demo_run_copy), "--points",
+        *dict.fromkeys([isplit, evidence]), *limits, "--batch-size", "32", "--quiet",
+    )  # fmt: skip
+    assert code == 0
+    doc = json.loads((demo_run_copy / "validation.json").read_text())
+    acc = {p["name"]: p["accuracy"] for p in doc["points"]}
+    assert doc["picks"]["isplit"] == {"predictor": "cui", "point": isplit, "accuracy": acc[isplit]}
+    assert doc["picks"]["evidence"] == {
+        "predictor": "pca-probe",
+        "point": evidence,
+        "accuracy": acc[evidence],
+    }
+    diff = acc[evidence] - acc[isplit]
+    assert doc["picks"]["evidence_minus_isplit"] == pytest.approx(diff)
+    if isplit == evidence:
+        line = f"I-SPLIT's pick and the evidence-backed pick agree: {isplit}: accuracy "
+        line += f"{acc[isplit]:.4f}"
+    else:
+        line = (
+            f"I-SPLIT's pick {isplit}: accuracy {acc[isplit]:.4f}; evidence-backed pick "
+            f"{evidence}: accuracy {acc[evidence]:.4f} ({100 * diff:+.2f} pp)"
+        )
+    printed = out.splitlines()
+    assert printed[-2].removesuffix(" (unreliable)") == line  # before the "wrote" line
+    assert main(["report", str(demo_run_copy), "--samples", "0"]) == 0
+    page = (demo_run_copy / "report.html").read_text()
+    section = page.split('<section id="validation">')[1].split("</section>")[0]
+    assert f"<b>The picks, measured:</b> {html.escape(line)}" in section
 
 
 def test_points_table_and_json(capsys):

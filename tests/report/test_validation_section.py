@@ -95,6 +95,7 @@ def test_a_validation_written_before_every_predictor_was_scored(tmp_path):
         ],
     )
     section = _section(tmp_path, _analysis(), legacy)
+    assert "The picks, measured" not in section  # written before validate measured the picks
     correlation = _rows(section.split("Does CUI predict accuracy?")[1].split("<h3>")[0])
     assert [r[0] for r in correlation] == [
         "CUI (I-SPLIT)",
@@ -117,3 +118,23 @@ def test_a_current_validation_is_read_as_written(tmp_path):
     doc["calibration"] = {}
     (tmp_path / RunFolder.VALIDATION).write_text(json.dumps(doc))
     assert RunFolder(tmp_path).read(RunFolder.VALIDATION) == {**doc, "format": 1}
+
+
+def test_the_section_says_how_each_pick_did(tmp_path):
+    doc = _doc({"cui": _correlation(0.5)}, [])
+    doc["picks"] = {
+        "isplit": {"predictor": "cui", "point": "a", "accuracy": 0.5},
+        "evidence": {"predictor": "pca-probe", "point": "b", "accuracy": 0.8},
+        "agree": False,
+        "evidence_minus_isplit": 0.3,
+    }
+    section = _section(tmp_path, _analysis(), doc)
+    said = (
+        "<b>The picks, measured:</b> I-SPLIT&#x27;s pick a: accuracy 0.5000; evidence-backed "
+        "pick b: accuracy 0.8000 (+30.00 pp).</p>"
+    )
+    assert said in section
+    assert section.index(said) < section.index("<img")  # above the figure, below the intro
+    doc["reliability"] = {"reliable": False, "reason": "r", "chance_accuracy": 0.1}
+    doc["reliability"]["thresholds"] = {"chance_margin": 0.05, "min_kept_margin": 0.5}
+    assert "(+30.00 pp) (unreliable).</p>" in _section(tmp_path, _analysis(), doc)

@@ -10,7 +10,7 @@ from isplit import IsplitError
 from isplit.analysis import analyze
 from isplit.cli import main
 from isplit.models import load_model, read_metadata
-from isplit.validation import Settings, bottleneck_file, validate
+from isplit.validation import Settings, ValidationReport, bottleneck_file, validate
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,50 @@ def test_sweep_resumes_without_redoing_finished_points(small, tmp_path, monkeypa
     assert calls == ["features.6", "features.23", "features.23"]
     assert [p["name"] for p in report.points] == points
     assert (tmp_path / "validation.png").stat().st_size > 10_000
+
+
+def test_the_report_measures_both_picks(small, tmp_path):
+    """validation.json's picks: the analysis's two picks with the accuracies measured at their
+    points and the difference; the table's last line says so; without the block (a file from
+    before it) the report still loads, with no such line."""
+    loaded, data, analysis = small
+    picks = analysis.picks
+    assert set(picks) == {"isplit", "evidence"}  # analyze's default predictors
+    points = [n for n in analysis.point_names if n in {p.point for p in picks.values()}]
+    settings = Settings(epochs=1, train_limit=120, test_limit=40, n_boot=10, batch_size=40)
+    report = validate(
+        loaded.model, analysis, data, data, tmp_path, points=points, settings=settings
+    )
+    acc = report.accuracies()
+    doc = json.loads((tmp_path / "validation.json").read_text())
+    assert doc["picks"] == report.picks
+    for role, p in picks.items():
+        assert doc["picks"][role] == {
+            "predictor": p.predictor,
+            "point": p.point,
+            "accuracy": acc[p.point],
+        }
+    isplit, evidence = (acc[picks[r].point] for r in ("isplit", "evidence"))
+    assert doc["picks"]["agree"] == (len(points) == 1)
+    assert doc["picks"]["evidence_minus_isplit"] == pytest.approx(evidence - isplit)
+    last = report.table().splitlines()[-1]
+    assert last.endswith(" (unreliable)") != report.reliable  # as every statistic's line
+    last = last.removesuffix(" (unreliable)")
+    if len(points) == 1:
+        assert last == f"I-SPLIT's pick and the evidence-backed pick agree: {points[0]}: " + (
+            f"accuracy {isplit:.4f}"
+        )
+    else:
+        assert last == (
+            f"I-SPLIT's pick {picks['isplit'].point}: accuracy {isplit:.4f}; evidence-backed "
+            f"pick {picks['evidence'].point}: accuracy {evidence:.4f} "
+            f"({100 * (evidence - isplit):+.2f} pp)"
+        )
+    del doc["picks"]  # validation.json as written before the picks
+    (tmp_path / "validation.json").write_text(json.dumps(doc))
+    old = ValidationReport.load(tmp_path)
+    assert old.picks == {} and old.accuracies() == acc
+    assert old.table() == report.table().rsplit("\n", 1)[0]  # all but the picks' line
 
 
 def test_validation_errors(small, tmp_path):

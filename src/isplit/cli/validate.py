@@ -47,8 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         action=list_of(str),
         default=["auto"],
-        help="auto (candidates, best, smallest CDE, budget picks, evenly spaced up to 8), all, "
-        "or point names (a,b or a b)",
+        help="auto (candidates, best, I-SPLIT's and the evidence-backed pick, smallest CDE, "
+        "budget picks, evenly spaced up to 8), all, or point names (a,b or a b)",
     )
     p.add_argument("--ratio", type=int, default=8, help="channel reduction of the bottleneck")
     p.add_argument("--halve", action="store_true", help="the bottleneck also halves H and W")

@@ -11,6 +11,7 @@ from isplit.importance.registry import PCA_PROBE_RATIO, predictor_label
 from isplit.report.markup import Section, esc, img, log10_cui, num, pct, pp, section, table
 from isplit.runfolder import RunFolder
 from isplit.validation.labels import BASELINE_LABELS
+from isplit.validation.picks import picks_line
 
 
 def label(a: Analysis, name: str) -> str:
@@ -98,6 +99,7 @@ def validation(
         plot_validation(a, v, path)
     body = (
         _intro(v)
+        + _picks(v)
         + "\n"
         + img(path.read_bytes(), "validation: CUI and accuracy over the points")
         + "\n<h3>Validated points</h3>\n"
@@ -155,6 +157,16 @@ def _intro(v: dict) -> str:
             "over chance.</p>"
         )
     return intro
+
+
+def _picks(v: dict) -> str:
+    """How the analysis's picks did, measured (as ``isplit validate`` prints it); '' for a
+    validation written before it recorded the picks."""
+    line = picks_line(v.get("picks"))
+    if line is None:
+        return ""
+    unreliable = " (unreliable)" if (v.get("reliability") or {}).get("reliable") is False else ""
+    return f'\n<p class="picks"><b>The picks, measured:</b> {esc(line)}{unreliable}.</p>'
 
 
 def _points(a: Analysis, v: dict) -> str:

@@ -12,6 +12,7 @@ how well each predictor ranked the points.
 - :mod:`~isplit.validation.scoring`, :mod:`~isplit.validation.stats`,
   :mod:`~isplit.validation.reliability`: scoring the predictors, and whether to trust it.
 - :mod:`~isplit.validation.result`: :class:`ValidationReport` (``validation.json``).
+- :mod:`~isplit.validation.picks`: the analysis's two picks, measured (its ``picks`` block).
 """
 
 from isplit.validation.distribute import bottleneck_file

@@ -1,6 +1,6 @@
 """Which points a validation sweep trains a bottleneck at: isplit's choice (candidates, the best
-split, the budget picks, evenly spaced fill), all admissible points, or the user's; and the
-budgets of the regret report, each with isplit's pick."""
+split, the analysis's two picks, the budget picks, evenly spaced fill), all admissible points,
+or the user's; and the budgets of the regret report, each with isplit's pick."""
 
 from __future__ import annotations
 
@@ -21,12 +21,14 @@ log = logging.getLogger("isplit")
 
 
 def default_points(analysis: Analysis, budget_picks: Sequence[str], at_least: int = 8) -> list[str]:
-    """Candidates, the best split, the smallest-CDE point, the budget picks, and evenly spaced
-    admissible points until there are at least ``at_least``; in network order."""
+    """Candidates, the best split, both picks (I-SPLIT's and, when the analysis computed its
+    predictor, the evidence-backed one), the smallest-CDE point, the budget picks, and evenly
+    spaced admissible points until there are at least ``at_least``; in network order."""
     adm = [p for p in analysis.points if p.admissible]
     if not adm:
         raise IsplitError("the analysis has no admissible (spatial) points to validate")
     chosen = set(analysis.candidates) | set(budget_picks)
+    chosen |= {p.point for p in analysis.picks.values()}
     if analysis.best:
         chosen.add(analysis.best)
     chosen.add(min(adm, key=lambda p: (p.bytes, -analysis.point_names.index(p.name))).name)

@@ -15,6 +15,7 @@ import torch
 from isplit.analysis import Analysis
 from isplit.results import RunResult
 from isplit.runfolder import RunFolder
+from isplit.validation.picks import measured_picks, picks_line
 from isplit.validation.reliability import not_learned, reliability, within_reliable
 from isplit.validation.scoring import (
     best_predictor,
@@ -52,6 +53,7 @@ class ValidationReport(RunResult):
     best_predictor: dict = field(default_factory=dict)  # by_spearman, by_loo_mae
     regret: list[dict] = field(default_factory=list)  # one entry per budget
     skipped_points: list[dict] = field(default_factory=list)  # chosen, but too narrow
+    picks: dict = field(default_factory=dict)  # the analysis's picks, measured (validation.picks)
 
     def save(self, out: str | os.PathLike, analysis: Analysis) -> Path:
         """Write ``validation.json`` and ``validation.png`` into the folder ``out``."""
@@ -108,6 +110,9 @@ class ValidationReport(RunResult):
                 + (f", {by_mae} by the error of its predicted accuracy" if by_mae else "")
                 + unreliable
             )
+        line = picks_line(self.picks)
+        if line:
+            rows.append(line + unreliable)
         return "\n".join(rows)
 
 
@@ -180,6 +185,7 @@ def build_report(
         best_predictor=best_predictor(correlation, calibration),
         regret=regrets,
         skipped_points=measured.skipped,
+        picks=measured_picks(analysis, {r["name"]: r["accuracy"] for r in results}),
     )
 
 
