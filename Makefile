@@ -58,26 +58,30 @@ bench-serve: setup
 # Reproduces the packaged demo weights (CPU; see README for the time it takes). One network:
 # make demo-weights DEMO_NETS=demo-mobilenet
 # demo-convnext and demo-vit: AdamW, their architectures' own recipe, in one-cycle stages
-# (epochs:peak learning rate), each stage starting from the previous one's weights.
+# (epochs:peak learning rate[:augmentation, default shift+flip]), each stage starting from the
+# previous one's weights.
 STAGES_demo-convnext ?= 10:1e-3 5:5e-4 5:2e-4
-STAGES_demo-vit ?= 10:1e-3 10:5e-4
+STAGES_demo-vit ?= 10:1e-3 10:5e-4 5:3e-4:none
 demo-weights: setup
 	mkdir -p build
 	for net in $(DEMO_NETS); do \
 	  out=src/isplit/models/weights/$$net.safetensors; \
-	  common="--model $$net --data fashion-mnist --batch-size 128 --augment shift+flip --seed 0"; \
+	  common="--model $$net --data fashion-mnist --batch-size 128 --seed 0"; \
 	  case $$net in \
 	    demo-convnext) stages="$(STAGES_demo-convnext)" ;; \
 	    demo-vit) stages="$(STAGES_demo-vit)" ;; \
-	    *) $(BIN)/isplit train $$common --weights none --epochs $(DEMO_EPOCHS) --out $$out \
+	    *) $(BIN)/isplit train $$common --augment shift+flip --weights none \
+	         --epochs $(DEMO_EPOCHS) --out $$out \
 	         || exit 1; continue ;; \
 	  esac; \
 	  weights=none; n=0; last=$$(echo $$stages | wc -w); \
 	  for stage in $$stages; do \
 	    n=$$((n + 1)); dest=build/$$net-stage$$n.safetensors; \
 	    [ $$n = $$last ] && dest=$$out; \
+	    epochs=$$(echo $$stage | cut -d: -f1); lr=$$(echo $$stage | cut -d: -f2); \
+	    augment=$$(echo $$stage | cut -d: -f3); \
 	    $(BIN)/isplit train $$common --weights $$weights --optimizer adamw \
-	      --epochs $${stage%%:*} --lr $${stage##*:} --out $$dest || exit 1; \
+	      --epochs $$epochs --lr $$lr --augment $${augment:-shift+flip} --out $$dest || exit 1; \
 	    weights=$$dest; \
 	  done; \
 	done

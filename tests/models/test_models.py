@@ -146,24 +146,11 @@ def test_demo_weights_fit_the_size_budget(tmp_path):
     assert total <= WEIGHTS_BUDGET
 
 
-# Demo networks whose weights are still being trained (the README says so): loading them without
-# --weights must say that the packaged weights are missing, not fall back to random weights.
-NOT_YET_SHIPPED = {"demo-vit"}
-
-
-@pytest.mark.parametrize("name", sorted(NOT_YET_SHIPPED))
-def test_a_demo_network_without_shipped_weights_says_so(name):
-    assert not packaged_weights_path(name).exists()
-    with pytest.raises(IsplitError, match=f"packaged weights of {name}.*missing"):
-        load_model(name)
-    assert load_model(name, "none").weights == "none"
-
-
 @pytest.mark.skipif(
     not (FASHION_MNIST_SYSTEM_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
     reason="Debian package dataset-fashion-mnist not installed",
 )
-@pytest.mark.parametrize("name", sorted(set(DEMO_MODELS) - NOT_YET_SHIPPED))
+@pytest.mark.parametrize("name", sorted(DEMO_MODELS))
 def test_packaged_demo_weights_are_trained_as_the_readme_says(name):
     """Every demo network ships trained weights (at least 90 % on Fashion-MNIST, the level the
     experiments rely on), and the packaged file gives the accuracy it records."""
