@@ -93,7 +93,12 @@ def test_validate_scores_every_predictor_of_the_analysis(tmp_path):
     table = report.table().splitlines()
     assert table[0] == f"unsplit accuracy: {report.unsplit_accuracy:.4f}"
     assert [line.split()[0] for line in table[2 : 2 + len(points)]] == points
-    assert table[-1].startswith(f"best predictor here: {best} by Spearman")
+    assert table[-2].startswith(f"best predictor here: {best} by Spearman")
+    pick = analysis.picks["isplit"].point  # no pca-probe here: I-SPLIT's pick alone
+    measured = report.accuracies().get(pick)
+    assert report.picks == {"isplit": {"predictor": "cui", "point": pick, "accuracy": measured}}
+    said = "not validated" if measured is None else f"accuracy {measured:.4f}"
+    assert table[-1].removesuffix(" (unreliable)") == f"I-SPLIT's pick {pick}: {said}"
     page = (write_report(tmp_path, samples=0)).read_text()
     assert "the best predictor of post-split accuracy was" in page
     if best != "depth" and best in versus:
