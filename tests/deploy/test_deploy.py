@@ -137,6 +137,23 @@ import torch
 from torch import nn
 
 
+class ShapeTwice(nn.Module):
+    """Reads twice the batch size at the top of forward and uses it at the end: a value beside
+    the tensor that the tail cannot rebuild."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        twice = x.size(0) * 2
+        y = torch.relu(self.conv(x))
+        y = torch.relu(self.conv2(y))
+        return self.fc(y.view(twice // 2, -1))
+
+
 class ShapeLate(nn.Module):
     """Reads the batch size at the top of forward and uses it at the end."""
 
@@ -198,13 +215,29 @@ def _leftovers(folder) -> list[str]:
 def test_export_refuses_cuts_that_carry_extra_values(nets, cli_error):
     import deploynets
 
-    graph = ModelGraph(deploynets.ShapeLate(), (3, 8, 8), "all")
+    graph = ModelGraph(deploynets.ShapeTwice(), (3, 8, 8), "all")
     point = next(name for name, (_, extras) in graph.all_cuts.items() if extras)
     out = nets / "out"
-    args = ("--model", "deploynets:ShapeLate", "--weights", "none", "--image-size", "8")
+    args = ("--model", "deploynets:ShapeTwice", "--weights", "none", "--image-size", "8")
     err = cli_error("export", *args, "--point", point, "--out", str(out))
-    assert f"at {point} the network carries 1 value(s) besides the tensor" in err
+    assert f"at {point} the network carries 1 value(s) besides the tensor (mul: neither" in err
     assert not out.exists() and _leftovers(nets) == []
+
+
+def test_export_at_a_cut_where_the_batch_size_was_read_earlier(nets):
+    """The batch size read at the top of forward is read from the tensor in the tail: the cut
+    exports like any other, and the exported parts run at any batch size."""
+    import deploynets
+
+    graph = ModelGraph(deploynets.ShapeLate(), (3, 8, 8), "all")
+    point = next(name for name, (_, extras) in graph.all_cuts.items() if extras)
+    loaded = isplit.load_model("deploynets:ShapeLate", "none", image_size=8)
+    m = export_split(loaded, point, nets / "out")
+    run = load_programs(nets / "out", m, ["head", "tail"])
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        want = loaded.model(x).numpy()
+    np.testing.assert_allclose(run["tail"](run["head"](x.numpy())), want, atol=1e-5)
 
 
 def test_export_names_the_op_that_onnx_cannot_translate(nets, cli_error):

@@ -9,6 +9,8 @@ from torch import nn
 from gated_model import Gate, Gated
 from isplit import IsplitError
 from isplit.graph import ModelGraph, leaf_module_name, split_model, split_points
+from isplit.graph.cut import unsendable
+from isplit.models.demo_modern import DemoViT
 
 
 def _check_all_cuts(model, shape):
@@ -74,15 +76,37 @@ class ShapeLate(nn.Module):
         return self.fc(y.view(bs, -1))
 
 
-def test_small_values_crossing_a_cut_travel_with_the_tensor():
+class ShapeTwice(ShapeLate):
+    """Reads twice the batch size at the top of forward: a value the tail cannot rebuild."""
+
+    def forward(self, x):
+        twice = x.size(0) * 2
+        h = F.max_pool2d(F.relu(self.c1(x)), 2)
+        y = F.adaptive_avg_pool2d(torch.relu(self.c2(h) + h), 4)
+        return self.fc(y.view(twice // 2, -1))
+
+
+def test_small_values_crossing_a_cut_are_rebuilt_in_the_tail_or_travel_with_the_tensor():
     torch.manual_seed(0)
     model = ShapeLate().eval()
     graph = _check_all_cuts(model, (3, 8, 8))
     names = [p.name for p in graph.points]
     assert "max_pool2d" in names and "adaptive_avg_pool2d" in names
+    # the batch size read at the top of forward: the tail reads it from the tensor
+    assert graph.all_cuts["adaptive_avg_pool2d"][1] and not unsendable(graph, "adaptive_avg_pool2d")
     head, tail = split_model(model, "adaptive_avg_pool2d", (3, 8, 8))
-    payload = head(torch.randn(3, 3, 8, 8))
-    assert isinstance(payload, tuple) and payload[0].shape == (3, 8, 4, 4) and payload[1] == 3
+    x = torch.randn(3, 3, 8, 8)
+    payload = head(x)
+    assert isinstance(payload, torch.Tensor) and payload.shape == (3, 8, 4, 4)
+    torch.testing.assert_close(tail(payload), model(x))
+    # twice the batch size is neither: it travels beside the tensor
+    model = ShapeTwice().eval()
+    graph = _check_all_cuts(model, (3, 8, 8))
+    assert unsendable(graph, "adaptive_avg_pool2d") == ["mul"]
+    head, tail = graph.split("adaptive_avg_pool2d")
+    payload = head(x)
+    assert isinstance(payload, tuple) and payload[0].shape == (3, 8, 4, 4) and payload[1] == 6
+    torch.testing.assert_close(tail(payload), model(x))
 
 
 def test_inplace_ops_are_rewritten_in_the_traced_copy_only():
@@ -290,3 +314,22 @@ def test_flops_and_params_per_point_are_those_of_per_node_counting(build, shape)
         i = graph.nodes.index(n)
         assert p.head_flops == sum(want[h] for h in graph.nodes[: i + 1]), name
         assert p.head_params == _head_params_reference(graph, n), name
+
+
+def test_a_vit_cut_after_the_patch_projection_carries_the_tensor_alone():
+    """torchvision's ViT reads ``n, c, h, w = x.shape`` at the top of forward and uses them
+    after the patch projection: the batch size is read from the tensor in the tail, the patch
+    grid is a constant of the input size, so the head returns one tensor and the split is exact
+    at any batch size."""
+    net = DemoViT().eval()
+    graph = ModelGraph(net, (1, 32, 32), "all")
+    _, extras = graph.all_cuts["conv_proj"]
+    assert [graph.names[e] for e in extras] == ["getitem", "floordiv", "floordiv_1"]
+    assert unsendable(graph, "conv_proj") == []
+    head, tail = graph.split("conv_proj")
+    for batch in (1, 5):
+        x = torch.randn(batch, 1, 32, 32)
+        with torch.no_grad():
+            code = head(x)
+            assert isinstance(code, torch.Tensor) and code.shape == (batch, 64, 8, 8)
+            torch.testing.assert_close(tail(code), net(x), rtol=1e-5, atol=1e-5)

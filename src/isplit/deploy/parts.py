@@ -21,6 +21,7 @@ from isplit.deploy.names import (  # noqa: F401  (re-exported: where they were d
 )
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph, SplitPoint
+from isplit.graph.cut import unsendable
 from isplit.graph.layout import Layout
 from isplit.models import LoadedModel, apply_state_dict
 from isplit.validation.bottleneck import dequantize_uint8, load_bottleneck
@@ -63,12 +64,12 @@ def split_parts(loaded: LoadedModel, point: str, bottleneck: str | Path | None =
     pp = loaded.preprocess
     graph = ModelGraph(loaded.model, (pp.channels, pp.size, pp.size), granularity="all")
     graph.node(point)  # a clear error for an unknown or invalid point
-    _, extras = graph.all_cuts[point]
+    extras = unsendable(graph, point)
     if extras:
         raise IsplitError(
             f"at {point} the network carries {len(extras)} value(s) besides the tensor "
-            f"({', '.join(graph.names[e] for e in extras)}, e.g. a batch size read at the top of "
-            "forward), which an exported head cannot send; export at another point "
+            f"({', '.join(extras)}: neither the batch size nor a constant of the input size), "
+            "which an exported head cannot send; export at another point "
             "(`isplit points` lists them)"
         )
     sp = graph.point(point)
