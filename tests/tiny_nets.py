@@ -1,7 +1,8 @@
 """Tiny networks of the families whose tensors are not N x C x H x W, for tests that train them
 in seconds on Fashion-MNIST (1 x 28 x 28, 10 classes): a ConvNeXt (channels-last N x H x W x C
-inside its blocks) and a vision transformer (N x L x D tokens with a class token). Load them as
-``tiny_nets:convnext`` / ``tiny_nets:vit`` (the tests folder is on the path)."""
+inside its blocks) and a vision transformer (N x L x D tokens with a class token); and a plain
+CNN. Load them as ``tiny_nets:convnext`` / ``tiny_nets:vit`` / ``tiny_nets:plain`` (the tests
+folder is on the path)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ def vit() -> nn.Module:
     )  # fmt: skip
     model.conv_proj = nn.Conv2d(1, 32, kernel_size=7, stride=7)
     return model
+
+
+def plain() -> nn.Module:
+    """Two convolutions and a linear layer (N x C x H x W throughout): for tests in which the
+    network does not matter, only that its parts export in seconds (cut at ``"1"``)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

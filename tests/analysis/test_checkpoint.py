@@ -15,7 +15,7 @@ from helpers import StopAt, isplit_process
 from isplit import IsplitError
 from isplit.analysis import analyze
 
-IMAGES = "800"
+IMAGES = "480"
 # one thread per process: on a machine shared with other jobs, OpenMP threads spin-waiting on
 # each other make a small-batch run many times slower
 ARGS = ["analyze", "--limit", IMAGES, "--batch-size", "8", "--quiet", "--workers", "0"]

@@ -147,11 +147,11 @@ def test_validate_cli_end_to_end_and_errors(cli_error, tmp_path):
     args = [
         "validate",
         "--limit",
-        "300",
+        "200",
         "--train-limit",
         "400",
         "--test-limit",
-        "300",
+        "200",
         "--epochs",
         "2",
         "--batch-size",
