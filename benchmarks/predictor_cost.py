@@ -31,8 +31,7 @@ from isplit.models.demo import DEMO_MODELS, packaged_weights_path
 
 TARGET_PROBE_EXTRA = 0.5
 TARGET_DEFAULT_EXTRA = 0.15  # the default predictors (CUI and pca-probe) over CUI alone
-# The demo networks whose weights ship (demo-vit's are still being trained: pass it with
-# --models and --weights FILE meanwhile).
+# The demo networks whose weights ship (all five).
 MODELS = [n for n in DEMO_MODELS if packaged_weights_path(n).is_file()]
 DEFAULT_VARIANTS = ["probe", "taylor", "cam-share", "pca-probe", "probe,taylor,cam-share,pca-probe"]
 
