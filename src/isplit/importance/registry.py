@@ -31,7 +31,8 @@ EVIDENCE_PREDICTOR = "pca-probe"
 EVIDENCE_REASON = (
     "pca-probe is the only analysis-time signal that stays good where depth fails in isplit's "
     "retraining sweeps (docs/experiments.md): Spearman with the post-split accuracy 0.87 / 0.94 "
-    "on demo-mobilenet and 0.83 / 0.95 on demo-convnext, CUI 0.13-0.79 across eight sweeps"
+    "on demo-mobilenet, 0.83 / 0.95 on demo-convnext and 0.50 / 0.82 on demo-vit, where CUI "
+    "is anti-correlated (-0.53 / -0.85); CUI -0.85 to 0.79 across ten sweeps"
 )
 #: What an analysis computes when ``--predictors`` is not given (``--predictors cui``: CUI alone).
 DEFAULT_PREDICTORS = ("cui", EVIDENCE_PREDICTOR)
