@@ -32,10 +32,7 @@ def head_and_tail(graph: ModelGraph, name: str) -> tuple[fx.GraphModule, fx.Grap
     rebuilt = _rebuilt_values(graph, name)
     carried = [e for e in extras if e not in rebuilt]
 
-    head_graph = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {}
-    for n in graph.nodes[: i + 1]:
-        env[n] = head_graph.node_copy(n, lambda a: env[a])
+    head_graph, env = _prefix(graph, i)
     head_graph.output(tuple([env[cut], *(env[e] for e in carried)]) if carried else env[cut])
 
     tail_graph = fx.Graph()
@@ -75,15 +72,14 @@ def unsendable(graph: ModelGraph, name: str) -> list[str]:
 def _rebuilt_values(graph: ModelGraph, name: str) -> dict[fx.Node, object]:
     """The values beside the tensor at ``name`` that the tail can rebuild: each a constant (its
     value) or :data:`_BATCH`, found by running the head on 2 and 3 images beside the recorded run
-    on 1. The tensor's first dimension must be the batch for :data:`_BATCH` to be read there."""
+    on 1 (once per cut: kept in ``graph.rebuilt_values``). The tensor's first dimension must be
+    the batch for :data:`_BATCH` to be read there."""
     cut, extras = graph.all_cuts[name]
     if not extras:
         return {}
-    i = graph.nodes.index(cut)
-    probe = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {}
-    for n in graph.nodes[: i + 1]:
-        env[n] = probe.node_copy(n, lambda a: env[a])
+    if name in graph.rebuilt_values:
+        return graph.rebuilt_values[name]
+    probe, env = _prefix(graph, graph.nodes.index(cut))
     probe.output(tuple([env[cut], *(env[e] for e in extras)]))
     head = _module(graph.gm, probe, "Probe")
     param = next(graph.gm.parameters(), None)
@@ -100,7 +96,18 @@ def _rebuilt_values(graph: ModelGraph, name: str) -> dict[fx.Node, object]:
             out[e] = values[0]
         elif batch_first and values == [1, 2, 3] and all(type(v) is int for v in values):
             out[e] = _BATCH
+    graph.rebuilt_values[name] = out
     return out
+
+
+def _prefix(graph: ModelGraph, i: int) -> tuple[fx.Graph, dict[fx.Node, fx.Node]]:
+    """A new graph with a copy of ``graph``'s nodes up to index ``i`` (no output yet), and the
+    map from the originals to the copies."""
+    prefix = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for n in graph.nodes[: i + 1]:
+        env[n] = prefix.node_copy(n, lambda a: env[a])
+    return prefix, env
 
 
 def _plain(v) -> bool:

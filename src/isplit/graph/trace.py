@@ -126,6 +126,8 @@ class ModelGraph:
         self.nodes = list(graph.nodes)
         self._index = {n: i for i, n in enumerate(self.nodes)}
         self._record()
+        #: per cut with values beside its tensor, those the tail rebuilds (graph.cut, on demand)
+        self.rebuilt_values: dict[str, dict] = {}
         self._totals = self._head_totals()
         self._find_cuts()
 

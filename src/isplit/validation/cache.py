@@ -36,8 +36,9 @@ def stream(
             r = module(x.to(device))
             if isinstance(r, tuple):
                 raise IsplitError(
-                    "this cut carries small values beside the tensor (e.g. a batch size read "
-                    "at the top of forward); validating such cuts is not supported yet"
+                    "this cut carries small values beside the tensor that are neither the batch "
+                    "size nor a constant of the input size; validating such cuts is not "
+                    "supported yet"
                 )
             if out is None:
                 chunks.append(r.cpu())
