@@ -4,10 +4,11 @@ For each model (a demo network with its packaged weights, or ``--weights``) on t
 ``--limit`` images of the Fashion-MNIST test set, the wall time of the whole ``analyze()`` call
 with CUI alone and with each predictor set of ``--variants`` (default: each predictor alone, and
 all of them). Each variant runs once for warm-up, then ``--repeats`` times, round-robin across
-variants so that background load hits all of them alike; the median is reported, and
-``extra[variant] = median(variant) / median(cui) - 1`` (targets: under 0.5 for the probe, and
-at most 0.15 for ``pca-probe``, which ``analyze`` computes by default beside CUI:
-``default_target_met``). Ratios are measured in one run; absolute numbers depend on the
+variants so that background load hits all of them alike. Reported: the median time, and
+``extra[variant]``, the median over rounds of ``time(variant) / time(cui) - 1`` within the
+same round (``extra_range``: the smallest and largest; ``runs``: every time). Targets: under 0.5
+for the probe, and at most 0.15 for ``pca-probe``, which ``analyze`` computes by default beside
+CUI (``default_target_met``). Ratios are measured in one run; absolute numbers depend on the
 machine. Run it on an otherwise idle machine: under contention the ratios mean little.
 
     python benchmarks/predictor_cost.py [--models demo-vgg16 demo-resnet50 demo-mobilenet
@@ -89,9 +90,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
             for v in variants:
                 times[v].append(_time(lambda v=v: run(v)))
         median = {v: statistics.median(t) for v, t in times.items()}
+        # each round's ratio to CUI alone in the same round: slow drifts of the machine's
+        # speed cancel, and the median of the ratios is the figure
+        paired = {v: [t / c for t, c in zip(times[v], times["cui"])] for v in args.variants}
         report["models"][name] = {
             "seconds": median,
-            "extra": {v: median[v] / median["cui"] - 1 for v in args.variants},
+            "runs": times,
+            "extra": {v: statistics.median(r) - 1 for v, r in paired.items()},
+            "extra_range": {v: [min(r) - 1, max(r) - 1] for v, r in paired.items()},
         }
         extra = report["models"][name]["extra"]
         if "probe" in args.variants:

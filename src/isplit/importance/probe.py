@@ -22,17 +22,15 @@ components (``pca-probe``). Their state streams and merges (sums and a bounded h
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import scipy.linalg
+import threadpoolctl
 import torch
 
 from isplit.importance.predictors import DEFAULTS, PredictorOptions, to_numpy
 from isplit.importance.registry import PCA_PROBE_RATIO
-
-if TYPE_CHECKING:
-    pass
 
 PROBE_DIM = 512  # wider pooled features are randomly projected to this many dimensions
 PROBE_RIDGE = 1e-3  # ridge penalty on standardised features (0.01 cost early points 1-3 pp)
@@ -54,9 +52,21 @@ def holdout_keys(index: np.ndarray) -> np.ndarray:
     return (z >> np.uint64(1)).astype(np.int64)
 
 
+def _row_sum(x: torch.Tensor, group: int = 64) -> torch.Tensor:
+    """The float64 sum of the rows of float32 ``x``: float32 sums of ``group`` rows, added in
+    float64 (``x.sum(0, dtype=torch.float64)`` is 20x slower on a CPU)."""
+    whole = len(x) // group * group
+    out = x[whole:].double().sum(0)
+    if whole:
+        out += x[:whole].view(-1, group, x.shape[1]).sum(1).double().sum(0)
+    return out
+
+
 class LinearProbe:
     """Streaming ridge probe per point (``probe``): sufficient statistics of the training part,
-    and the pooled features of (at most ``max_heldout``) held-out images for scoring."""
+    and the pooled features of (at most ``max_heldout``) held-out images for scoring. The
+    features of all points sit side by side in one row per image (point ``k``'s in the columns
+    ``spans[k]``), so that a batch costs a handful of tensor operations, not a few per point."""
 
     name = "probe"
     needs = ("pooled",)
@@ -74,18 +84,19 @@ class LinearProbe:
         self.num_points, self.num_classes = num_points, num_classes
         self.dim, self.ridge, self.max_heldout = dim, ridge, max_heldout
         self.n = torch.zeros((), dtype=torch.int64)
-        # per point, made at the first batch (the widths are known then)
-        self.sx: list[torch.Tensor] = []  # [D] sum of features
-        self.gram: list[torch.Tensor] = []  # [D, D] sum of x x^T
-        self.xy: list[torch.Tensor] = []  # [D, classes] sum of x y^T (y one-hot)
+        # made at the first batch (the widths are known then)
+        self.spans: list[tuple[int, int]] = []  # point k's columns: spans[k][0]:spans[k][1]
+        self.sx = torch.zeros(0, dtype=torch.float64)  # [D] sum of features
+        self.gram: list[torch.Tensor] = []  # per point [D_k, D_k] sum of x x^T
+        self.xy = torch.zeros(0, 0, dtype=torch.float64)  # [D, classes] sum of x y^T (one-hot)
         self.y = torch.zeros(num_classes, dtype=torch.float64)  # class counts of the fit part
-        self.held: list[torch.Tensor] = []  # [M, D] features of the kept held-out images
+        self.held = torch.zeros(0, 0)  # [M, D] features of the kept held-out images
         self.held_keys = torch.zeros(0, dtype=torch.int64)
         self.held_labels = torch.zeros(0, dtype=torch.int64)
-        self._pending: list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]] = []
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._pending_rows = 0
-        # training rows not yet in the sums: (features per point, labels) per batch
-        self._block: list[tuple[list[torch.Tensor], torch.Tensor]] = []
+        # training rows not yet in the sums: (features, labels) per batch
+        self._block: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._block_rows = 0
         self._proj: list[torch.Tensor | None] | None = None
         self.widths = torch.zeros(num_points, dtype=torch.int64)  # channels before projection
@@ -103,33 +114,34 @@ class LinearProbe:
             p = self._proj[k] = p.to(device)  # made on the CPU: the same on every device
         return p
 
-    def _features(self, pooled: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def _features(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The probe's features of a batch: [N, D], every point's (projected when wide)."""
         out = []
         for k, f in enumerate(pooled):
-            f = f.float()
             p = self._projection(k, f.shape[1], f.device)
-            out.append(f if p is None else f @ p)
-        return out
+            out.append(f if p is None else f.float() @ p)
+        return torch.cat(out, 1).float()
 
-    def _start(self, feats: list[torch.Tensor]) -> None:
-        dev = feats[0].device
-        self.sx = [torch.zeros(f.shape[1], dtype=torch.float64, device=dev) for f in feats]
-        self.gram = [
-            torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64, device=dev) for f in feats
-        ]
-        self.xy = [
-            torch.zeros(f.shape[1], self.num_classes, dtype=torch.float64, device=dev)
-            for f in feats
-        ]
-        self.held = [torch.zeros(0, f.shape[1], device=dev) for f in feats]
+    def _start(self, dims: Sequence[int], device) -> None:
+        ends = np.cumsum(dims).tolist()
+        self.spans = list(zip([0, *ends[:-1]], ends))
+        total = ends[-1] if ends else 0
+        self.sx = torch.zeros(total, dtype=torch.float64, device=device)
+        self.gram = [torch.zeros(d, d, dtype=torch.float64, device=device) for d in dims]
+        self.xy = torch.zeros(total, self.num_classes, dtype=torch.float64, device=device)
+        self.held = torch.zeros(0, total, device=device)
 
     def add(self, batch, labels: np.ndarray, index: np.ndarray) -> None:
         pooled = batch.extras["pooled"]
         feats = self._features(pooled)
-        if not self.sx:
-            self._start(feats)
+        if not self.spans:
+            dims = [
+                f.shape[1] if self._projection(k, f.shape[1], f.device) is None else self.dim
+                for k, f in enumerate(pooled)
+            ]
+            self._start(dims, feats.device)
             self.widths = torch.tensor([f.shape[1] for f in pooled], dtype=torch.int64)
-        dev = feats[0].device
+        dev = feats.device
         keys = holdout_keys(index)
         held = keys < _HOLDOUT_KEY
         fit = torch.from_numpy(~held).to(dev)
@@ -140,42 +152,52 @@ class LinearProbe:
             0, yf, torch.ones(len(yf), dtype=torch.float64, device=dev)
         )
         # the training rows wait in a block and enter the sums together (_add_block)
-        self._block.append(([f[fit] for f in feats], yf))
+        self._block.append((feats[fit], yf))
         self._block_rows += len(yf)
-        if self._block_rows >= min(_BLOCK_ROWS, _BLOCK_VALUES // sum(f.shape[1] for f in feats)):
+        if self._block_rows >= min(_BLOCK_ROWS, _BLOCK_VALUES // max(feats.shape[1], 1)):
             self._add_block()
         if held.any():
             h = torch.from_numpy(held).to(dev)
             self._keep_heldout(
-                [f[h] for f in feats],
+                feats[h],
                 torch.from_numpy(keys[held]),
                 torch.as_tensor(np.asarray(labels)[held], dtype=torch.int64),
                 prune=False,
             )
 
     def _add_block(self) -> None:
-        """Add the waiting training rows to the sums, one block per point: ``X^T X`` as one
-        float32 product of the rows centred on the block's mean (in float64), plus the mean's
-        outer product in float64. Pooled features can have means far above their spread: the
-        float64 sums keep the mean, the centred float32 product the spread; and a block of
-        hundreds of rows makes the product one efficient matrix multiply instead of one per
-        batch in float64 (2-5x less time on a CPU)."""
+        """Add the waiting training rows ``x`` to the sums, through their float32 offsets
+        ``c = x - m`` from the block's float32 mean ``m`` (``x = c + m`` up to the rounding of
+        ``c``): per point ``X^T X = C^T C + m s^T + s m^T +
+        rows m m^T`` with ``s`` the sum of the rows of ``C`` (near 0), ``C^T C`` one float32
+        matrix product and the rest float64, and likewise the other sums. Pooled features can
+        have means far above their spread: the float64 terms keep the mean, the centred float32
+        product the spread; a block of hundreds of rows makes the product one efficient matrix
+        multiply (2-5x less time than one per batch in float64 on a CPU), and no float64 copy
+        of the block is made."""
         if not self._block:
             return
         y = torch.cat([yf for _, yf in self._block])
-        for k in range(len(self.sx)):
-            x = torch.cat([feats[k] for feats, _ in self._block]).double()
-            mean = x.mean(0)
-            centred = (x - mean).float()
-            self.sx[k] += x.sum(0)
-            self.gram[k] += (centred.T @ centred).double() + len(x) * torch.outer(mean, mean)
-            self.xy[k].index_add_(1, y, x.T)
+        x = torch.cat([f for f, _ in self._block])
+        rows = len(x)
+        m = x.mean(0)  # any m would do: the sums below are exact for every m
+        c = x.sub_(m)  # x is this block's own copy
+        s = _row_sum(c)
+        m64 = m.double()
+        counts = torch.bincount(y, minlength=self.num_classes).double()
+        self.sx += s + rows * m64
+        self.xy += torch.zeros_like(self.xy, dtype=c.dtype).index_add_(1, y, c.T).double()
+        self.xy.addr_(m64, counts)
+        for k, (a, b) in enumerate(self.spans):
+            ck, mk, sk = c[:, a:b], m64[a:b], s[a:b]
+            gram = self.gram[k].add_(ck.T @ ck).addr_(mk, sk).addr_(sk, mk)
+            gram.addr_(mk, mk, alpha=rows)
         self._block, self._block_rows = [], 0
 
     def _keep_heldout(self, feats, keys: torch.Tensor, labels: torch.Tensor, prune: bool) -> None:
         # batches wait in a list and are pruned together once there are twice as many rows as
         # kept: each row is copied O(1) times, not once per later batch
-        self._pending.append((list(feats), keys.cpu(), labels.cpu()))
+        self._pending.append((feats, keys.cpu(), labels.cpu()))
         self._pending_rows += len(keys)
         if prune or len(self.held_keys) + self._pending_rows > 2 * self.max_heldout:
             self._prune()
@@ -184,37 +206,35 @@ class LinearProbe:
         """Keep the ``max_heldout`` held-out images with the smallest keys (a bottom-k sample:
         the same images whatever the order and sharding they arrived in), ordered by key."""
         if self._pending:
-            self.held = [
-                torch.cat([h, *(f[k].to(h.device) for f, _, _ in self._pending)])
-                for k, h in enumerate(self.held)
-            ]
+            dev = self.held.device
+            self.held = torch.cat([self.held, *(f.to(dev) for f, _, _ in self._pending)])
             self.held_keys = torch.cat([self.held_keys, *(k for _, k, _ in self._pending)])
             self.held_labels = torch.cat([self.held_labels, *(y for _, _, y in self._pending)])
             self._pending, self._pending_rows = [], 0
         order = torch.argsort(self.held_keys)[: self.max_heldout]
         self.held_keys, self.held_labels = self.held_keys[order], self.held_labels[order]
-        self.held = [h[order.to(h.device)] for h in self.held]
+        self.held = self.held[order.to(self.held.device)]
 
     def merge(self, other: LinearProbe) -> LinearProbe:
-        if not other.sx:
+        if not other.spans:
             return self
         other._add_block()
         other._prune()
-        if not self.sx:
-            self._start(other.held)
+        if not self.spans:
+            self._start([b - a for a, b in other.spans], other.sx.device)
             self.widths = other.widths.clone()
-        dev = self.sx[0].device
+        dev = self.sx.device
         self.n = self.n + other.n
         self.y = self.y.to(dev) + other.y.to(dev)
-        for k in range(len(self.sx)):
-            self.sx[k] += other.sx[k].to(dev)
+        self.sx += other.sx.to(dev)
+        self.xy += other.xy.to(dev)
+        for k in range(len(self.gram)):
             self.gram[k] += other.gram[k].to(dev)
-            self.xy[k] += other.xy[k].to(dev)
         self._keep_heldout(other.held, other.held_keys, other.held_labels, prune=True)
         return self
 
     def state(self) -> dict[str, np.ndarray]:
-        if self.sx:
+        if self.spans:
             self._add_block()
             self._prune()
         out = {
@@ -224,11 +244,11 @@ class LinearProbe:
             "held_labels": to_numpy(self.held_labels),
             "widths": to_numpy(self.widths),
         }
-        for k in range(len(self.sx)):
-            out[f"sx{k}"] = to_numpy(self.sx[k])
+        for k, (a, b) in enumerate(self.spans):
+            out[f"sx{k}"] = to_numpy(self.sx[a:b])
             out[f"gram{k}"] = to_numpy(self.gram[k])
-            out[f"xy{k}"] = to_numpy(self.xy[k])
-            out[f"held{k}"] = to_numpy(self.held[k])
+            out[f"xy{k}"] = to_numpy(self.xy[a:b])
+            out[f"held{k}"] = to_numpy(self.held[:, a:b])
         return out
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
@@ -238,10 +258,18 @@ class LinearProbe:
         self.held_labels = torch.as_tensor(state["held_labels"], dtype=torch.int64)
         points = sum(1 for key in state if key.startswith("sx"))
         self.widths = torch.as_tensor(state["widths"], dtype=torch.int64)
-        self.sx = [torch.as_tensor(state[f"sx{k}"], dtype=torch.float64) for k in range(points)]
-        self.gram = [torch.as_tensor(state[f"gram{k}"], dtype=torch.float64) for k in range(points)]
-        self.xy = [torch.as_tensor(state[f"xy{k}"], dtype=torch.float64) for k in range(points)]
-        self.held = [torch.as_tensor(state[f"held{k}"], dtype=torch.float32) for k in range(points)]
+        self._start([len(state[f"sx{k}"]) for k in range(points)], "cpu")
+        if points:
+
+            def joined(name: str, dim: int) -> torch.Tensor:
+                return torch.cat([torch.as_tensor(state[f"{name}{k}"]) for k in range(points)], dim)
+
+            self.sx = joined("sx", 0).double()
+            self.xy = joined("xy", 0).double()
+            self.held = joined("held", 1).float()
+            self.gram = [
+                torch.as_tensor(state[f"gram{k}"], dtype=torch.float64) for k in range(points)
+            ]
         self._block, self._block_rows = [], 0
 
     def weights(
@@ -253,9 +281,10 @@ class LinearProbe:
         features: ``W = V (L + ridge I)^-1 V^T c`` with ``V``, ``L`` the leading eigenvectors and
         eigenvalues of their correlation matrix."""
         self._add_block()
+        a, b = self.spans[k]
         n = int(self.n)
         sx, gram, xy = (
-            to_numpy(t).astype(np.float64) for t in (self.sx[k], self.gram[k], self.xy[k])
+            to_numpy(t).astype(np.float64) for t in (self.sx[a:b], self.gram[k], self.xy[a:b])
         )
         prior = to_numpy(self.y) / n
         mean = sx / n
@@ -288,19 +317,27 @@ class LinearProbe:
     def accuracy(self, ratio: int | None = None) -> np.ndarray:
         """The held-out accuracy per point; with ``ratio``, of the probe on the top
         ``ceil(channels / ratio)`` principal components (default: this probe's own)."""
-        if self.sx:
+        if self.spans:
             self._add_block()
             self._prune()
-        if not self.sx or int(self.n) == 0 or len(self.held_keys) == 0:
+        if not self.spans or int(self.n) == 0 or len(self.held_keys) == 0:
             return np.full(self.num_points, np.nan)
         labels = to_numpy(self.held_labels)
         out = np.empty(self.num_points)
-        for k in range(self.num_points):
-            mean, std, w, prior = self.weights(k, self.components(k, ratio))
-            x = to_numpy(self.held[k]).astype(np.float64)
-            scores = ((x - mean) / std) @ w + prior
-            out[k] = float((scores.argmax(1) == labels).mean())
+        # one BLAS thread: the matrices are small, and BLAS threads woken beside torch's idle
+        # OpenMP threads made the eigendecompositions 2x slower on 2 cores (README "Speed")
+        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+            for k in range(self.num_points):
+                out[k] = self._held_accuracy(k, ratio, labels)
         return out
+
+    def _held_accuracy(self, k: int, ratio: int | None, labels: np.ndarray) -> float:
+        """The held-out accuracy of point ``k``'s probe."""
+        mean, std, w, prior = self.weights(k, self.components(k, ratio))
+        a, b = self.spans[k]
+        x = to_numpy(self.held[:, a:b]).astype(np.float64)
+        scores = ((x - mean) / std) @ w + prior
+        return float((scores.argmax(1) == labels).mean())
 
 
 class PcaProbe(LinearProbe):
