@@ -4,7 +4,8 @@ For each model (a demo network with its packaged weights, or ``--weights``) on t
 ``--limit`` images of the Fashion-MNIST test set, the wall time of the whole ``analyze()`` call
 with CUI alone and with each predictor set of ``--variants`` (default: each predictor alone, and
 all of them). Each variant runs once for warm-up, then ``--repeats`` times, round-robin across
-variants so that background load hits all of them alike. Reported: the median time, and
+variants (every other round in reverse order) so that background load hits all of them alike.
+Reported: the median time, and
 ``extra[variant]``, the median over rounds of ``time(variant) / time(cui) - 1`` within the
 same round (``extra_range``: the smallest and largest; ``runs``: every time). Targets: under 0.5
 for the probe, and at most 0.15 for ``pca-probe``, which ``analyze`` computes by default beside
@@ -86,8 +87,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
         for v in variants:  # warm-up
             run(v)
-        for _ in range(args.repeats):
-            for v in variants:
+        for r in range(args.repeats):
+            # every other round in reverse order: a drift of the machine's speed within a
+            # round favours no variant over the rounds
+            for v in variants if r % 2 == 0 else variants[::-1]:
                 times[v].append(_time(lambda v=v: run(v)))
         median = {v: statistics.median(t) for v, t in times.items()}
         # each round's ratio to CUI alone in the same round: slow drifts of the machine's

@@ -458,7 +458,7 @@ def test_probe_sums_keep_the_spread_of_features_far_above_zero():
             extras = {"pooled": [feats[i : i + 64].float()]}
 
         probe.add(Batch, labels[i : i + 64].numpy(), np.arange(i, min(i + 64, n)))
-    assert probe._block_rows < 64 * 9  # blocks were added on the way, not all at the end
+    assert probe._block.rows < 64 * 9  # blocks were added on the way, not all at the end
     state = probe.state()
     fit = holdout_keys(np.arange(n)) >= PROBE_HOLDOUT * 2**63
     x = feats.float().double().numpy()[fit]  # the float32 features the probe saw

@@ -27,6 +27,7 @@ from isplit.analysis.curves import (
     flat_curve_warning,
     local_maxima,
 )
+from isplit.analysis.instrumented import instrument
 from isplit.analysis.job import Job, dataset_info
 from isplit.analysis.progress import progress_bar
 from isplit.analysis.result import Analysis
@@ -35,7 +36,6 @@ from isplit.data.loaders import uint8_view
 from isplit.data.preprocess import Normalise
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph, SplitPoint
-from isplit.graph.points import no_admissible_message, restrict, select_points
 from isplit.importance import GradCAM, check_labels
 from isplit.importance.predictors import PredictorOptions, PredictorSet
 
@@ -357,14 +357,9 @@ def _add_weights(analysis: Analysis, job: Job) -> None:
 def _instrument(
     model: nn.Module, input_shape: Sequence[int], job: Job
 ) -> tuple[ModelGraph, list[SplitPoint], GradCAM]:
-    """Trace the model for this input shape, choose and restrict the points, instrument them."""
-    s = job.settings
-    graph = ModelGraph(model, tuple(input_shape), s.granularity, s.leaf_modules)
-    chosen = select_points(graph, s.points, s.protocol, job.model_name)
-    restrict(chosen, **s.budget)
-    if not any(p.admissible for p in chosen):
-        raise IsplitError(no_admissible_message(chosen, s.budget))
-    cam = GradCAM(graph, [p.name for p in chosen], s.reduction, s.precision)
+    """The model traced for this input shape (or its last trace again), the points chosen and
+    restricted, instrumented on the run's device."""
+    graph, chosen, cam = instrument(model, input_shape, job.settings, job.model_name)
     return graph, chosen, cam.to(job.run.device)
 
 
