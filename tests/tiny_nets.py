@@ -42,6 +42,16 @@ def plain() -> nn.Module:
     )  # fmt: skip
 
 
+def small_rgb() -> nn.Module:
+    """Three convolutions, a max-pool and a linear layer on 3 x 16 x 16 images, 3 classes (in
+    eval mode): for analysis tests that need a few points and run in a second."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3),
+    ).eval()  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # Trained, analysed and validated once per session (the ``tiny_runs`` fixture)
 # --------------------------------------------------------------------------------------------

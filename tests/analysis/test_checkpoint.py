@@ -14,6 +14,7 @@ from torch.utils.data import TensorDataset
 from helpers import StopAt, isplit_process
 from isplit import IsplitError
 from isplit.analysis import analyze
+from tiny_nets import small_rgb
 
 IMAGES = "480"
 # one thread per process: on a machine shared with other jobs, OpenMP threads spin-waiting on
@@ -75,18 +76,7 @@ def test_sigkilled_analysis_reruns_to_the_uninterrupted_result(tmp_path, cli_err
 
 def net(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(16, 3),
-    ).eval()
+    return small_rgb()
 
 
 @pytest.fixture(scope="module")

@@ -11,21 +11,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from isplit.analysis import analyze, instrumented
-
-
-def small_net() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(16, 3),
-    ).eval()
+from tiny_nets import small_rgb as small_net
 
 
 @pytest.fixture
