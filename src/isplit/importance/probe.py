@@ -170,11 +170,7 @@ class LinearProbe:
         pooled = batch.extras["pooled"]
         feats = self._features(pooled)
         if not self.spans:
-            dims = [
-                f.shape[1] if self._projection(k, f.shape[1], f.device) is None else self.dim
-                for k, f in enumerate(pooled)
-            ]
-            self._start(dims, feats.device)
+            self._start([min(f.shape[1], self.dim) for f in pooled], feats.device)
             self.widths = torch.tensor([f.shape[1] for f in pooled], dtype=torch.int64)
         dev = feats.device
         keys = holdout_keys(index)
@@ -292,17 +288,14 @@ class LinearProbe:
         points = sum(1 for key in state if key.startswith("sx"))
         self.widths = torch.as_tensor(state["widths"], dtype=torch.int64)
         self._start([len(state[f"sx{k}"]) for k in range(points)], "cpu")
+        for k, (a, b) in enumerate(self.spans):
+            self.sx[a:b] = torch.as_tensor(state[f"sx{k}"])
+            self.xy[a:b] = torch.as_tensor(state[f"xy{k}"])
+            self.gram[k].copy_(torch.as_tensor(state[f"gram{k}"]))
         if points:
-
-            def joined(name: str, dim: int) -> torch.Tensor:
-                return torch.cat([torch.as_tensor(state[f"{name}{k}"]) for k in range(points)], dim)
-
-            self.sx = joined("sx", 0).double()
-            self.xy = joined("xy", 0).double()
-            self.held = joined("held", 1).float()
-            self.gram = [
-                torch.as_tensor(state[f"gram{k}"], dtype=torch.float64) for k in range(points)
-            ]
+            self.held = torch.cat(
+                [torch.as_tensor(state[f"held{k}"], dtype=torch.float32) for k in range(points)], 1
+            )
         self._block.clear()
 
     def weights(
