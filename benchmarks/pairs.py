@@ -2,8 +2,9 @@
 model (torchvision, random weights, 10 classes), ``--pairs`` times in turn one bare forward +
 activation-gradient backward pass over the images (``throughput.bare``) and one whole
 ``analyze()`` call on the same images as a ``TensorDataset`` (``throughput.pipeline``: tracing,
-set-up and results included); prints one JSON object with the per-pair ratios (bare seconds /
-analyze seconds) and their median, the figure the README's "Speed" quotes.
+set-up and results included), the bare pass first in even pairs and ``analyze()`` first in odd
+ones; prints one JSON object with the per-pair ratios (bare seconds / analyze seconds), their
+median and quartiles, the figures the README's "Speed" quotes.
 
     python benchmarks/pairs.py [--models vgg16 resnet50] [--images 128] [--pairs 7]
 
@@ -40,14 +41,19 @@ def pairs(name: str, args: argparse.Namespace) -> dict:
     for run in runs.values():  # warm-up
         run(x[: args.batch_size], y[: args.batch_size])
     ratios, seconds = [], {k: [] for k in runs}
-    for _ in range(args.pairs):
-        for key, run in runs.items():
+    for i in range(args.pairs):
+        # bare first in even pairs, analyze first in odd ones: whatever the order costs (a
+        # slower second run, a cache or allocator state one leaves the other) hits both alike
+        for key in list(runs) if i % 2 == 0 else list(runs)[::-1]:
             start = time.perf_counter()
-            run(x, y)
+            runs[key](x, y)
             seconds[key].append(time.perf_counter() - start)
         ratios.append(seconds["bare"][-1] / seconds["analyze"][-1])
     return {
         "median_ratio": round(statistics.median(ratios), 4),
+        "quartiles": [round(q, 4) for q in statistics.quantiles(ratios, n=4)]
+        if len(ratios) > 1
+        else None,
         "ratios": [round(r, 4) for r in ratios],
         "median_seconds": {k: round(statistics.median(v), 3) for k, v in seconds.items()},
     }

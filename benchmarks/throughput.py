@@ -27,8 +27,13 @@ set of random inputs (``torch.manual_seed``), images per second of:
 ``cui_rel_diff_vs_naive`` (max |isplit - naive| / max |naive| over the naive images) checks that
 the two compute the same values.
 
-Each method runs once for warm-up, then ``--repeats`` times, round-robin across methods so that
-background load hits all of them alike; the median time is reported (``time.perf_counter``).
+Each method runs once for warm-up, then ``--repeats`` rounds of one run each, the order reversed
+in every other round (A B C D, D C B A, ...) so that neither background load nor a run's effect
+on the next (caches, the allocator) favours a method. Each ratio (``ratio_to_bare``,
+``pipeline_ratio_to_bare``, ``speedup_over_naive``) is the median over the rounds of that
+round's ratio of images per second, its lowest and highest in ``ratio_range``: pairing the runs
+of one round keeps the ratio meaningful when the machine's speed drifts during the benchmark.
+``images_per_s`` and ``seconds_median`` are medians per method (``time.perf_counter``).
 Ratios are measured in one run; absolute numbers depend on the machine. On CPU, torch runs with
 ``--threads`` threads (default 1): on a machine shared with other jobs, several OpenMP threads
 per process wait on each other and time small ops at up to 100x their cost, which would make
@@ -161,20 +166,27 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
         fn(x[:k], y[:k])
     times: dict[str, list[float]] = {m: [] for m in methods}
     out = {}
-    for _ in range(args.repeats):
-        for m, (fn, n) in methods.items():
+    for r in range(args.repeats):
+        for m in list(methods) if r % 2 == 0 else list(methods)[::-1]:
+            fn, n = methods[m]
             seconds, out[m] = _timed(fn, x[:n], y[:n], device)
             times[m].append(seconds)
     ips = {m: methods[m][1] / statistics.median(t) for m, t in times.items()}
+    rounds = [{m: methods[m][1] / times[m][r] for m in methods} for r in range(args.repeats)]
+    ratios = {  # key -> (numerator, denominator), per round
+        "ratio_to_bare": ("isplit", "bare"),
+        "pipeline_ratio_to_bare": ("isplit_pipeline", "bare"),
+        "speedup_over_naive": ("isplit", "naive"),
+    }
+    paired = {k: [rd[a] / rd[b] for rd in rounds] for k, (a, b) in ratios.items()}
     # Like is compared with like: both algorithms give the same CUI values.
     fast, slow = out["isplit"][: args.naive_images].double().cpu(), out["naive"]
     mismatch = float((fast - slow).abs().max() / slow.abs().max().clamp_min(1e-30))
 
     result = {
         "images_per_s": {m: round(v, 3) for m, v in ips.items()},
-        "ratio_to_bare": round(ips["isplit"] / ips["bare"], 4),
-        "pipeline_ratio_to_bare": round(ips["isplit_pipeline"] / ips["bare"], 4),
-        "speedup_over_naive": round(ips["isplit"] / ips["naive"], 2),
+        **{k: round(statistics.median(v), 4) for k, v in paired.items()},
+        "ratio_range": {k: [round(min(v), 4), round(max(v), 4)] for k, v in paired.items()},
         "cui_rel_diff_vs_naive": mismatch,
         "points": len(graph.points),
         "images": args.images,

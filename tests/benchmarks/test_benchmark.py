@@ -32,7 +32,7 @@ def test_tiny_run_reports_every_method_and_beats_naive(throughput, capsys):
             "--naive-images",
             "2",
             "--repeats",
-            "1",
+            "2",
         ]
     )
     assert json.loads(capsys.readouterr().out) == report  # one JSON object on stdout
@@ -41,6 +41,8 @@ def test_tiny_run_reports_every_method_and_beats_naive(throughput, capsys):
     assert all(v > 0 for v in r["images_per_s"].values())
     for key in ("ratio_to_bare", "pipeline_ratio_to_bare", "speedup_over_naive"):
         assert r[key] > 0
+        lo, hi = r["ratio_range"][key]  # the median of the rounds' paired ratios
+        assert lo <= r[key] <= hi
     assert r["points"] > 1 and r["images"] == 8 and r["naive_images"] == 2
     assert r["cui_rel_diff_vs_naive"] < 1e-3  # both compute the same thing
     assert r["speedup_over_naive"] > 1
