@@ -25,7 +25,9 @@ set of random inputs (``torch.manual_seed``), images per second of:
     (under 2% of it for VGG16).
 
 ``cui_rel_diff_vs_naive`` (max |isplit - naive| / max |naive| over the naive images) checks that
-the two compute the same values.
+the two compute the same values. A point whose layout is unknown (VGG16's ``flatten``: channels
+and positions merged into one axis) is NaN in both and left out of it (``nan_points``); NaN in
+one and not in the other makes it infinite.
 
 Each method runs once for warm-up, then ``--repeats`` rounds of one run each, the order reversed
 in every other round (A B C D, D C B A, ...) so that neither background load nor a run's effect
@@ -137,6 +139,20 @@ def naive(model: nn.Module, graph: ModelGraph) -> Callable:
     return run
 
 
+def rel_diff(fast: torch.Tensor, slow: torch.Tensor) -> tuple[float, int]:
+    """(max |fast - slow| / max |slow|, number of points NaN in both) for CUI values [N, K]:
+    entries NaN in both are left out; NaN in only one of them makes the difference infinite."""
+    nan = fast.isnan()
+    if not torch.equal(nan, slow.isnan()):
+        return float("inf"), int((nan & slow.isnan()).all(0).sum())
+    fast, slow = fast[~nan], slow[~nan]
+    if not slow.numel():
+        return 0.0, int(nan.all(0).sum())
+    return float((fast - slow).abs().max() / slow.abs().max().clamp_min(1e-30)), int(
+        nan.all(0).sum()
+    )
+
+
 def _timed(fn: Callable, x: torch.Tensor, y: torch.Tensor, device: torch.device):
     """(seconds, result) of one call."""
     if device.type == "cuda":
@@ -180,14 +196,14 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     }
     paired = {k: [rd[a] / rd[b] for rd in rounds] for k, (a, b) in ratios.items()}
     # Like is compared with like: both algorithms give the same CUI values.
-    fast, slow = out["isplit"][: args.naive_images].double().cpu(), out["naive"]
-    mismatch = float((fast - slow).abs().max() / slow.abs().max().clamp_min(1e-30))
+    mismatch, nan_points = rel_diff(out["isplit"][: args.naive_images].double().cpu(), out["naive"])
 
     result = {
         "images_per_s": {m: round(v, 3) for m, v in ips.items()},
         **{k: round(statistics.median(v), 4) for k, v in paired.items()},
         "ratio_range": {k: [round(min(v), 4), round(max(v), 4)] for k, v in paired.items()},
         "cui_rel_diff_vs_naive": mismatch,
+        "nan_points": nan_points,
         "points": len(graph.points),
         "images": args.images,
         "naive_images": args.naive_images,

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "throughput.py"
 METHODS = {"bare", "isplit", "isplit_pipeline", "naive"}
@@ -45,12 +46,25 @@ def test_tiny_run_reports_every_method_and_beats_naive(throughput, capsys):
         assert lo <= r[key] <= hi
     assert r["points"] > 1 and r["images"] == 8 and r["naive_images"] == 2
     assert r["cui_rel_diff_vs_naive"] < 1e-3  # both compute the same thing
+    assert r["nan_points"] == 0
     assert r["speedup_over_naive"] > 1
     assert (
         set(r["targets_met"]) == set(report["targets"]) == {"ratio_to_bare", "speedup_over_naive"}
     )
     assert report["batch_size"] == 4 and report["image_size"] == 32
     assert report["device"] == "cpu" and report["threads"] >= 1 and report["torch"]
+
+
+def test_points_nan_in_both_are_left_out_of_the_comparison(throughput):
+    nan = float("nan")
+    naive = torch.tensor([[1.0, nan, 4.0], [2.0, nan, 0.0]], dtype=torch.float64)
+    close = naive.clone()
+    close[0, 2] = 4.002  # 0.002 / max |naive| 4
+    assert throughput.rel_diff(close, naive) == pytest.approx((0.0005, 1))
+    one_sided = naive.clone()
+    one_sided[1, 0] = nan  # NaN where the naive algorithm has a value: never "the same"
+    assert throughput.rel_diff(one_sided, naive)[0] == float("inf")
+    assert throughput.rel_diff(naive[:, 1:2], naive[:, 1:2]) == (0.0, 1)
 
 
 @pytest.mark.slow
