@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # throughput.py beside
 
 import isplit  # noqa: E402
 from isplit.graph import ModelGraph  # noqa: E402
-from throughput import CLASSES, bare, build_model, pipeline  # noqa: E402
+from throughput import CLASSES, bare, build_model, pipeline, round_order  # noqa: E402
 
 
 def pairs(name: str, args: argparse.Namespace) -> dict:
@@ -42,9 +42,7 @@ def pairs(name: str, args: argparse.Namespace) -> dict:
         run(x[: args.batch_size], y[: args.batch_size])
     ratios, seconds = [], {k: [] for k in runs}
     for i in range(args.pairs):
-        # bare first in even pairs, analyze first in odd ones: whatever the order costs (a
-        # slower second run, a cache or allocator state one leaves the other) hits both alike
-        for key in list(runs) if i % 2 == 0 else list(runs)[::-1]:
+        for key in round_order(list(runs), i):  # bare first in even pairs, analyze in odd
             start = time.perf_counter()
             runs[key](x, y)
             seconds[key].append(time.perf_counter() - start)

@@ -143,14 +143,19 @@ def rel_diff(fast: torch.Tensor, slow: torch.Tensor) -> tuple[float, int]:
     """(max |fast - slow| / max |slow|, number of points NaN in both) for CUI values [N, K]:
     entries NaN in both are left out; NaN in only one of them makes the difference infinite."""
     nan = fast.isnan()
+    nan_points = int((nan & slow.isnan()).all(0).sum())
     if not torch.equal(nan, slow.isnan()):
-        return float("inf"), int((nan & slow.isnan()).all(0).sum())
+        return float("inf"), nan_points
     fast, slow = fast[~nan], slow[~nan]
     if not slow.numel():
-        return 0.0, int(nan.all(0).sum())
-    return float((fast - slow).abs().max() / slow.abs().max().clamp_min(1e-30)), int(
-        nan.all(0).sum()
-    )
+        return 0.0, nan_points
+    return float((fast - slow).abs().max() / slow.abs().max().clamp_min(1e-30)), nan_points
+
+
+def round_order(names: Sequence[str], r: int) -> list[str]:
+    """The order of the runs in round ``r``: ``names`` in even rounds, reversed in odd ones, so
+    that neither a drift of the machine's speed nor a run's effect on the next favours one."""
+    return list(names) if r % 2 == 0 else list(names)[::-1]
 
 
 def _timed(fn: Callable, x: torch.Tensor, y: torch.Tensor, device: torch.device):
@@ -183,7 +188,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     times: dict[str, list[float]] = {m: [] for m in methods}
     out = {}
     for r in range(args.repeats):
-        for m in list(methods) if r % 2 == 0 else list(methods)[::-1]:
+        for m in round_order(list(methods), r):
             fn, n = methods[m]
             seconds, out[m] = _timed(fn, x[:n], y[:n], device)
             times[m].append(seconds)
