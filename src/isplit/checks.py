@@ -197,3 +197,52 @@ def reused_accuracy(
         f"{what} measures {100 * measured:.1f} % on the unsplit model: they were not made on "
         "the same model, data or preprocessing; analyse again with this command's options",
     )
+
+
+def predictor_usable(
+    name: str,
+    values: Sequence[float],
+    held_out: int | None = None,
+    admissible: Sequence[bool] | None = None,
+) -> Check:
+    """Whether predictor ``name`` can rank the split points: its ``values`` (one per point) are
+    finite somewhere among the ``admissible`` ones (default: all), not all the same there
+    (flat: max == min), and, for a predictor scored on held-out images (``held_out`` not None),
+    computed on at least :data:`MIN_HELD_OUT` of them. A predictor that fails picks nothing: the
+    caller falls back to CUI and says why."""
+    v = [float(x) for x in values]
+    keep = [True] * len(v) if admissible is None else [bool(a) for a in admissible]
+    at = [x for x, ok in zip(v, keep) if ok]
+    finite = [x for x in at if math.isfinite(x)]
+    out = {
+        "predictor": name,
+        "admissible_points": len(at),
+        "finite_points": len(finite),
+        "min": min(finite) if finite else None,
+        "max": max(finite) if finite else None,
+        "held_out": held_out,
+        "min_held_out": MIN_HELD_OUT if held_out is not None else None,
+    }
+    if not at:
+        return Check("predictor_usable", True, {**out, "skipped": "no admissible point"})
+    if held_out is not None and held_out < MIN_HELD_OUT:
+        why = (
+            f"it was scored on {held_out} held-out images, fewer than the {MIN_HELD_OUT} it needs "
+            "to rank the points"
+        )
+        todo = "analyse more images (about a fifth of them are held out)"
+    elif not finite:
+        why = f"it has no finite value at any of the {len(at)} admissible points"
+        todo = "check the inputs and their normalisation (--mean/--std), or try --precision fp32"
+    elif max(finite) == min(finite):
+        why = f"it is {finite[0]:.4g} at every admissible point (flat)"
+        todo = "analyse more images, or select by another predictor"
+    else:
+        return Check("predictor_usable", True, out)
+    return Check(
+        "predictor_usable",
+        False,
+        {**out, "reason": why},
+        f"{name} cannot rank the split points: {why}; nothing is picked by it and the best "
+        f"split falls back to CUI's; {todo}",
+    )
