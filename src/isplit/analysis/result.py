@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from isplit import checks
 from isplit.analysis.curves import best_point
 from isplit.analysis.picks import Pick, picks, picks_json, picks_lines
 from isplit.errors import IsplitError
@@ -80,6 +81,8 @@ class Analysis:
     # how the analysis loop spent its time in this call (rank 0's share under torchrun):
     # seconds, images, images_per_s, data_wait_seconds, data_wait_share
     timing: dict | None = None
+    # the self-checks of this run (isplit.checks): recorded under curves.json's ``checks``
+    checks: list = field(default_factory=list)
 
     def when_read(self, complete: Callable[[Analysis], None]) -> Analysis:
         """Leave ``settings``' ``weights_sha256`` and ``fingerprint`` to ``complete``, called
@@ -207,6 +210,7 @@ class Analysis:
             "predictors": self.predictor_names,
             "select_by": self.select_by,
             "timing": self.timing,
+            "checks": checks.to_json(self.checks),
             "candidates": self.candidates,
             "best": self.best,
             "picks": picks_json(self),
@@ -271,6 +275,7 @@ class Analysis:
             },
             select_by=doc.get("select_by", "cui"),
             timing=doc.get("timing"),
+            checks=checks.from_json(doc.get("checks")),
         )
 
     def load_model(self) -> LoadedModel:
