@@ -207,9 +207,9 @@ def predictor_usable(
 ) -> Check:
     """Whether predictor ``name`` can rank the split points: its ``values`` (one per point) are
     finite somewhere among the ``admissible`` ones (default: all), not all the same there
-    (flat: max == min), and, for a predictor scored on held-out images (``held_out`` not None),
-    computed on at least :data:`MIN_HELD_OUT` of them. A predictor that fails picks nothing: the
-    caller falls back to CUI and says why."""
+    (flat: max == min over two or more), and, for a predictor scored on held-out images
+    (``held_out`` not None), computed on at least :data:`MIN_HELD_OUT` of them. A predictor
+    that fails picks nothing: the caller falls back to CUI and says why."""
     v = [float(x) for x in values]
     keep = [True] * len(v) if admissible is None else [bool(a) for a in admissible]
     at = [x for x, ok in zip(v, keep) if ok]
@@ -227,22 +227,36 @@ def predictor_usable(
         return Check("predictor_usable", True, {**out, "skipped": "no admissible point"})
     if held_out is not None and held_out < MIN_HELD_OUT:
         why = (
-            f"it was scored on {held_out} held-out images, fewer than the {MIN_HELD_OUT} it needs "
+            f"was scored on {held_out} held-out images, fewer than the {MIN_HELD_OUT} it needs "
             "to rank the points"
         )
         todo = "analyse more images (about a fifth of them are held out)"
     elif not finite:
-        why = f"it has no finite value at any of the {len(at)} admissible points"
+        why = f"has no finite value at any of the {len(at)} admissible points"
         todo = "check the inputs and their normalisation (--mean/--std), or try --precision fp32"
-    elif max(finite) == min(finite):
-        why = f"it is {finite[0]:.4g} at every admissible point (flat)"
+    elif len(finite) > 1 and max(finite) == min(finite):
+        why = f"is {finite[0]:.4g} at every admissible point (flat)"
         todo = "analyse more images, or select by another predictor"
     else:
         return Check("predictor_usable", True, out)
     return Check(
         "predictor_usable",
         False,
-        {**out, "reason": why},
-        f"{name} cannot rank the split points: {why}; nothing is picked by it and the best "
-        f"split falls back to CUI's; {todo}",
+        {**out, "reason": why},  # reads after the predictor's name
+        f"{name} cannot rank the split points: it {why}, so it picks no split (CUI's pick "
+        f"is used); {todo}",
     )
+
+
+def _plain(v):
+    """``v`` as plain JSON: numpy numbers and arrays as Python ones, NaN and inf as None."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)) or hasattr(v, "tolist"):
+        v = v.tolist() if hasattr(v, "tolist") else v
+        return [_plain(x) for x in v] if isinstance(v, list) else _plain(v)
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)):
+        return v if isinstance(v, int) or math.isfinite(v) else None
+    return str(v)
