@@ -4,6 +4,7 @@ and the further predictors predicted it."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from isplit.cli.analyze import analyse_and_save
@@ -108,7 +109,7 @@ def output_folder(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from isplit.analysis import Analysis, AnalysisSettings
-    from isplit.data import load_dataset
+    from isplit.data.load import load_train_test
     from isplit.distributed import is_main
     from isplit.runfolder import RunFolder
     from isplit.validation import Settings, validate
@@ -118,34 +119,6 @@ def run(args: argparse.Namespace) -> int:
 
     out = output_folder(args)
     check_output_folder(out)
-    analysis = Analysis.load(args.analysis) if args.analysis else None
-    if analysis is not None and (args.predictors or args.select_by != "cui" or args.probe_ratio):
-        raise IsplitError(
-            "--predictors, --select-by and --probe-ratio set up the analysis that validate runs "
-            f"itself; the --analysis folder has its own ({', '.join(analysis.predictor_names)}): "
-            "rerun `isplit analyze --predictors ...` into it, or leave --analysis out"
-        )
-    if analysis is not None and args.model is None and args.weights is None:
-        loaded = analysis.load_model()  # the network the run analysed
-    else:
-        loaded = model_from_args(args)
-    data = args.data or "fashion-mnist"
-    kw = {"root": args.data_root, "download": args.download}
-    test = load_dataset(data, args.split, loaded.preprocess, **kw)
-    train = load_dataset(data, args.train_split, loaded.preprocess, **kw)
-    if analysis is None:
-        analysis = analyse_and_save(
-            args,
-            loaded,
-            test,
-            out,
-            predictors=args.predictors,
-            select_by=args.select_by,
-            probe_ratio=args.probe_ratio or args.ratio,  # pca-probe stands for this bottleneck
-        )
-        if is_main():
-            print(analysis.recommendation())
-    points = args.points[0] if args.points in (["auto"], ["all"]) else args.points
     settings = Settings(
         ratio=args.ratio,
         halve=args.halve,
@@ -163,7 +136,41 @@ def run(args: argparse.Namespace) -> int:
         n_boot=args.bootstrap,
         flop_shares=tuple(args.flop_shares),
         byte_budgets=tuple(args.byte_budgets) if args.byte_budgets else None,
+        workers=args.workers,
+        skip_bad_images=args.skip_bad_images,
     )
+    settings.check()  # before the analysis: a wrong option costs no time
+    analysis = Analysis.load(args.analysis) if args.analysis else None
+    if analysis is not None and (args.predictors or args.select_by != "cui" or args.probe_ratio):
+        raise IsplitError(
+            "--predictors, --select-by and --probe-ratio set up the analysis that validate runs "
+            f"itself; the --analysis folder has its own ({', '.join(analysis.predictor_names)}): "
+            "rerun `isplit analyze --predictors ...` into it, or leave --analysis out"
+        )
+    if analysis is not None and args.model is None and args.weights is None:
+        loaded = analysis.load_model()  # the network the run analysed
+    else:
+        loaded = model_from_args(args)
+    data = args.data or "fashion-mnist"
+    kw = {"root": args.data_root, "download": args.download, "holdout": args.holdout}
+    train, test, note = load_train_test(
+        data, args.train_split, args.split, loaded.preprocess, **kw
+    )  # never the same images (a folder without split sub-folders: its hold-out tests)
+    if note and is_main():
+        print(f"isplit: {note}", file=sys.stderr)
+    if analysis is None:
+        analysis = analyse_and_save(
+            args,
+            loaded,
+            test,
+            out,
+            predictors=args.predictors,
+            select_by=args.select_by,
+            probe_ratio=args.probe_ratio or args.ratio,  # pca-probe stands for this bottleneck
+        )
+        if is_main():
+            print(analysis.recommendation())
+    points = args.points[0] if args.points in (["auto"], ["all"]) else args.points
     report = validate(
         loaded.model,
         analysis,

@@ -26,13 +26,18 @@ def stream(
     device: str | torch.device,
     batch_size: int,
     out: torch.Tensor | np.ndarray | None = None,
+    *,
+    workers: int | None = None,
+    skip_bad_images: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``module`` over the data set, batch by batch as the loader decodes it, without
+    """``module`` over the data set, batch by batch as the loader decodes it (``workers``
+    processes; unreadable images stop it, or are skipped with ``skip_bad_images``), without
     gradients: its outputs (written into ``out``, a preallocated tensor or memory-mapped array,
-    when given) and the labels."""
+    when given: only its first rows when images were skipped) and the labels."""
     chunks, labels, i = [], [], 0
+    loader = make_loader(ds, batch_size, workers=workers, skip_bad_images=skip_bad_images)
     with torch.no_grad():
-        for x, y in make_loader(ds, batch_size):
+        for x, y in loader:
             r = module(x.to(device))
             if isinstance(r, tuple):
                 raise IsplitError(
@@ -52,7 +57,7 @@ def stream(
         raise IsplitError("the training or test set for validation is empty")
     if out is None:
         return torch.cat(chunks), torch.cat(labels)
-    return (torch.from_numpy(out) if isinstance(out, np.ndarray) else out), torch.cat(labels)
+    return (torch.from_numpy(out) if isinstance(out, np.ndarray) else out)[:i], torch.cat(labels)
 
 
 def head_outputs(
@@ -63,14 +68,17 @@ def head_outputs(
     shape: Sequence[int],
     folder: Path,
     tag: str,
+    **loading,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The head's outputs (of ``shape`` per image) on every image of ``ds``, in memory, or
-    memory-mapped in ``folder/<tag>.npy`` above :data:`MEMMAP_BYTES`; and the labels."""
+    memory-mapped in ``folder/<tag>.npy`` above :data:`MEMMAP_BYTES`; and the labels.
+    ``loading``: how the images are read (``workers``, ``skip_bad_images``: see
+    :func:`stream`)."""
     n = len(ds)
     if 4 * n * math.prod(shape) <= MEMMAP_BYTES:
-        return stream(head, ds, device, batch_size, torch.empty((n, *shape)))
+        return stream(head, ds, device, batch_size, torch.empty((n, *shape)), **loading)
     folder.mkdir(parents=True, exist_ok=True)
     mm = np.lib.format.open_memmap(
         folder / f"{tag}.npy", mode="w+", dtype=np.float32, shape=(n, *shape)
     )
-    return stream(head, ds, device, batch_size, mm)
+    return stream(head, ds, device, batch_size, mm, **loading)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 from isplit.errors import IsplitError
@@ -30,6 +31,10 @@ TRAINING_KEYS = (
 BOTTLENECK_SEED = "bottleneck_seed"
 
 
+#: Fewer bootstrap resamples than this give no interval worth the name.
+MIN_BOOTSTRAP = 10
+
+
 @dataclass
 class Settings:
     ratio: int = 8
@@ -48,6 +53,9 @@ class Settings:
     n_boot: int = 1000
     flop_shares: tuple[float, ...] = (0.25, 0.5)
     byte_budgets: tuple[int, ...] | None = None  # default: the median bytes of admissible points
+    # how the images are read (as in the analysis); they decide no result
+    workers: int | None = None  # data-loading processes (None: chosen for the data set)
+    skip_bad_images: bool = False  # skip unreadable image files with a warning
 
     def fingerprint(self) -> str:
         """A short hash of :data:`TRAINING_KEYS`."""
@@ -72,6 +80,20 @@ class Settings:
             raise IsplitError(f"--bottleneck-seed must be 0 or more, not {self.bottleneck_seed}")
         if self.epochs < 1:
             raise IsplitError("--epochs must be at least 1")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise IsplitError(f"--lr must be a number above 0 (e.g. 2e-3), not {self.lr}")
+        for flag, value in (("--recon", self.recon), ("--distill", self.distill)):
+            if not (math.isfinite(value) and value >= 0):
+                raise IsplitError(f"{flag} is a loss weight: give 0 or more, not {value}")
+        if self.k < 1:
+            raise IsplitError(f"--k must be at least 1 (retrained points to fit on), not {self.k}")
+        if self.n_boot < MIN_BOOTSTRAP:
+            raise IsplitError(
+                f"--bootstrap must be at least {MIN_BOOTSTRAP} resamples (the intervals need "
+                f"them; 1000 by default), not {self.n_boot}"
+            )
+        if self.workers is not None and self.workers < 0:
+            raise IsplitError(f"--workers must be at least 0, not {self.workers}")
         for flag, value in (("--train-limit", self.train_limit), ("--test-limit", self.test_limit)):
             if value is not None and value < 1:
                 raise IsplitError(f"{flag} must be at least 1, not {value}")

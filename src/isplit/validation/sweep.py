@@ -120,14 +120,14 @@ def validate(
     def validate_points(mine: list[str]) -> Iterator[tuple[str, dict]]:
         teacher = None
         if settings.distill > 0:
-            teacher, _ = stream(model, train, device, settings.batch_size)
+            teacher, _ = stream(model, train, device, settings.batch_size, **loading(settings))
         images = Images(train, test, teacher)
         for name in mine:
             yield name, _validate_point(sweep, name, images)
 
     validate_shared(out, names, fingerprint, validate_points)
     if distributed.is_main():
-        logits, y_test = stream(model, test, device, settings.batch_size)
+        logits, y_test = stream(model, test, device, settings.batch_size, **loading(settings))
         unsplit_correct = logits.argmax(1) == y_test
     distributed.barrier()  # every point is written
     if distributed.is_main():
@@ -140,6 +140,12 @@ def validate(
         report.save(out, analysis)
     distributed.barrier()  # the report is written
     return report if distributed.is_main() else ValidationReport.load(out)
+
+
+def loading(settings: Settings) -> dict:
+    """How every loader of the sweep reads the images: the user's ``--workers`` and
+    ``--skip-bad-images``."""
+    return {"workers": settings.workers, "skip_bad_images": settings.skip_bad_images}
 
 
 def _graph(model: nn.Module, analysis: Analysis, model_name: str) -> ModelGraph:
@@ -192,8 +198,15 @@ def _validate_point(sweep: _Sweep, name: str, images: Images) -> dict:
     started = time.monotonic()
     (z_train, y_train), (z_test, y_test) = (
         head_outputs(
-            head, ds, device, settings.batch_size, point.shape[1:], sweep.out / CACHE, f"{name}-{t}"
-        )
+            head,
+            ds,
+            device,
+            settings.batch_size,
+            point.shape[1:],
+            sweep.out / CACHE,
+            f"{name}-{t}",
+            **loading(settings),
+        )  # fmt: skip
         for t, ds in (("train", images.train), ("test", images.test))
     )
     probe = linear_probe(z_train, y_train, z_test, y_test, settings.seed, point.layout)
