@@ -118,23 +118,33 @@ def test_a_budget_without_admissible_points_is_an_error(tmp_path, cli_error):
         classes_report(Analysis.load(run), ["A"], max_head_flops=1, max_bytes=None)
 
 
-def test_the_global_best_is_the_runs_best_by_its_select_by(tmp_path):
+def test_a_select_by_run_compares_cui_bests_with_cuis_global_best(tmp_path):
     """A run that selects by the probe predictor: its best split is the probe's maximum (p3),
-    not CUI's (p1); the report measures every shift from the run's best, within the budget."""
+    CUI's is p1. Per-class and subset curves exist only for CUI, so the report measures every
+    shift from CUI's global best (p1: no class pulls), and names the run's own best beside."""
     probe = np.array([0.5, 0.6, 0.7, 0.9])
     selection = {"predictors": {"probe": probe}, "select_by": "probe", "best": "p3"}
     run = _three_class_run(tmp_path, 1, **selection)
     a = Analysis.load(run)
     assert a.best == "p3" and a.select_by == "probe"
     rep = classes_report(a)
-    assert rep.global_best == "p3" and rep.global_best_detail["name"] == "p3"
-    assert rep.best == "p1" and rep.shift == -2  # the subset's CUI best, two points earlier
-    assert {c: v["shift"] for c, v in rep.per_class.items()} == {"A": -2, "B": -2, "C": -2}
-    assert rep.settings["select_by"] == "probe"
-    assert "global best (by probe) p3 (shift -2 points)" in rep.table()
-    # within a budget that leaves p3 out, the run's best is the probe's best within it
+    assert rep.global_best == "p1" and rep.global_best_detail["name"] == "p1"
+    assert rep.best == "p1" and rep.shift == 0  # the same images, the same curve: no shift
+    assert {c: v["shift"] for c, v in rep.per_class.items()} == {"A": 0, "B": 0, "C": 0}
+    assert rep.pulling == []
+    assert rep.settings["select_by"] == "probe" and rep.settings["compared_by"] == "cui"
+    assert rep.settings["selected_best"] == "p3"
+    table = rep.table()
+    assert "global best p1 (shift +0 points)" in table
+    assert "(per-class curves exist for CUI only); the run's best split by probe is p3" in table
+    # within a budget that leaves p3 out, the run's own best is the probe's best within it
     cheaper = classes_report(a, max_head_flops=300)
-    assert cheaper.global_best == "p2" and cheaper.shift == -1
+    assert cheaper.global_best == "p1" and cheaper.settings["selected_best"] == "p2"
+
+
+def test_a_cui_run_says_nothing_of_other_predictors(tmp_path):
+    rep = classes_report(Analysis.load(_three_class_run(tmp_path, 3)))
+    assert "selected_best" not in rep.settings and "CUI only" not in rep.table()
 
 
 def test_the_report_is_written_and_read_back(demo_run, tmp_path):

@@ -44,11 +44,11 @@ def subset_curve(analysis: Analysis, subset: Sequence[str]) -> np.ndarray:
 
 
 def global_curve(analysis: Analysis) -> np.ndarray:
-    """The curve whose maximum is the run's best split: CUI over every analysed image (the mean
-    of the per-image curves, as a subset's curve is), or the predictor the run selects by."""
-    if analysis.select_by == "cui":
-        return analysis.per_image.astype(np.float64).mean(0)
-    return np.asarray(analysis.selection, dtype=np.float64)
+    """The curve the subset's and the classes' curves are compared with: CUI over every analysed
+    image (the mean of the per-image curves, as a subset's curve is). It is CUI's even when the
+    run selects its best split by another predictor: only CUI has per-image (so per-class)
+    curves, and a best by one predictor is no yardstick for bests by another."""
+    return analysis.per_image.astype(np.float64).mean(0)
 
 
 def normalised(curve: np.ndarray, mask: np.ndarray) -> np.ndarray:

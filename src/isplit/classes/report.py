@@ -42,7 +42,7 @@ class ClassesReport(RunResult):
     cui: list[float]  # the subset's curve
     candidates: list[str]  # its local maxima over the admissible points
     best: str | None  # its maximum
-    global_best: str | None  # the run's best split (by the run's --select-by) in the budget
+    global_best: str | None  # the CUI maximum over all analysed images, in the budget
     best_detail: dict | None  # name, shape, bytes, head_flops
     global_best_detail: dict | None
     shift: int | None  # points from the global best to the subset's best
@@ -82,12 +82,13 @@ class ClassesReport(RunResult):
         rows.append("groups of alike curves: " + "; ".join(", ".join(g) for g in self.groups))
         everything = set(self.subset) >= set(self.per_class)
         label = "all classes" if everything else ", ".join(self.subset)
-        by = self.settings.get("select_by") or "cui"
         rows.append(
             f"subset ({label}; {self.images} images): best split {self.best}, "
-            f"global best{'' if by == 'cui' else f' (by {by})'} {self.global_best} (shift "
+            f"global best {self.global_best} (shift "
             f"{_signed(self.shift)} points); candidates: {', '.join(self.candidates)}"
         )
+        if note := _compared(self.settings):
+            rows.append(note)
         if self.validation is not None:
             v = self.validation
             rows.append(
@@ -96,6 +97,18 @@ class ClassesReport(RunResult):
                 f"{v['global_best_accuracy']:.4f}"
             )
         return "\n".join(rows)
+
+
+def _compared(settings: dict) -> str:
+    """For a run that selects by another predictor than CUI: that every best split here is
+    CUI's (the other predictor has no per-class curves), and the run's own best."""
+    by = settings.get("select_by") or "cui"
+    if by == "cui":
+        return ""
+    return (
+        "every best split above is a CUI maximum (per-class curves exist for CUI only); the "
+        f"run's best split by {by} is {settings.get('selected_best')}"
+    )
 
 
 def _signed(v: int | None) -> str:
@@ -148,6 +161,12 @@ def classes_report(
         settings={
             **{k: analysis.settings.get(k) for k in ("target", "reduction", "protocol")},
             "select_by": analysis.select_by,
+            "compared_by": "cui",
+            **(
+                {}
+                if analysis.select_by == "cui"
+                else {"selected_best": _name(analysis, best_point(analysis.selection, mask))}
+            ),
             **budget,
         },
     )
@@ -166,6 +185,10 @@ def _admissible(analysis: Analysis, budget: dict) -> np.ndarray:
     if not mask.any():
         raise IsplitError(no_admissible_message(narrowed, budget))
     return mask
+
+
+def _name(analysis: Analysis, i: int | None) -> str | None:
+    return None if i is None else analysis.point_names[i]
 
 
 def _describe(analysis: Analysis, i: int | None) -> dict | None:
