@@ -26,6 +26,7 @@ from isplit.errors import IsplitError
 from isplit.graph.points import no_admissible_message, restrict
 from isplit.results import RunResult
 from isplit.runfolder import RunFolder
+from isplit.texttable import text_table
 
 
 @dataclass
@@ -65,17 +66,19 @@ class ClassesReport(RunResult):
     def table(self) -> str:
         """The report as text: each class's best split, the classes that pull the split, the
         groups, the subset's best against the global one (and the retrained accuracies)."""
-        rows = [f"{'class':<24}{'images':>7}  {'best split':<22}{'shift':>6}  candidates"]
-        for c, v in self.per_class.items():
-            rows.append(
-                f"{c:<24}{v['images']:>7}  {str(v['best']):<22}{_signed(v['shift']):>6}  "
-                f"{', '.join(v['candidates'])}"
-            )
-        pulling = ", ".join(self.pulling[:3])
-        rows.append(
-            "classes pulling the split furthest: "
-            + (pulling or "none (every class's best split is the global one)")
-        )
+        header = ["class", "best split", "images", "shift", "candidates"]
+        cells = [
+            [
+                c,
+                v["best"] or "n/a",
+                str(v["images"]),
+                _signed(v["shift"]),
+                ", ".join(v["candidates"]),
+            ]
+            for c, v in self.per_class.items()
+        ]
+        rows = [text_table(header, cells, left=2)]
+        rows.append("classes pulling the split furthest: " + _first(self.pulling, PULLING_SHOWN))
         if self.most_different:
             a, b = self.most_different["classes"]
             rows.append(f"most different curves: {a} and {b}")
@@ -113,6 +116,19 @@ def _compared(settings: dict) -> str:
 
 def _signed(v: int | None) -> str:
     return "n/a" if v is None else f"{v:+d}"
+
+
+#: The classes that pull the split furthest named on the command line (classes.json: all).
+PULLING_SHOWN = 3
+
+
+def _first(pulling: list[str], n: int) -> str:
+    """The first ``n`` pulling classes, and how many more there are (all in classes.json)."""
+    if not pulling:
+        return "none (every class's best split is the global one)"
+    more = len(pulling) - n
+    shown = ", ".join(pulling[:n])
+    return shown if more <= 0 else f"{shown}, ... ({more} more; all {len(pulling)} in classes.json)"
 
 
 def classes_report(

@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="write the head and tail at a split point as ONNX and PyTorch programs, a "
         "manifest, and a Triton model repository for the tail",
     )
-    add_model_args(p)
+    add_model_args(p, runs=False)  # no --device: exported and checked on the CPU
     p.add_argument("--out", required=True, help="the folder to write (replaced if an export)")
     p.add_argument("--point", default=None, help="split point (default: the --analysis best)")
     p.add_argument(

@@ -15,8 +15,9 @@ import sys
 from isplit.cli.options import (
     token,
 )
+from isplit.texttable import table_line
 
-ROW = "{:<32}{:<16}{:>8}{:>9}{:>9}{:>9}"
+HEADER = ("image", "class", "bytes", "head ms", "rtt ms", "tail ms")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -65,20 +66,34 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         retries=args.retries,
     ) as client:
+        widths = _widths(args.images, client.manifest.classes)
         if not args.json:
-            print(ROW.format("image", "class", "bytes", "head ms", "rtt ms", "tail ms"), flush=True)
+            print(table_line(HEADER, widths, left=2, note=False), flush=True)
         failed = 0
         for p in client.predict_files(args.images):
             failed += p.error is not None
-            print(json.dumps(p.to_json()) if args.json else _row(p), flush=True)
+            print(json.dumps(p.to_json()) if args.json else _row(p, widths), flush=True)
     if failed:
         print(f"isplit: {failed} of {len(args.images)} images failed", file=sys.stderr)
         return 1
     return 0
 
 
-def _row(p) -> str:
+def _widths(images: list[str], classes: list[str]) -> list[int]:
+    """The table's column widths, known before the first answer (each line is printed as soon as
+    its image is answered): the longest path, the longest class name; the numbers' columns as
+    wide as their header or 7 characters (a wider number pushes the line right, two spaces from
+    its neighbour, never into it)."""
+    return [
+        max([len(HEADER[0]), *(len(str(i)) for i in images)]),
+        max([len(HEADER[1]), *(len(c) for c in classes)]),
+        *(max(len(h), 7) for h in HEADER[2:]),
+    ]
+
+
+def _row(p, widths: list[int]) -> str:
     if p.error is not None:
-        return f"{p.image:<32}error: {p.error}"
+        return f"{p.image.ljust(widths[0])}  error: {p.error}"
     tail = "n/a" if p.tail_ms is None else f"{p.tail_ms:.2f}"
-    return ROW.format(p.image, p.class_name, p.bytes, f"{p.head_ms:.2f}", f"{p.rtt_ms:.2f}", tail)
+    cells = [p.image, p.class_name, p.bytes, f"{p.head_ms:.2f}", f"{p.rtt_ms:.2f}", tail]
+    return table_line(cells, widths, left=2, note=False)

@@ -67,8 +67,18 @@ def list_of(convert: Callable[[str], Any], separators: str = r"[,\s]+") -> type[
     return ListAction
 
 
-def add_model_args(p: argparse.ArgumentParser, trace: bool = False) -> None:
-    """The model options; ``trace``: the command traces the model (``--leaf-module``)."""
+def add_model_args(
+    p: argparse.ArgumentParser,
+    trace: bool = False,
+    *,
+    runs: bool = True,
+    normalises: bool = True,
+    weights_default: str | None = None,
+) -> None:
+    """The model options; ``trace``: the command traces the model (``--leaf-module``);
+    ``runs``: it runs the network on a device it lets the user choose (``--device``);
+    ``normalises``: it normalises images (``--mean``, ``--std``); ``weights_default``: what
+    ``--weights`` defaults to in this command, when not the model's own weights."""
     p.add_argument(
         "--model",
         default=None,
@@ -82,8 +92,12 @@ def add_model_args(p: argparse.ArgumentParser, trace: bool = False) -> None:
         default=None,
         help="torchvision weights name (IMAGENET1K_V1, DEFAULT), timm pretrained tag "
         "(DEFAULT, in1k, ...), a .pth/.safetensors state dict, or 'none' for random init "
-        "(default: the packaged weights of a demo network, timm's pretrained weights for a "
-        "timm model, random init for any other model)",
+        + (
+            f"(default: {weights_default})"
+            if weights_default
+            else "(default: the packaged weights of a demo network, timm's pretrained weights "
+            "for a timm model, random init for any other model)"
+        ),
     )
     p.add_argument(
         "--seed",
@@ -92,7 +106,8 @@ def add_model_args(p: argparse.ArgumentParser, trace: bool = False) -> None:
         help="seed of the random initialisation (weights 'none'; layers a weights file does "
         "not cover) and of the command's own sampling and training (default: 0)",
     )
-    add_device_arg(p, "auto")
+    if runs:
+        add_device_arg(p, "auto")
     if trace:
         p.add_argument(
             "--leaf-module",
@@ -109,6 +124,11 @@ def add_model_args(p: argparse.ArgumentParser, trace: bool = False) -> None:
         default=None,
         help="input side in pixels (default: the model's or its weights' preset)",
     )
+    if normalises:
+        add_normalisation_args(p)
+
+
+def add_normalisation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mean",
         nargs="+",
@@ -272,8 +292,8 @@ def model_from_args(args: argparse.Namespace) -> LoadedModel:
         args.model,
         args.weights,
         image_size=args.image_size,
-        mean=args.mean,
-        std=args.std,
+        mean=getattr(args, "mean", None),  # None: the command does not normalise (points)
+        std=getattr(args, "std", None),
         seed=args.seed,
     )
 

@@ -14,7 +14,9 @@ from isplit.cli.options import (
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("points", help="list the valid split points of a model")
-    add_model_args(p, trace=True)
+    # no --device (shapes and FLOPs come from a trace on the CPU) and no --mean / --std (they
+    # change no shape, byte count or FLOP count)
+    add_model_args(p, trace=True, runs=False, normalises=False)
     add_budget_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)

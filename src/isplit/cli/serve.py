@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dir", metavar="DIR", help="the --out folder of `isplit export`")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (8000; 0: a free one)")
+    p.add_argument("--port", type=port, default=8000, help="port, 0 to 65535 (0: any free port)")
     p.add_argument(
         "--token",
         default=None,
@@ -46,6 +46,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     _add_limits(p)
     p.set_defaults(func=run)
+
+
+def port(text: str) -> int:
+    """A TCP port: a whole number from 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{value} is not a port: ports go from 0 to 65535 (0: any free port)"
+        )
+    return value
 
 
 def _add_limits(p: argparse.ArgumentParser) -> None:

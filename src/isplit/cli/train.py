@@ -12,7 +12,11 @@ from isplit.cli.options import (
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train or fine-tune a classifier on a data set")
-    add_model_args(p)
+    add_model_args(
+        p,
+        weights_default="none, random init seeded by --seed, for every model: demo and timm "
+        "models too; name weights to fine-tune from them",
+    )
     add_data_args(p, split="train")
     p.add_argument("--epochs", type=int, required=True, help="training epochs")
     p.add_argument("--out", required=True, help="weights file to write (.safetensors or .pth)")
