@@ -69,7 +69,7 @@ def test_the_validation_tables_name_pca_probe_with_the_runs_ratio(tmp_path):
         {"cui": _correlation(0.5), "pca-probe": _correlation(0.9)},
         [{"budget": "any", "pick": "b", "regret": 0, "regret_by": {"cui": 0, "pca-probe": 0.1}}],
     )
-    doc["best_predictor"] = {"by_spearman": "pca-probe"}
+    doc["best_predictor"] = {"by_spearman": "pca-probe", "reason": None}  # judged rankable
     section = _section(tmp_path, a, doc)
     rows = _rows(section.split("Does CUI predict accuracy?")[1])
     names = [r[0] for r in rows[:2]]

@@ -76,11 +76,14 @@ def test_validate_scores_every_predictor_of_the_analysis(tmp_path):
             assert r["regret_by"][name] == pytest.approx(acc[within].max() - acc[i])
             assert r["pick_by"][name] == report.points[i]["name"]
         assert r["regret_best_probe"] == r["regret_by"]["logistic-probe"]
-    best = report.best_predictor["by_spearman"]
-    assert best in names
-    assert report.correlation[best]["spearman"] == max(
-        c["spearman"] for c in report.correlation.values() if c["spearman"] is not None
-    )
+    # one epoch on 160 images: no bottleneck learns, so no best predictor is named (issue 27)
+    assert not report.reliable
+    assert report.best_predictor == {
+        "by_spearman": None,
+        "by_loo_mae": None,
+        "reason": report.best_predictor["reason"],
+    }
+    assert report.best_predictor["reason"].startswith("the statistics are not reliable")
     versus = report.versus_depth
     assert "depth" not in versus and set(versus) <= set(names)
     for name, d in versus.items():
@@ -93,18 +96,18 @@ def test_validate_scores_every_predictor_of_the_analysis(tmp_path):
     table = report.table().splitlines()
     assert table[0] == f"unsplit accuracy: {report.unsplit_accuracy:.4f}"
     assert [line.split()[0] for line in table[2 : 2 + len(points)]] == points
-    assert table[-2].startswith(f"best predictor here: {best} by Spearman")
+    assert table[-2] == f"no best predictor here: {report.best_predictor['reason']}"
     pick = analysis.picks["isplit"].point  # no pca-probe here: I-SPLIT's pick alone
     measured = report.accuracies().get(pick)
     assert report.picks == {"isplit": {"predictor": "cui", "point": pick, "accuracy": measured}}
     said = "not validated" if measured is None else f"accuracy {measured:.4f}"
     assert table[-1].removesuffix(" (unreliable)") == f"I-SPLIT's pick {pick}: {said}"
     page = (write_report(tmp_path, samples=0)).read_text()
-    assert "the best predictor of post-split accuracy was" in page
-    if best != "depth" and best in versus:
-        assert "against depth on the same test images" in page
+    assert "the best predictor of post-split accuracy was" not in page
+    assert "no best predictor of post-split accuracy: the statistics are not reliable" in page
     assert "<th>probe</th><th>taylor</th><th>cam-share</th>" in page  # the point table
-    assert "regret: combo-probe" in page and "Predicted accuracy at every admissible" in page
+    assert "regret: combo-probe" in page
+    assert "Predicted accuracy at every admissible" not in page  # it would name the best
 
     tables = _tables_module()
     summary = tables.main([str(tmp_path), "--json", str(tmp_path / "summary.json")])

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.layout_engine import ConstrainedLayoutEngine  # noqa: E402
 
 from isplit.io import atomic_write_bytes  # noqa: E402
+from isplit.report.markup import log10_cui  # noqa: E402
 
 if TYPE_CHECKING:
     from isplit.analysis import Analysis
@@ -231,7 +232,7 @@ def plot_gradcam(s: SampleMaps, title: str, path: str | os.PathLike) -> None:
             ax.imshow(s.maps[r, c], cmap="jet", alpha=0.45, vmin=0, vmax=1)
             v = s.cui[r, c]
             ax.set_xlabel(
-                "map is 0 everywhere" if s.empty[r, c] else f"log10 CUI {np.log10(v):.2f}",
+                "map is 0 everywhere" if s.empty[r, c] else f"log10 CUI {log10_cui(v, '.2f')}",
                 fontsize=7,
                 color="dimgray",
             )

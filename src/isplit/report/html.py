@@ -51,7 +51,7 @@ def write_report(
     maps = None if samples == 0 else gradcam_samples(analysis, samples, data_root, device)
     v = run.read(RunFolder.VALIDATION) if run.validation.is_file() else None
     parts = [
-        sections.summary(analysis, v),
+        sections.summary(analysis, v, sections.report_checks(analysis, v)),
         sections.curves(analysis, run),
         sections.points_table(analysis),
         sections.classes(analysis),

@@ -50,8 +50,12 @@ def pp(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f} pp"
 
 
-def log10_cui(c: float | None) -> str:
-    return f"{np.log10(c):.3f}" if c and c > 0 else "−∞"
+def log10_cui(c: float | None, fmt: str = ".3f") -> str:
+    """log10 of a CUI: "n/a" where it is unknown (null in the JSON, NaN in an analysis), "−∞"
+    where it is 0 (the Grad-CAM map is 0 everywhere)."""
+    if c is None or not np.isfinite(c):
+        return "n/a"
+    return format(np.log10(c), fmt) if c > 0 else "−∞"
 
 
 def section(sid: str, title: str, body: str) -> Section:
@@ -97,6 +101,9 @@ code { font: .85rem ui-monospace, SFMono-Regular, Menlo, monospace; }
                   padding: .6rem .9rem; }
 .note { background: #f4f4f6; border-left: 4px solid #aab; padding: .5rem .8rem; }
 .warn { background: #fff4e5; border-left: 4px solid #e08a00; padding: .5rem .8rem; }
+.checks { font-size: 1.05rem; border-left-color: #c0392b; background: #fdecea; }
+.checks ul { margin: .2rem 0 .2rem 1.2rem; padding: 0; }
+.flag { color: #c0392b; font-weight: 600; }
 tr.unlearned td, tr.unreliable td { color: #a05a00; font-style: italic; }
 footer { color: #888; font-size: .8rem; margin-top: 2.5rem; }
 """

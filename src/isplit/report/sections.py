@@ -3,8 +3,10 @@ plan and the Grad-CAM maps (validation has a module of its own)."""
 
 from __future__ import annotations
 
+from isplit import checks
 from isplit.analysis import Analysis
 from isplit.analysis.picks import agree
+from isplit.checks import Check
 from isplit.importance.registry import EVIDENCE_REASON
 from isplit.report.maps import SampleMaps
 from isplit.report.markup import (
@@ -22,8 +24,91 @@ from isplit.report.markup import (
 from isplit.report.validation_section import found_best
 from isplit.runfolder import RunFolder
 
+#: Failed checks that say the model's accuracy on these images is not to be trusted: the first
+#: screen's accuracy carries their flag.
+ACCURACY_CHECKS = (
+    "accuracy_vs_chance",
+    "accuracy_vs_recorded",
+    "class_names",
+    "reused_analysis_accuracy",
+)
 
-def summary(a: Analysis, validation: dict | None = None) -> Section:
+
+def report_checks(a: Analysis, validation: dict | None = None) -> list[Check]:
+    """Every self-check the report shows: the analysis's (``curves.json``'s ``checks``), the
+    validation's (``validation.json``'s), and the report's own: the unsplit accuracy that the
+    validation measured against the analysis's accuracy (a gap beyond sampling: the two were not
+    made on the same model, data or preprocessing). One per name and command, the first found."""
+    found = [c if isinstance(c, Check) else Check.from_json(c) for c in getattr(a, "checks", [])]
+    v = validation or {}
+    found += checks.from_json(v.get("checks"))
+    own = checks.reused_accuracy(
+        "validate",
+        a.accuracy,
+        a.dataset.get("images"),
+        v.get("unsplit_accuracy"),
+        (v.get("settings") or {}).get("test_images"),
+    )
+    found += [own] if own is not None else []
+    seen, out = set(), []
+    for c in found:
+        key = (c.name, c.values.get("command"))
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+def checks_block(found: list[Check]) -> str:
+    """The failed checks, each its message, in a warning box (first on the page); '' if none."""
+    bad = checks.failed(found)
+    if not bad:
+        return ""
+    items = "".join(
+        f"<li>{esc(c.message or c.name)} <code>({esc(c.name)})</code></li>" for c in bad
+    )
+    return (
+        f'<div class="warn checks"><p><b>{len(bad)} self-check(s) failed: the numbers below '
+        f"may be wrong.</b></p><ul>{items}</ul></div>\n"
+    )
+
+
+def _flag(found: list[Check], names: tuple[str, ...] | None = None) -> str:
+    """The mark of a number that failed checks qualify (``names``: those checks; None: any)."""
+    bad = [c.name for c in checks.failed(found) if names is None or c.name in names]
+    if not bad:
+        return ""
+    return f' <span class="flag">⚠ not to be trusted: see {esc(", ".join(bad))} above</span>'
+
+
+def preprocess_text(pp: dict | None) -> str:
+    """The preprocessing the run used (``settings.preprocess``), in words (escaped HTML)."""
+    if not pp:
+        return "not recorded"
+    size, how = pp.get("size"), pp.get("interpolation", "bilinear")
+    if pp.get("resize") is not None:
+        geometry = f"resize the shorter side to {pp['resize']} ({how}), centre crop {size}×{size}"
+    elif pp.get("fit") == "pad":
+        geometry = f"centre zero-pad to {size}×{size} (larger images: resize to it, {how})"
+    else:
+        geometry = f"resize to {size}×{size} ({how})"
+
+    def values(key: str) -> str:
+        return ", ".join(format(float(x), ".4g") for x in pp.get(key) or [])
+
+    return esc(
+        f"{geometry}; {pp.get('channels')} channel(s); normalise with mean {values('mean')}, "
+        f"std {values('std')}"
+    )
+
+
+def summary(
+    a: Analysis, validation: dict | None = None, found: list[Check] | None = None
+) -> Section:
+    """The first screen: the failed self-checks first, then the picks, the facts (the accuracy
+    and the validation flagged where a check or the validation's reliability qualifies them)
+    and the recommendation. ``found``: the checks to show (default :func:`report_checks`)."""
+    found = report_checks(a, validation) if found is None else found
     s, d = a.settings, a.dataset
     weights = s.get("weights") or "unknown"
     if weights == "none":
@@ -49,7 +134,10 @@ def summary(a: Analysis, validation: dict | None = None) -> Section:
             f"<b>{esc(d.get('name'))}</b>, split {esc(d.get('split'))}, "
             f"{esc(d.get('images'))} images analysed, {len(d.get('classes') or [])} classes",
         ),
-        ("Model accuracy", f"{pct(a.accuracy)} on the analysed images"),
+        (
+            "Model accuracy",
+            f"{pct(a.accuracy)} on the analysed images" + _flag(found, ACCURACY_CHECKS),
+        ),
         (
             "Settings",
             f"target <b>{esc(s.get('target'))}</b>, reduction <b>{esc(s.get('reduction'))}</b>, "
@@ -57,6 +145,7 @@ def summary(a: Analysis, validation: dict | None = None) -> Section:
             f"<b>{esc(s.get('granularity', 'layer'))}</b>"
             + (f", input {esc('×'.join(map(str, shape)))}" if shape else ""),
         ),
+        ("Preprocessing", preprocess_text(s.get("preprocess"))),
         (
             "Split points",
             f"{len(a.points)} analysed, {n_adm} admissible"
@@ -68,15 +157,18 @@ def summary(a: Analysis, validation: dict | None = None) -> Section:
             (
                 "Predictors",
                 ", ".join(esc(n) for n in a.predictor_names)
-                + f"; the best split is the maximum of <b>{esc(a.select_by)}</b>",
+                + f"; the best split is the maximum of <b>{esc(a.select_by)}</b>"
+                + _flag([c for c in found if c.name not in ACCURACY_CHECKS]),
             )
         )
-    found = found_best(a, validation)
-    if found:
-        rows.append(("Validation", found))
+    said = found_best(a, validation)
+    if said:
+        unreliable = (validation.get("reliability") or {}).get("reliable") is False
+        flag = '<span class="flag">⚠ not reliable (see Validation below)</span>: '
+        rows.append(("Validation", (flag if unreliable else "") + said))
     items = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     body = (
-        picks_block(a) + f'<table class="facts">{items}</table>\n'
+        checks_block(found) + picks_block(a) + f'<table class="facts">{items}</table>\n'
         f'<p class="recommendation"><b>Recommendation:</b> '
         f"{esc(a.recommendation()).replace(chr(10), '<br>')}</p>"
     )

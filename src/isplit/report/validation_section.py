@@ -12,6 +12,7 @@ from isplit.report.markup import Section, esc, img, log10_cui, num, pct, pp, sec
 from isplit.runfolder import RunFolder
 from isplit.validation.labels import BASELINE_LABELS
 from isplit.validation.picks import picks_line
+from isplit.validation.scoring import why_no_best, why_no_regret
 
 
 def label(a: Analysis, name: str) -> str:
@@ -50,8 +51,14 @@ def validate_command(
 
 
 def found_best(a: Analysis, v: dict | None) -> str:
-    """What the run's own validation says about the predictors (escaped HTML; '' without one)."""
-    best = (v or {}).get("best_predictor") or {}
+    """What the run's own validation says about the predictors (escaped HTML; '' without one):
+    the best predictor, or why the validated points cannot name one."""
+    if not v:
+        return ""
+    why = why_no_best(v)
+    if why is not None:
+        return f"no best predictor of post-split accuracy: {esc(why)}."
+    best = v.get("best_predictor") or {}
     name = best.get("by_spearman")
     if not name:
         return ""
@@ -112,9 +119,13 @@ def validation(
         "prediction interval (how often the intervals held the measured accuracy). The "
         "combinations are such leave-one-out predictions themselves. n/a: too few points.</p>\n"
         + _correlations(a, v)
+        + _no_best(v)
         + "\n<h3>Regret under budgets</h3>\n<p>The best accuracy among the validated points "
-        "within each budget minus the accuracy of the pick (lower is better; n/a: no validated "
-        "point within the budget).</p>\n" + _regrets(v) + _predicted_accuracy(a, v)
+        "within each budget minus the accuracy of isplit's pick (lower is better; n/a: no "
+        "validated point within the budget, or isplit's pick was not validated), and of each "
+        "predictor's own pick among the validated points.</p>\n"
+        + _regrets(v)
+        + _predicted_accuracy(a, v)
     )
     return section("validation", "Validation", body)
 
@@ -226,17 +237,28 @@ def _correlations(a: Analysis, v: dict) -> str:
     return table(header, rows, "num")
 
 
+def _no_best(v: dict) -> str:
+    """Why the validated points name no best predictor, under the correlations; '' if they do."""
+    why = why_no_best(v)
+    return "" if why is None else f'\n<p class="warn"><b>No best predictor:</b> {esc(why)}.</p>'
+
+
 def _regrets(v: dict) -> str:
     """Under each budget: isplit's pick, the best accuracy found, and each predictor's regret."""
     names = list(v.get("correlation", {}))
+    validated = [p["name"] for p in v.get("points", [])]
     rows = []
     for r in v.get("regret", []):
         reliable = r.get("reliable", True)
+        why = why_no_regret(r, validated)
+        pick = f"<code>{esc(r['pick'])}</code>" if r.get("pick") else "none"
+        if r.get("pick") and r["pick"] not in validated:
+            pick += " (not validated)"
         cells = [
             esc(r["budget"]) + ("" if reliable else " (unreliable)"),
-            f"<code>{esc(r['pick'])}</code>" if r.get("pick") else "none",
+            pick,
             pct(r.get("best_accuracy")),
-            pp(r.get("regret")),
+            pp(r.get("regret")) + ("" if why is None else f" ({esc(why)})"),
             *(pp(r["regret_by"].get(n)) for n in names),
         ]
         rows.append(("" if reliable else "unreliable", cells))
@@ -248,6 +270,8 @@ def _predicted_accuracy(a: Analysis, v: dict) -> str:
     """The accuracy after a split predicted at every admissible point by the predictor whose
     prediction erred least (leave-one-out) over the validated points, with its interval."""
     cal = v.get("calibration") or {}
+    if why_no_best(v) is not None:  # it would name the predictor that erred least
+        return ""
     usable = {k: c for k, c in cal.items() if c.get("predicted") and c.get("loo_mae") is not None}
     if not usable:
         return ""

@@ -24,6 +24,8 @@ from isplit.validation.scoring import (
     pick_of,
     predictor_scores,
     regret_of_pick,
+    why_no_best,
+    why_no_regret,
 )
 from isplit.validation.settings import Settings
 from isplit.validation.stats import prediction_mae, rank_correlations, regret, spearman_versus
@@ -80,7 +82,7 @@ class ValidationReport(RunResult):
         ]
         for p in self.points:
             rows.append(
-                f"{p['name']:<24}{math.log10(p['cui']) if p['cui'] > 0 else float('-inf'):>10.3f}"
+                f"{p['name']:<24}{_log10_cui(p['cui']):>10}"
                 f"{p['bytes']:>9}{p['encoded_bytes']:>9}{p['accuracy']:>10.4f}"
                 f"{p['accuracy_drop']:>8.4f}{_fmt(p['accuracy_int8']):>8}"
                 f"{p['probe_accuracy']:>11.4f}" + ("" if p["learned"] else "  did not learn")
@@ -96,24 +98,37 @@ class ValidationReport(RunResult):
                 f"{_fmt(self.prediction['mae'][name])}, linear leave-one-out MAE "
                 f"{_fmt(cal.get('loo_mae'))}" + unreliable
             )
+        validated = [p["name"] for p in self.points]
         for r in self.regret:
             others = ", ".join(f"{k} {_fmt(v)}" for k, v in r.get("regret_by", {}).items())
+            why = why_no_regret(r, validated)
             rows.append(
-                f"regret, {r['budget']}: isplit picks {r['pick']}: {_fmt(r['regret'])} ({others})"
+                f"regret, {r['budget']}: isplit picks {r['pick']}: "
+                + (_fmt(r["regret"]) if why is None else f"n/a ({why})")
+                + f"; each predictor's own pick among the validated points: {others}"
                 + ("" if r["reliable"] else " (unreliable)")
             )
         best = self.best_predictor or {}
-        if best.get("by_spearman"):
+        reason = why_no_best(vars(self))
+        if reason is not None:
+            rows.append(f"no best predictor here: {reason}")
+        elif best.get("by_spearman"):
             by_mae = best.get("by_loo_mae")
             rows.append(
                 f"best predictor here: {best['by_spearman']} by Spearman"
                 + (f", {by_mae} by the error of its predicted accuracy" if by_mae else "")
-                + unreliable
             )
         line = picks_line(self.picks)
         if line:
             rows.append(line + unreliable)
         return "\n".join(rows)
+
+
+def _log10_cui(c: float | None) -> str:
+    """log10 of a point's CUI: n/a where it is unknown, -inf where it is 0."""
+    if c is None or not math.isfinite(c):
+        return "n/a"
+    return f"{math.log10(c):.3f}" if c > 0 else "-inf"
 
 
 def _fmt(v: float | None) -> str:
@@ -182,7 +197,7 @@ def build_report(
             "mae": {k: prediction_mae(v, acc, settings.k, **boot) for k, v in predictors.items()},
         },
         calibration=calibration,
-        best_predictor=best_predictor(correlation, calibration),
+        best_predictor=best_predictor(correlation, calibration, len(points), reliable),
         regret=regrets,
         skipped_points=measured.skipped,
         picks=measured_picks(analysis, {r["name"]: r["accuracy"] for r in results}),

@@ -107,15 +107,79 @@ def calibrate(analysis: Analysis, scores: dict, acc: np.ndarray, settings: Setti
     return out
 
 
-def best_predictor(correlation: dict, calibration: dict) -> dict:
+#: Fewer validated points than this cannot rank predictors: with 4 points not even a perfect rank
+#: correlation is told from chance at the 5 % level (2 of the 24 orders are as extreme).
+MIN_RANK_POINTS = 5
+
+
+def why_no_ranking(points: int, reliability: dict | None, top_spearman: float | None) -> str | None:
+    """Why the validated points cannot name a best predictor, or None when they can: the
+    statistics are not reliable (``validation.json``'s ``reliability``), there are fewer than
+    :data:`MIN_RANK_POINTS` points (``points``), or no predictor's Spearman correlation with the
+    accuracy (``top_spearman``: the highest) is above 0."""
+    if (reliability or {}).get("reliable") is False:
+        return (
+            "the statistics are not reliable (bottlenecks that did not learn, or an unsplit "
+            "model at chance)"
+        )
+    if points < MIN_RANK_POINTS:
+        return (
+            f"{points} validated point(s) cannot rank predictors (it takes {MIN_RANK_POINTS}: "
+            "with fewer, not even a perfect rank correlation is told from chance); validate "
+            "more points (--points)"
+        )
+    if top_spearman is None or not top_spearman > 0:
+        return "no predictor's rank correlation with the accuracy is above 0"
+    return None
+
+
+def best_predictor(
+    correlation: dict, calibration: dict, points: int, reliability: dict | None = None
+) -> dict:
     """The predictor with the highest Spearman correlation, and the one with the lowest
-    leave-one-out error of its predicted accuracy, over the validated points."""
+    leave-one-out error of its predicted accuracy, over the ``points`` validated points; both
+    None, with the ``reason``, where the points cannot rank predictors (:func:`why_no_ranking`)."""
     rho = {k: c["spearman"] for k, c in correlation.items() if c["spearman"] is not None}
     mae = {k: c["loo_mae"] for k, c in calibration.items() if c.get("loo_mae") is not None}
+    top = max(rho, key=rho.get) if rho else None
+    reason = why_no_ranking(points, reliability, rho.get(top))
+    if reason is not None:
+        return {"by_spearman": None, "by_loo_mae": None, "reason": reason}
     return {
-        "by_spearman": max(rho, key=rho.get) if rho else None,
+        "by_spearman": top,
         "by_loo_mae": min(mae, key=mae.get) if mae else None,
+        "reason": None,
     }
+
+
+def why_no_best(doc: dict) -> str | None:
+    """Why a validation (``validation.json`` as a dict) names no best predictor, or None when it
+    names one: its ``best_predictor``'s ``reason``, or, in a file written before it had one, the
+    same judgement made again from its points, ``reliability`` and correlations."""
+    best = doc.get("best_predictor") or {}
+    if "reason" in best:
+        return best["reason"]
+    rho = [c.get("spearman") for c in (doc.get("correlation") or {}).values()]
+    rho = [r for r in rho if r is not None]
+    return why_no_ranking(
+        len(doc.get("points") or []), doc.get("reliability"), max(rho, default=None)
+    )
+
+
+def why_no_regret(entry: dict, validated: list[str]) -> str | None:
+    """Why a budget's regret of isplit's pick (``entry``: one of ``validation.json``'s
+    ``regret``) is unknown, or None when it is known: no pick within the budget, no validated
+    point within it, or a pick that was not among the ``validated`` points (the predictors'
+    own picks are then still made among the validated points, and have a regret)."""
+    if entry.get("regret") is not None:
+        return None
+    if not entry.get("pick"):
+        return "no pick within the budget"
+    if entry.get("validated_within") == 0:
+        return "no validated point within the budget"
+    if entry["pick"] not in validated:
+        return "its pick was not validated"
+    return "no validated point within the budget"
 
 
 def _top(within: np.ndarray, score: np.ndarray) -> int | None:
