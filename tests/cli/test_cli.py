@@ -190,11 +190,10 @@ def test_missing_and_empty_data_folders(cli_error, tmp_path):
 def test_corrupt_image_is_named_and_can_be_skipped(capsys, cli_error, tmp_path):
     data = _folder(tmp_path / "imgs", bad=True)
     out = tmp_path / "run"
-    err = cli_error("analyze", "--data", str(data), "--out", str(out), "--workers", "0", "--quiet")
+    argv = ["analyze", "--data", str(data), "--split", "all", "--out", str(out), "--quiet"]
+    err = cli_error(*argv, "--workers", "0")
     assert "broken.png" in err and "--skip-bad-images" in err
-    code, _, err = run(
-        capsys, "analyze", "--data", str(data), "--out", str(out), "--skip-bad-images", "--quiet"
-    )
+    code, _, err = run(capsys, *argv, "--skip-bad-images")
     assert code == 0
     doc = json.loads((out / "curves.json").read_text())
     assert doc["skipped_images"] == 1 and doc["dataset"]["images"] == 10

@@ -153,12 +153,12 @@ def test_digits_split_and_batched_items_match_single_items():
 
 def test_image_folder_classes_and_labels(tmp_path):
     levels = make_class_folder(tmp_path, {"cat": 3, "dog": 2})
-    ds = load_dataset(str(tmp_path), "train", PLAIN_PP)
+    ds = load_dataset(str(tmp_path), "all", PLAIN_PP)
     assert ds.classes == ["cat", "dog"] and ds.targets.tolist() == [0, 0, 0, 1, 1]
     for x, y in all_items(ds):
         assert x.shape == (1, 8, 8)
         assert torch.allclose(x, torch.tensor(levels[ds.classes[y]] / 255))
-    x, _ = load_dataset(str(tmp_path), "train", Preprocess(16, 3, (0.5,), (0.5,)))[4]
+    x, _ = load_dataset(str(tmp_path), "all", Preprocess(16, 3, (0.5,), (0.5,)))[4]
     assert x.shape == (3, 16, 16)
 
 
@@ -225,7 +225,7 @@ def test_corrupt_image_raises_or_is_skipped(tmp_path, workers, caplog):
     make_class_folder(tmp_path, {"a": 2, "b": 2})
     bad = tmp_path / "b" / "broken.png"
     bad.write_bytes(b"this is not a png at all")
-    ds = load_dataset(str(tmp_path), "train", PLAIN_PP)
+    ds = load_dataset(str(tmp_path), "all", PLAIN_PP)
     assert isinstance(ds[2][0], BadImage) and ds[2][0].path == str(bad)
 
     with pytest.raises(IsplitError, match=f"cannot read image {bad}.*--skip-bad-images"):
@@ -248,7 +248,7 @@ def test_corrupt_image_raises_or_is_skipped(tmp_path, workers, caplog):
 
 def test_limit_dataset_is_deterministic_and_spans_classes(tmp_path):
     make_class_folder(tmp_path, {"a": 10, "b": 10})
-    ds = load_dataset(str(tmp_path), "train", PLAIN_PP)
+    ds = load_dataset(str(tmp_path), "all", PLAIN_PP)
     small = limit_dataset(ds, 6, seed=0)
     again = limit_dataset(ds, 6, seed=0)
     assert len(small) == 6 and small.targets.tolist() == again.targets.tolist()

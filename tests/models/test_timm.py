@@ -242,7 +242,8 @@ def test_points_from_the_command_line(capsys):
 def test_analyze_a_timm_model_on_an_image_folder(capsys, tmp_path, name, size, resize):
     data, out = _folder(tmp_path / "imgs"), tmp_path / "run"
     argv = ["analyze", "--model", f"timm:{name}", "--weights", "none", "--data", str(data)]
-    argv += ["--image-size", str(size), "--out", str(out), "--workers", "0", "--quiet"]
+    argv += ["--split", "all", "--image-size", str(size), "--out", str(out), "--workers", "0"]
+    argv += ["--quiet"]
     assert main(argv) == 0, capsys.readouterr().err
     doc = json.loads((out / "curves.json").read_text())
     assert doc["model"] == f"timm:{name}" and doc["dataset"]["images"] == 6

@@ -164,11 +164,11 @@ def test_adamw_trains_the_modern_demo_network_and_is_part_of_the_run(tmp_path):
 
 
 def test_empty_training_set_is_refused(tmp_path, monkeypatch):
-    def empty(spec, split, preprocess, root=None, download=False):
+    def empty(spec, split, preprocess, **kw):
         images = np.zeros((0, 8, 8), np.uint8)
         return ArrayDataset("empty", split, ["a", "b"], images, [], preprocess)
 
-    monkeypatch.setattr(train_mod, "load_dataset", empty)
+    monkeypatch.setattr("isplit.data.load.load_dataset", empty)
     with pytest.raises(IsplitError, match="holds no images"):
         train(**RUN, epochs=1, out=str(tmp_path / "w.safetensors"))
 

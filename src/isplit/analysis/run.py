@@ -61,6 +61,8 @@ def analyze(
     admissible points is the best split (default ``cui``; added to ``predictors``);
     ``probe_ratio``: ``pca-probe`` keeps ``ceil(channels / probe_ratio)`` principal components
     (default 8, ``isplit validate``'s default ``--ratio``).
+    ``limit``: analyse a random sample of that many images, drawn with the seed the model was
+    loaded with (``load_model(seed=...)``, ``--seed``; 0 for a model ``load_model`` did not build).
     ``leaf_modules``: submodules that torch.fx must not trace into (module classes, class names
     or qualified type names such as ``"timm.layers.Attention"``).
 
@@ -86,8 +88,8 @@ def analyze(
             data,
             len(data.dataset) if limit is None else min(limit, len(data.dataset)),
         )
-    else:
-        data = limit_dataset(data, limit)
+    else:  # the sample follows the seed the model was loaded with (--seed), 0 for another
+        data = limit_dataset(data, limit, _sample_seed(record))
         source, n_total = data, len(data)
     if n_total == 0:
         raise IsplitError("the data set is empty: no images to analyse")
@@ -106,3 +108,10 @@ def analyze(
     job.rank, job.world, job.started = distributed.rank(), distributed.world_size(), started
     with frozen(model):
         return run_job(model, data, source, job)
+
+
+def _sample_seed(record: dict) -> int:
+    """The seed of the ``limit`` sample: the one the model was loaded with (``--seed``, in the
+    run's settings and fingerprint), else 0."""
+    seed = record.get("seed")
+    return int(seed) if isinstance(seed, int) else 0

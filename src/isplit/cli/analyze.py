@@ -69,6 +69,7 @@ def output_folder(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from isplit.data import load_dataset
+    from isplit.data.folders import holdout_note
     from isplit.distributed import is_main
 
     check_output_folder(output_folder(args))
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         loaded.preprocess,
         root=args.data_root,
         download=args.download,
+        holdout=args.holdout,
     )
     if (
         is_main()
@@ -116,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     print(result.table())
     if result.skipped_images:
         print(f"isplit: skipped {len(result.skipped_images)} unreadable image(s)", file=sys.stderr)
+    if note := holdout_note(data):  # after the run: a refusal stays one line
+        print(f"isplit: {note}", file=sys.stderr)
     print(f"model accuracy on the analysed images: {result.accuracy:.4f}")
     _print_pace(result.timing, args.workers)
     n_data = len(data.classes)

@@ -170,7 +170,20 @@ def add_data_args(p: argparse.ArgumentParser, split: str) -> None:
         "(one sub-folder per class; Tiny-ImageNet layout too), or torchvision:NAME "
         "(default: fashion-mnist)",
     )
-    p.add_argument("--split", default=split, help=f"data split (default: {split})")
+    p.add_argument(
+        "--split",
+        default=split,
+        help=f"data split (default: {split}); a folder without split sub-folders: train (the "
+        "images not held out), test (the held-out images, --holdout) or all",
+    )
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        metavar="SHARE",
+        help="a folder without split sub-folders: the share of its images held out for testing, "
+        "chosen by a hash of each file's path, the same on every machine (default: 0.2)",
+    )
     p.add_argument(
         "--data-root",
         default=None,
@@ -190,7 +203,10 @@ def add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="images per batch")
     p.add_argument(
-        "--limit", type=count, default=None, help="use at most this many images (default: all)"
+        "--limit",
+        type=count,
+        default=None,
+        help="use at most this many images, a random sample drawn with --seed (default: all)",
     )
     add_quiet_arg(p)
 

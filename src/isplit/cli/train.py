@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         test_split=args.test_split,
         optimizer=args.optimizer,
+        holdout=args.holdout,
     )
     print(result.summary())
     return 0

@@ -156,8 +156,6 @@ def run(args: argparse.Namespace) -> int:
     train, test, note = load_train_test(
         data, args.train_split, args.split, loaded.preprocess, **kw
     )  # never the same images (a folder without split sub-folders: its hold-out tests)
-    if note and is_main():
-        print(f"isplit: {note}", file=sys.stderr)
     if analysis is None:
         analysis = analyse_and_save(
             args,
@@ -170,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if is_main():
             print(analysis.recommendation())
+    if note and is_main():  # after the analysis: a refusal before it stays one line
+        print(f"isplit: {note}", file=sys.stderr)
     points = args.points[0] if args.points in (["auto"], ["all"]) else args.points
     report = validate(
         loaded.model,

@@ -46,6 +46,9 @@ class LabelledDataset(Dataset):
     preprocess: Preprocess | None = None  # how its images become model inputs
     uint8 = False  # items are fit_uint8 pixels, which normaliser() finishes (with_uint8)
     scale = 255.0  # the pixel value that means white
+    #: a folder without split sub-folders: which side of its hold-out this is (``side``: train,
+    #: test or all; ``share``; ``folder_images``), recorded in :meth:`describe`; else None
+    holdout: dict | None = None
 
     def __init__(self, name: str, split: str, classes: Sequence[str], targets: Any) -> None:
         self.name = name
@@ -94,6 +97,8 @@ class LabelledDataset(Dataset):
         }
         if self.root is not None:
             info["root"] = self.root
+        if self.holdout is not None:
+            info["holdout"] = dict(self.holdout)
         return info
 
     def __repr__(self) -> str:
@@ -145,7 +150,7 @@ class SubsetDataset(LabelledDataset):
         self.indices = np.asarray(indices, dtype=np.int64)
         super().__init__(base.name, base.split, base.classes, base.targets[self.indices])
         self.in_memory = base.in_memory
-        self.root = base.root
+        self.root, self.holdout = base.root, base.holdout
         self.preprocess, self.uint8, self.scale = base.preprocess, base.uint8, base.scale
 
     def with_uint8(self) -> LabelledDataset | None:

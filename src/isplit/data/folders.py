@@ -5,6 +5,7 @@ else by PIL."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from collections.abc import Sequence
@@ -115,13 +116,96 @@ def _class_folder_samples(folder: Path) -> tuple[list[str], list[tuple[str, int]
 
 _SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
 
+#: The share of a folder without split sub-folders that is held out for testing (``--holdout``).
+HOLDOUT = 0.2
+#: A folder without split sub-folders: the split names that read its held-out images, the rest,
+#: or all of them.
+HELD_OUT_SPLITS = ("test", "val", "valid", "validation", "holdout")
+REST_SPLITS = ("train",)
+ALL_SPLIT = "all"
 
-def folder_dataset(path: str, split: str, pp: Preprocess) -> LabelledDataset:
+
+def held_out(relative: str, share: float) -> bool:
+    """Whether the image at ``relative`` (its path below the folder, ``/``-separated) is in the
+    hold-out of ``share``: the first 8 bytes of the path's sha256 below ``share`` of their range.
+    A file keeps its side whatever other files are added or removed, on any machine."""
+    digest = hashlib.sha256(relative.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") < share * 2.0**64
+
+
+def parse_split(split: str, holdout: float | None) -> tuple[str, float | None]:
+    """``split`` and the hold-out share it asks for: ``test@0.3`` names its own share (as a run
+    records a split of another share than the default), else ``holdout``."""
+    name, at, share = split.partition("@")
+    if not at:
+        return split, holdout
+    try:
+        value = float(share)
+    except ValueError:
+        raise IsplitError(
+            f"--split {split!r}: after @ comes the hold-out share, e.g. test@0.2"
+        ) from None
+    return name, value
+
+
+def check_holdout(share: float) -> float:
+    if not 0.0 < share < 1.0:
+        raise IsplitError(
+            f"--holdout must be a share strictly between 0 and 1 (e.g. 0.2), not {share:g}"
+        )
+    return float(share)
+
+
+def _held_out_samples(
+    root: Path, split: str, share: float, samples: list[tuple[str, int]]
+) -> tuple[list[tuple[str, int]], dict]:
+    """The ``split`` side of a folder without split sub-folders, and its record."""
+    low = split.lower()
+    if low == ALL_SPLIT:
+        side = "all"
+    elif low in HELD_OUT_SPLITS:
+        side = "test"
+    elif low in REST_SPLITS:
+        side = "train"
+    else:
+        raise IsplitError(
+            f"{root} has no split sub-folders, so no split {split!r}: use --split train (the "
+            f"images not held out), test (the {share:.0%} held out) or all (every image)"
+        )
+    record = {"share": share, "side": side, "folder_images": len(samples)}
+    if side == "all":
+        return samples, {"side": "all", "folder_images": len(samples)}
+    out = [
+        (path, label)
+        for path, label in samples
+        if held_out(Path(path).relative_to(root).as_posix(), share) == (side == "test")
+    ]
+    if not out:
+        which = "held-out" if side == "test" else "not held-out"
+        raise IsplitError(
+            f"{root} has no split sub-folders and none of its {len(samples)} images is "
+            f"{which} at --holdout {share:g}; add images, change --holdout, or read them all "
+            "with --split all (never to test a model trained on them)"
+        )
+    return out, record
+
+
+def folder_dataset(
+    path: str, split: str, pp: Preprocess, holdout: float | None = None
+) -> LabelledDataset:
+    """The ``split`` of the image folder at ``path``: ``<path>/<split>/<class>/<image>``, the
+    Tiny-ImageNet layout, or ``<path>/<class>/<image>``. A folder without split sub-folders is
+    split by ``holdout`` (a share, e.g. :data:`HOLDOUT`): ``test`` (also ``val``) reads the images
+    held out (:func:`held_out`), ``train`` the others, ``all`` every image; ``holdout`` None reads
+    every image whatever ``split`` says (for code that only wants the pixels).
+    ``split`` may carry its own share: ``test@0.3``."""
+    split, holdout = parse_split(split, holdout)
     root = Path(path).expanduser()
     if not root.exists():
         raise IsplitError(f"data folder {root} does not exist; check the path")
     if not root.is_dir():
         raise IsplitError(f"{root} is not a folder; pass a folder with one sub-folder per class")
+    record = None
     if _is_tiny_imagenet(root):
         classes, samples = _tiny_imagenet(root, split)
     elif (root / split).is_dir() and _has_class_folders(root / split):
@@ -134,8 +218,47 @@ def folder_dataset(path: str, split: str, pp: Preprocess) -> LabelledDataset:
                 f"{root} has no split {split!r}; use one of: {', '.join(splits)} (--split)"
             )
         classes, samples = _class_folder_samples(root)
-        log.info("%s has no %r sub-folder: using its class folders, split ignored", root, split)
-    return ImageFileDataset(path, split, classes, samples, pp)
+        if holdout is None:
+            log.info("%s has no %r sub-folder: using its class folders, split ignored", root, split)
+        else:
+            samples, record = _held_out_samples(root, split, check_holdout(holdout), samples)
+            if record["side"] != "all" and holdout != HOLDOUT:
+                split = f"{split}@{holdout:g}"  # a run records it; reopened, the same images
+    ds = ImageFileDataset(path, split, classes, samples, pp)
+    ds.holdout = record
+    return ds
+
+
+def holdout_note(ds: LabelledDataset, other: LabelledDataset | None = None) -> str | None:
+    """One line saying how a folder without split sub-folders was read (None for any other data
+    set): ``ds`` alone (analyze), or ``ds`` to train on and ``other`` to test on."""
+    rec = getattr(ds, "holdout", None)
+    if not rec:
+        return None
+    name, total = ds.name, rec["folder_images"]
+    if other is not None and getattr(other, "holdout", None):
+        test = other.holdout
+        if rec["side"] == "train" and test["side"] == "test":
+            return (
+                f"{name} has no split sub-folders: training on the {len(ds)} images not held "
+                f"out, testing on the {len(other)} held out ({test['share']:.0%} of its {total}, "
+                "chosen by a hash of each file's path; --holdout sets the share)"
+            )
+    if rec["side"] == "all":
+        return (
+            f"read all {total} images of {name} (no split sub-folders): a model trained on this "
+            "folder saw most of them; --split test reads only the held-out images"
+        )
+    if rec["side"] == "test":
+        return (
+            f"read the {len(ds)} held-out images of {name} (no split sub-folders: the "
+            f"{rec['share']:.0%} by a hash of each file's path that `isplit train` tests on); "
+            f"--split all reads all {total}"
+        )
+    return (
+        f"read the {len(ds)} images of {name} that are not held out (no split sub-folders: "
+        f"{rec['share']:.0%} held out by a hash of each file's path); --split all reads all {total}"
+    )
 
 
 # --- Tiny-ImageNet-200 layout ---------------------------------------------------------------

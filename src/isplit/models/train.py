@@ -28,7 +28,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from isplit.data import LabelledDataset, limit_dataset, load_dataset, make_loader
+from isplit.data import LabelledDataset, limit_dataset, make_loader
+from isplit.data.folders import HOLDOUT
+from isplit.data.load import load_train_test
 from isplit.errors import IsplitError
 from isplit.models import (
     WEIGHTS_SUFFIXES,
@@ -50,10 +52,10 @@ BASE_BATCH = 128
 # of these is not this run's.
 _RUN_ARGS = (
     "model", "weights", "data", "split", "epochs", "batch_size", "lr", "seed", "augment",
-    "limit", "image_size", "mean", "std", "optimizer",
+    "limit", "image_size", "mean", "std", "optimizer", "holdout",
 )  # fmt: skip
 # What a run made before an argument existed used: its value then.
-_RUN_ARG_DEFAULTS = {"optimizer": "sgd"}
+_RUN_ARG_DEFAULTS = {"optimizer": "sgd", "holdout": HOLDOUT}
 
 
 @dataclass
@@ -113,6 +115,8 @@ def command_line(args: dict[str, Any], out: str, data_root: str | None, test_spl
         words += ["--optimizer", args["optimizer"]]
     if test_split != "test":
         words += ["--test-split", test_split]
+    if args.get("holdout", HOLDOUT) != HOLDOUT:
+        words += ["--holdout", args["holdout"]]
     words += ["--out", out]
     return shlex.join(str(w) for w in words)
 
@@ -191,6 +195,7 @@ def train(
     progress: bool = True,
     test_split: str = "test",
     optimizer: str = "sgd",
+    holdout: float = HOLDOUT,
 ) -> TrainResult:
     """Train ``model`` on ``data`` and write its weights to ``out`` (``.safetensors``/``.pth``).
 
@@ -198,6 +203,8 @@ def train(
     training is how their packaged weights are made), else a torchvision weights name or a file.
     When the model's class count differs from the data set's, a demo or torchvision model gets
     a new final layer; ``lr``: the one-cycle peak (default 0.05 / 1e-3 x batch/128, sgd / adamw).
+    An image folder without split sub-folders is divided by a hash of each file's path:
+    ``holdout`` of its images test, the others train (``split`` "train", ``test_split`` "test").
     """
     peak_lr = _check(epochs, out, augment, batch_size, lr, optimizer)
     if weights is not None and weights.lower() == "none":
@@ -217,6 +224,7 @@ def train(
         "mean": None if mean is None else [float(m) for m in mean],
         "std": None if std is None else [float(s) for s in std],
         "optimizer": optimizer,
+        "holdout": float(holdout),
     }
     ckpt_path = Path(f"{out}.ckpt") / "last.pt"
     if Path(out).exists():
@@ -229,8 +237,10 @@ def train(
         model, weights or "none", num_classes=None, image_size=image_size, mean=mean, std=std,
         seed=seed,
     )  # fmt: skip
-    train_ds, test_ds = _datasets(args, lm.preprocess, data_root, download, test_split)
+    train_ds, test_ds, note = _datasets(args, lm.preprocess, data_root, download, test_split)
     net = _trainable(lm, train_ds, args, dev)
+    if note:  # once nothing is left to refuse: a refusal stays one line
+        print(f"isplit: {note}", file=sys.stderr)
     loader_kw = {"workers": workers, "skip_bad_images": skip_bad_images}
     run = TrainingRun.start(net, train_ds, args, dev, loader_kw)
     if checkpoint is not None:
@@ -267,6 +277,7 @@ def _write(run: TrainingRun, lm, where: dict) -> TrainResult:
         "dataset": train_ds.name,
         "split": args["split"],
         "test_split": None if test_split == "none" else test_split,
+        **({"holdout": share} if (share := _holdout_share(train_ds)) else {}),
         "accuracy": final["test_accuracy"],
         "train_loss": final["train_loss"],
         "epochs": args["epochs"],
@@ -345,22 +356,33 @@ def _unfinished(ckpt_path: Path, args: dict) -> dict | None:
 
 def _datasets(
     args: dict, preprocess, data_root: str | None, download: bool, test_split: str
-) -> tuple[LabelledDataset, LabelledDataset | None]:
-    """The training images and, unless ``test_split`` is "none", the test images."""
+) -> tuple[LabelledDataset, LabelledDataset | None, str | None]:
+    """The training images and, unless ``test_split`` is "none", the test images (never the
+    same ones; a folder without split sub-folders is divided by its hold-out), and the line
+    that says how such a folder was divided."""
     data, split, limit, seed = args["data"], args["split"], args["limit"], args["seed"]
-
-    def opened(which: str) -> LabelledDataset:
-        ds = load_dataset(data, which, preprocess, root=data_root, download=download)
-        return limit_dataset(ds, limit, seed)
-
-    train_ds = opened(split)
+    train_ds, test_ds, note = load_train_test(
+        data,
+        split,
+        None if test_split == "none" else test_split,
+        preprocess,
+        root=data_root,
+        download=download,
+        holdout=args.get("holdout", HOLDOUT),
+    )
+    train_ds = limit_dataset(train_ds, limit, seed)
     if len(train_ds) == 0:
         raise IsplitError(f"the {split} split of {data} holds no images; check --data / --split")
-    test_ds = None
-    if test_split != "none":
-        test_ds = opened(test_split)
+    if test_ds is not None:
+        test_ds = limit_dataset(test_ds, limit, seed)
         _check_classes(train_ds, test_ds)
-    return train_ds, test_ds
+    return train_ds, test_ds, note
+
+
+def _holdout_share(ds: LabelledDataset) -> float | None:
+    """The hold-out share a folder without split sub-folders was divided by, else None."""
+    rec = ds.holdout
+    return rec.get("share") if rec else None
 
 
 def _trainable(lm, train_ds: LabelledDataset, args: dict, dev: torch.device) -> nn.Module:
