@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import sys
@@ -138,6 +139,11 @@ def all_gather_bytes(data: bytes) -> list[bytes]:
     with _peers():
         dist.all_gather(parts, padded)
     return [bytes(p[:n].cpu().numpy()) for p, n in zip(parts, lengths)]
+
+
+def all_gather_json(value: object) -> list:
+    """Every rank's JSON-able ``value``, in rank order."""
+    return [json.loads(b) for b in all_gather_bytes(json.dumps(value).encode())]
 
 
 def all_gather_arrays(arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:

@@ -116,7 +116,8 @@ def local_maxima(curve: Sequence[float], mask: Sequence[bool] | None = None) -> 
     """Indices of the local maxima of ``curve`` over the points where ``mask`` is true.
 
     The masked points are taken in order as one curve; an end point counts when it is higher than
-    its one neighbour; a plateau counts once (its middle, as scipy's ``find_peaks`` reports it).
+    its one neighbour; a plateau counts once, at its first point, as :func:`best_point` picks the
+    first of equal maxima: the best point is always one of the local maxima.
     """
     curve = np.asarray(curve, dtype=np.float64)
     idx = np.flatnonzero(np.ones(len(curve), bool) if mask is None else np.asarray(mask, bool))
@@ -127,8 +128,8 @@ def local_maxima(curve: Sequence[float], mask: Sequence[bool] | None = None) -> 
     if len(values) == 1:
         return [int(idx[0])]
     padded = np.concatenate([[-np.inf], values, [-np.inf]])
-    peaks, _ = find_peaks(padded)
-    return [int(idx[p - 1]) for p in peaks if np.isfinite(padded[p])]
+    peaks, found = find_peaks(padded, plateau_size=1)
+    return [int(idx[p - 1]) for p in found["left_edges"] if np.isfinite(padded[p])]
 
 
 def best_point(curve: Sequence[float], mask: Sequence[bool]) -> int | None:

@@ -21,14 +21,10 @@ from torch.utils.data import DataLoader, Subset
 
 from isplit import distributed
 from isplit.analysis import checkpoint
-from isplit.analysis.curves import (
-    CurveAccumulator,
-    best_point,
-    flat_curve_warning,
-    local_maxima,
-)
+from isplit.analysis.curves import CurveAccumulator, flat_curve_warning
 from isplit.analysis.instrumented import instrument
 from isplit.analysis.job import Job, dataset_info
+from isplit.analysis.picks import held_out_images, select
 from isplit.analysis.progress import progress_bar
 from isplit.analysis.result import Analysis
 from isplit.data import make_loader, to_device
@@ -96,6 +92,18 @@ class _DataWait:
             return next(self._items)
         finally:
             self.seconds += time.perf_counter() - start
+
+
+def run_timing(ranks: list[dict]) -> dict:
+    """The timing of a run on several processes from each one's (:func:`_timing`): the images
+    of all, in the time of the slowest (the processes run side by side), and the mean time a
+    process waited for data; ``processes`` says how many."""
+    seconds = max(t["seconds"] for t in ranks)
+    wait = sum(t["data_wait_seconds"] for t in ranks) / len(ranks)
+    out = _timing(
+        seconds, sum(t["images"] for t in ranks), wait, max(t["setup_seconds"] for t in ranks)
+    )
+    return {**out, "processes": len(ranks)}
 
 
 def _timing(seconds: float, images: int, data_wait: float, setup: float) -> dict:
@@ -238,6 +246,7 @@ def run_job(model: nn.Module, data, source, job: Job) -> Analysis:
         state.cam.module.to(memory_format=torch.channels_last)
     timing = _loop(state, job, channels_last)
     if job.world > 1:  # every process gets every process's curves, in data set order
+        timing = run_timing(distributed.all_gather_json(timing))  # the run's, not this rank's
         state.acc, state.preds, state.skipped = checkpoint.gather(
             state.acc, state.preds, state.skipped
         )
@@ -318,10 +327,9 @@ def _result(model: nn.Module, data, job: Job, state: _State, timing: dict) -> An
     class_names = job.class_names or [str(i) for i in range(len(acc.counts))]
     curve = acc.global_curve()
     values = state.preds.values(PredictorOptions(probe_ratio=s.probe_ratio))
-    selection = curve if s.select_by == "cui" else values[s.select_by]
     mask = [p.admissible for p in chosen]
-    best = best_point(selection, mask)
     arrays = acc.arrays()
+    chosen_by = select(curve, values, s.select_by, mask, held_out_images(arrays["index"]))
     class_curves = acc.class_curves()
     warning = flat_curve_warning(curve, mask)
     if warning:
@@ -336,14 +344,15 @@ def _result(model: nn.Module, data, job: Job, state: _State, timing: dict) -> An
         per_image=arrays["cui"],
         labels=arrays["labels"],
         predictions=arrays["predictions"],
-        candidates=[chosen[i].name for i in local_maxima(selection, mask)],
-        best=None if best is None else chosen[best].name,
+        candidates=[chosen[i].name for i in chosen_by.candidates],
+        best=None if chosen_by.best is None else chosen[chosen_by.best].name,
         skipped_images=state.skipped,
         total_flops=float(state.graph.total_flops),
         total_params=int(sum(p.numel() for p in model.parameters())),
         predictors=values,
-        select_by=s.select_by,
+        select_by=chosen_by.select_by,
         timing=timing,
+        checks=chosen_by.checks,
     ).when_read(lambda a: _add_weights(a, job))
 
 

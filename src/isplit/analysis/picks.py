@@ -9,12 +9,16 @@ has them too; a run without the evidence predictor (``--predictors cui``) has I-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from isplit.analysis.curves import best_point
+from isplit import checks
+from isplit.analysis.curves import best_point, local_maxima
+from isplit.checks import Check
+from isplit.importance.probe import PROBE_HOLDOUT, PROBE_MAX_HELDOUT, holdout_keys
 from isplit.importance.registry import EVIDENCE_PREDICTOR, EVIDENCE_REASON
 
 if TYPE_CHECKING:
@@ -25,6 +29,82 @@ ROLES = {
     "isplit": ("cui", "I-SPLIT's pick (the CUI maximum, the paper's method)"),
     "evidence": (EVIDENCE_PREDICTOR, f"evidence-backed pick (the {EVIDENCE_PREDICTOR} maximum)"),
 }
+
+
+#: The predictors scored on held-out images (:mod:`isplit.importance.probe`): they cannot rank
+#: the points with fewer than :data:`isplit.checks.MIN_HELD_OUT` of them.
+HELD_OUT_PREDICTORS = ("probe", "pca-probe")
+
+
+def held_out_images(index: Sequence[int] | np.ndarray) -> int:
+    """How many of the analysed images (their order keys ``index``: positions among the analysed
+    images) the probe predictors score on."""
+    keys = holdout_keys(np.asarray(index, dtype=np.int64))
+    return int(min((keys < int(PROBE_HOLDOUT * 2**63)).sum(), PROBE_MAX_HELDOUT))
+
+
+def usable(
+    name: str, values: Sequence[float], mask: Sequence[bool], held_out: int, role: str
+) -> Check:
+    """:func:`isplit.checks.predictor_usable` of predictor ``name`` over the admissible points
+    (``mask``), with the held-out images where it is scored on them; ``role``: what the run
+    would use it for (``select_by`` or a key of :data:`ROLES`), recorded in its values."""
+    held = held_out if name in HELD_OUT_PREDICTORS else None
+    c = checks.predictor_usable(name, values, held, mask)
+    return replace(c, values={**c.values, "role": role})
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Where an analysis's best split comes from: the predictor used (``select_by``: the one
+    asked for, or CUI when that one cannot rank the points), the best point and the
+    candidates (indices; the best is always one of them), and the checks of the predictors
+    that pick a point."""
+
+    select_by: str
+    best: int | None
+    candidates: list[int]
+    checks: list[Check]
+
+
+def select(
+    cui: np.ndarray,
+    predictors: Mapping[str, np.ndarray],
+    select_by: str,
+    mask: Sequence[bool],
+    held_out: int,
+) -> Selection:
+    """The best split and the candidates: the maximum and the local maxima of ``select_by``
+    over the admissible points (``mask``); of CUI instead when ``select_by`` fails
+    :func:`usable` (NaN everywhere, flat, or too few held-out images), the check saying why.
+    The evidence predictor, when computed, is checked too (its pick is left out if it fails)."""
+    found = []
+    if select_by != "cui" and select_by in predictors:
+        found.append(usable(select_by, predictors[select_by], mask, held_out, "select_by"))
+    if EVIDENCE_PREDICTOR in predictors and select_by != EVIDENCE_PREDICTOR:
+        found.append(
+            usable(EVIDENCE_PREDICTOR, predictors[EVIDENCE_PREDICTOR], mask, held_out, "evidence")
+        )
+    failed = [c for c in found if not c.passed and c.values["role"] == "select_by"]
+    by = "cui" if failed else select_by
+    curve = cui if by == "cui" else predictors[by]
+    best = best_point(curve, mask)
+    candidates = local_maxima(curve, mask)
+    if best is not None and best not in candidates:  # local_maxima guarantees it; kept true
+        candidates = sorted([*candidates, best])
+    return Selection(by, best, candidates, found)
+
+
+def predictor_check(a: Analysis, name: str) -> Check:
+    """The run's recorded check of predictor ``name`` (:func:`select`), or, for a run folder
+    written before checks were recorded, the check made now (held-out images counted from the
+    analysed images)."""
+    for c in a.checks:
+        if c.name == "predictor_usable" and c.values.get("predictor") == name:
+            return c
+    role = "select_by" if name == a.select_by else "evidence"
+    mask = [p.admissible for p in a.points]
+    return usable(name, a.curve(name), mask, held_out_images(np.arange(len(a.labels))), role)
 
 
 @dataclass(frozen=True)
@@ -60,12 +140,13 @@ class Pick:
 
 
 def picks(a: Analysis) -> dict[str, Pick]:
-    """I-SPLIT's pick and, when the run computed its predictor, the evidence-backed one (by
-    :data:`ROLES` key); none where no admissible point has a finite value."""
+    """I-SPLIT's pick and, when the run computed its predictor and it can rank the points
+    (:func:`predictor_check`), the evidence-backed one (by :data:`ROLES` key); none where no
+    admissible point has a finite value."""
     mask = [p.admissible for p in a.points]
     out = {}
     for role, (name, _) in ROLES.items():
-        if name != "cui" and name not in a.predictors:
+        if name != "cui" and (name not in a.predictors or not predictor_check(a, name).passed):
             continue
         curve = a.curve(name)
         i = best_point(curve, mask)
@@ -91,7 +172,18 @@ def picks_json(a: Analysis) -> dict:
     if "evidence" in found:
         out["agree"] = agree(found)
         out["reason"] = EVIDENCE_REASON
+    elif (why := left_out(a)) is not None:
+        out["evidence_left_out"] = why
     return out
+
+
+def left_out(a: Analysis) -> str | None:
+    """Why the run computed the evidence predictor yet makes no evidence-backed pick (its
+    check failed); None when it makes one or did not compute it."""
+    if EVIDENCE_PREDICTOR not in a.predictors:
+        return None
+    c = predictor_check(a, EVIDENCE_PREDICTOR)
+    return None if c.passed else str(c.values.get("reason", "it cannot rank the points"))
 
 
 def _value(p: Pick) -> str:
@@ -100,11 +192,12 @@ def _value(p: Pick) -> str:
 
 def picks_lines(a: Analysis) -> list[str]:
     """The two picks in words (the command line's summary, the report's first screen): none
-    without the evidence-backed pick, one line when the picks agree, else one per pick; then
-    the reason."""
+    without the evidence predictor, one line saying why when it cannot rank the points, one
+    line when the picks agree, else one per pick; then the reason."""
     found = picks(a)
     if "evidence" not in found:
-        return []
+        why = left_out(a)
+        return [] if why is None else [f"no evidence-backed pick: {EVIDENCE_PREDICTOR} {why}"]
     if agree(found):
         p, e = found["isplit"], found["evidence"]
         lines = [

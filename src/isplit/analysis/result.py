@@ -16,7 +16,7 @@ from isplit import checks
 from isplit.analysis.curves import best_point
 from isplit.analysis.picks import Pick, picks, picks_json, picks_lines
 from isplit.errors import IsplitError
-from isplit.graph.points import SplitPoint
+from isplit.graph.points import SplitPoint, no_admissible_message
 from isplit.importance.registry import PCA_PROBE_RATIO, predictor_label
 from isplit.io import atomic_write_json, atomic_write_npz, staged
 from isplit.runfolder import FORMAT, RunFolder
@@ -325,7 +325,7 @@ class Analysis:
 
     def recommendation(self) -> str:
         if self.best is None:
-            return "no admissible split point: relax --max-bytes / --max-head-flops / --points"
+            return self._no_best()
         p = self.point(self.best)
         fs, ps = self.flop_share(p), self.param_share(p)
         shares = (
@@ -335,6 +335,8 @@ class Analysis:
             + ("" if ps is None else f", {ps:.0%} of its parameters")
         )
         by = "" if self.select_by == "cui" else f" (by {self.select_by})"
+        if (fell := self._fallback()) is not None:
+            by = f" (by CUI: the selected {fell.values['predictor']} {fell.values['reason']})"
         lines = [
             f"best split{by}: {p.name} ({'x'.join(map(str, p.shape))}, {p.bytes} bytes at "
             f"batch 1, head {p.head_flops / 1e6:.1f} MFLOPs{shares}); candidates: "
@@ -358,6 +360,35 @@ class Analysis:
                 )
             lines.append("  (set your own with --max-head-flops / --max-bytes)")
         return "\n".join(lines)
+
+    def _fallback(self) -> checks.Check | None:
+        """The failed check of the predictor the run was asked to select by, when the best split
+        fell back to CUI's (:func:`isplit.analysis.picks.select`)."""
+        return next(
+            (
+                c
+                for c in checks.failed(self.checks)
+                if c.name == "predictor_usable" and c.values.get("role") == "select_by"
+            ),
+            None,
+        )
+
+    def _no_best(self) -> str:
+        """Why the run has no best split, in words: no admissible point (under the budgets
+        given, named), or no finite value of the selecting curve at any admissible point."""
+        admissible = [p for p in self.points if p.admissible]
+        if not admissible:
+            keys = ("max_bytes", "max_head_flops", "first", "last")
+            return no_admissible_message(self.points, {k: self.settings.get(k) for k in keys})
+        fell = self._fallback()
+        also = "" if fell is None else f" (nor has the selected {fell.values['predictor']})"
+        what = "the CUI" if self.select_by == "cui" else self.select_by
+        return (
+            f"no best split: {what} has no finite value at any of the {len(admissible)} "
+            f"admissible points{also}: the model's outputs or gradients overflowed, or the "
+            "images hold NaN / inf; check the input normalisation (--mean/--std), or try "
+            "--precision fp32"
+        )
 
 
 def _num(v) -> float | None:

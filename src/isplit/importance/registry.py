@@ -26,13 +26,15 @@ PCA_PROBE_RATIO = 8
 #: The predictor whose maximum over the admissible points is the evidence-backed pick, shown
 #: beside I-SPLIT's (CUI's) pick; computed by default.
 EVIDENCE_PREDICTOR = "pca-probe"
-#: Why the evidence-backed pick: one sentence with the measured numbers (docs/experiments.md).
+#: Why the evidence-backed pick: one sentence with the measured numbers (docs/experiments.md),
+#: which come from isplit's own demo networks, never from the model analysed, and says so.
 #: The only copy: the command line, ``curves.json`` and the report all read it from here.
 EVIDENCE_REASON = (
-    "pca-probe is the only analysis-time signal that stays good where depth fails in isplit's "
-    "retraining sweeps (docs/experiments.md): Spearman with the post-split accuracy 0.87 / 0.94 "
-    "on demo-mobilenet, 0.83 / 0.95 on demo-convnext and 0.50 / 0.82 on demo-vit, where CUI "
-    "is anti-correlated (-0.53 / -0.85); CUI -0.85 to 0.79 across ten sweeps"
+    "in isplit's retraining sweeps of its demo networks (docs/experiments.md; not measured on "
+    "this model), pca-probe is the only analysis-time signal that stays good where depth fails: "
+    "Spearman with the post-split accuracy 0.87 / 0.94 on demo-mobilenet, 0.83 / 0.95 on "
+    "demo-convnext and 0.50 / 0.82 on demo-vit, where CUI is anti-correlated (-0.53 / -0.85); "
+    "CUI -0.85 to 0.79 across ten sweeps; isplit validate measures it on this model"
 )
 #: What an analysis computes when ``--predictors`` is not given (``--predictors cui``: CUI alone).
 DEFAULT_PREDICTORS = ("cui", EVIDENCE_PREDICTOR)
