@@ -165,3 +165,18 @@ def test_the_limit_sample_follows_the_seed(tmp_path):
         with np.load(out / "per_image.npz") as npz:
             runs.append(npz["labels"].tolist())
     assert runs[1] == runs[2] and runs[0] != runs[1]
+
+
+def test_validate_on_a_plain_folder_trains_and_tests_on_either_side(tmp_path, capsys):
+    folder = plain_folder(tmp_path / "f", per_class=20)
+    out = tmp_path / "run"
+    argv = ["validate", "--data", str(folder), "--image-size", "32", "--workers", "0", "--quiet"]
+    argv += ["--points", "features.42", "--epochs", "1", "--bootstrap", "10", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    train = load_dataset(str(folder), "train", PP)
+    test = load_dataset(str(folder), "test", PP)
+    assert f"training on the {len(train)} images not held out" in capsys.readouterr().err
+    doc = json.loads((out / "validation.json").read_text())
+    assert doc["settings"]["test_images"] == len(test) < 40
+    assert main([*argv[:-1], str(tmp_path / "run2"), "--train-split", "all"]) == 2
+    assert f"share {len(test)} image(s)" in capsys.readouterr().err
