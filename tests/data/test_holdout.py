@@ -96,9 +96,9 @@ def test_train_and_test_never_share_images(tmp_path):
     train, test, note = load_train_test(str(folder), "train", "test", PP)
     assert shared_images(train, test) == 0
     assert note == (
-        f"{folder} has no split sub-folders: training on the {len(train)} images not held out, "
-        f"testing on the {len(test)} held out (20% of its 60, chosen by a hash of each file's "
-        "path; --holdout sets the share)"
+        f"{folder} has no split sub-folders: divided by a hash of each file's path, "
+        f"{len(test)} of its 60 images (20%, --holdout) held out for testing, the other "
+        f"{len(train)} for training"
     )
     with pytest.raises(IsplitError, match=f"share {len(test)} image"):
         load_train_test(str(folder), "all", "test", PP)
@@ -118,7 +118,7 @@ def test_notes_say_which_images_were_read(tmp_path):
     every = load_dataset(str(folder), "all", PP)
     assert holdout_note(every).startswith(f"read all 60 images of {folder} (no split sub-folders)")
     test = load_dataset(str(folder), "test", PP)
-    assert holdout_note(test).startswith(f"read the {len(test)} held-out images of {folder}")
+    assert holdout_note(test).startswith(f"read the held-out images of {folder}: {len(test)} of")
     assert holdout_note(load_dataset("digits", "test", PP)) is None
 
 
@@ -130,14 +130,14 @@ def test_train_on_a_plain_folder_tests_on_the_hold_out_and_records_it(tmp_path, 
     assert main([*argv, "--out", str(out)]) == 0
     err = capsys.readouterr().err
     test = load_dataset(str(folder), "test", PP)
-    assert f"testing on the {len(test)} held out" in err
+    assert f"{len(test)} of its 40 images (20%, --holdout) held out for testing" in err
     md = read_metadata(str(out))
     assert md["split"] == "train" and md["test_split"] == "test" and md["holdout"] == 0.2
     # another share is another run, and its command line says so
     out2 = tmp_path / "w2.safetensors"
     assert main([*argv, "--out", str(out2), "--holdout", "0.3"]) == 0
     assert "--holdout 0.3" in read_metadata(str(out2))["command"]
-    assert "held out (30% of its 40" in capsys.readouterr().err
+    assert "of its 40 images (30%, --holdout) held out" in capsys.readouterr().err
     assert main([*argv, "--out", str(out2)]) == 2  # holdout 0.3 -> 0.2: not that run
     assert "holdout 0.3 -> 0.2" in capsys.readouterr().err
 
@@ -149,7 +149,7 @@ def test_analyze_reads_the_hold_out_and_records_it(tmp_path, capsys):
     assert main([*argv, "--out", str(out), "--predictors", "cui"]) == 0
     test = load_dataset(str(folder), "test", PP)
     err = capsys.readouterr().err
-    assert f"isplit: read the {len(test)} held-out images of {folder}" in err
+    assert f"isplit: read the held-out images of {folder}: {len(test)} of its 40" in err
     doc = json.loads((out / "curves.json").read_text())
     assert doc["dataset"]["images"] == len(test) and doc["dataset"]["split"] == "test"
     assert doc["dataset"]["holdout"] == {"share": 0.2, "side": "test", "folder_images": 40}
@@ -175,7 +175,7 @@ def test_validate_on_a_plain_folder_trains_and_tests_on_either_side(tmp_path, ca
     assert main(argv) == 0, capsys.readouterr().err
     train = load_dataset(str(folder), "train", PP)
     test = load_dataset(str(folder), "test", PP)
-    assert f"training on the {len(train)} images not held out" in capsys.readouterr().err
+    assert f"the other {len(train)} for training" in capsys.readouterr().err
     doc = json.loads((out / "validation.json").read_text())
     assert doc["settings"]["test_images"] == len(test) < 40
     assert main([*argv[:-1], str(tmp_path / "run2"), "--train-split", "all"]) == 2

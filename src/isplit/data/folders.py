@@ -230,8 +230,9 @@ def folder_dataset(
 
 
 def holdout_note(ds: LabelledDataset, other: LabelledDataset | None = None) -> str | None:
-    """One line saying how a folder without split sub-folders was read (None for any other data
-    set): ``ds`` alone (analyze), or ``ds`` to train on and ``other`` to test on."""
+    """One line saying how a folder without split sub-folders was divided and which side was
+    read (None for any other data set): ``ds`` alone (analyze), or ``ds`` to train on and
+    ``other`` to test on. It counts the sides, not a ``--limit`` sample of them."""
     rec = getattr(ds, "holdout", None)
     if not rec:
         return None
@@ -240,9 +241,9 @@ def holdout_note(ds: LabelledDataset, other: LabelledDataset | None = None) -> s
         test = other.holdout
         if rec["side"] == "train" and test["side"] == "test":
             return (
-                f"{name} has no split sub-folders: training on the {len(ds)} images not held "
-                f"out, testing on the {len(other)} held out ({test['share']:.0%} of its {total}, "
-                "chosen by a hash of each file's path; --holdout sets the share)"
+                f"{name} has no split sub-folders: divided by a hash of each file's path, "
+                f"{len(other)} of its {total} images ({test['share']:.0%}, --holdout) held out "
+                f"for testing, the other {len(ds)} for training"
             )
     if rec["side"] == "all":
         return (
@@ -251,13 +252,14 @@ def holdout_note(ds: LabelledDataset, other: LabelledDataset | None = None) -> s
         )
     if rec["side"] == "test":
         return (
-            f"read the {len(ds)} held-out images of {name} (no split sub-folders: the "
-            f"{rec['share']:.0%} by a hash of each file's path that `isplit train` tests on); "
-            f"--split all reads all {total}"
+            f"read the held-out images of {name}: {len(ds)} of its {total} (no split "
+            f"sub-folders: {rec['share']:.0%} by a hash of each file's path, the images "
+            "`isplit train` tests on); --split all reads them all"
         )
     return (
-        f"read the {len(ds)} images of {name} that are not held out (no split sub-folders: "
-        f"{rec['share']:.0%} held out by a hash of each file's path); --split all reads all {total}"
+        f"read the images of {name} that are not held out: {len(ds)} of its {total} (no split "
+        f"sub-folders: {rec['share']:.0%} held out by a hash of each file's path); "
+        "--split all reads them all"
     )
 
 
