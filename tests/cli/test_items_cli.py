@@ -3,7 +3,10 @@ that do what their help says (or are not offered), and tables whose columns neve
 other (issue 27, items 10, 11, 12, 15)."""
 
 import argparse
+import os
 import re
+import subprocess
+import sys
 import types
 from contextlib import contextmanager
 
@@ -229,3 +232,21 @@ def test_classes_table_with_wide_point_names_and_many_pulling_classes():
     assert line.endswith(": class 5, class 4, class 3, ... (2 more; all 5 in classes.json)")
     three = _report(per_class, pulling[:3]).table()
     assert "furthest: class 5, class 4, class 3\n" in three  # all shown: no ellipsis
+
+
+# -- a reader that stops early (isplit points | head) ------------------------------------------
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before isplit writes a line
+    proc = subprocess.run(
+        [sys.executable, "-m", "isplit", "points"],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    os.close(write)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode == 141

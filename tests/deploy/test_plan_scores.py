@@ -18,7 +18,7 @@ SPEEDS = {"device_speed": 2e9, "server_speed": 5e10}
 def probe_run(tmp_path_factory):
     """The demo analysed with the probe predictor and selecting its best split by it."""
     run = tmp_path_factory.mktemp("scores") / "run"
-    argv = ["analyze", "--limit", "64", "--predictors", "probe", "--select-by", "probe",
+    argv = ["analyze", "--limit", "256", "--predictors", "probe", "--select-by", "probe",
             "--out", str(run), "--quiet"]  # fmt: skip
     assert main(argv) == 0
     return run
@@ -38,7 +38,7 @@ def test_without_validation_the_score_is_the_predictor_the_run_selects_by(probe_
     splits = plan.points[1:-1]
     assert [r["name"] for r in splits] == list(probe)
     assert [r["score"] for r in splits] == pytest.approx(list(probe.values()))
-    assert f"{'probe':>11}" in plan.table().splitlines()[2]
+    assert plan.table().splitlines()[2].split()[-1] == "probe"  # the score column's header
     # Under a budget that only the splits meet, the best probe accuracy wins.
     fast = Link(1e9, 0.0)
     limit = plan.points[-1]["total_ms"] * 0.99 / 1e3  # below all on the device
@@ -82,8 +82,12 @@ def test_a_validated_run_is_scored_by_its_validated_accuracy(probe_run, tmp_path
         assert plan.score_source.startswith("validated accuracy (the best this run has")
         assert f"{len(names)} validated point(s)" in plan.score_source
         server, *splits, device = plan.points
-        assert [r["name"] for r in splits] == names  # the points not validated are left out
-        assert [r["score"] for r in splits] == [validated[n][key] for n in names]
+        scored = [r for r in splits if r["score"] is not None]
+        assert [r["name"] for r in scored] == names
+        assert [r["score"] for r in scored] == [validated[n][key] for n in names]
+        # the points not validated are kept, their accuracy not measured
+        assert [r["name"] for r in splits] == [p.name for p in a.points if p.admissible]
+        assert all(r.get("not_measured") for r in splits if r["name"] not in names)
         assert server["score"] == device["score"] == 0.93  # not splitting: the unsplit network
     err = cli_error("plan", str(run), "--bandwidth", "1MB/s", "--rtt", "15ms", "--score", "acc")
     assert "--score 'acc' is not a score: use one of best, validated, cui, probe" in err

@@ -62,8 +62,9 @@ def _launch(args: argparse.Namespace, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default: ``sys.argv[1:]``); the exit code: 0, 2 for a
     user mistake (one line on stderr), 1 when another process of a distributed run failed, 130
-    when interrupted. A write the user can fix (a full disk, a read-only folder, no permission)
-    fails like a user mistake: one line, exit 2."""
+    when interrupted, 141 when the program reading its output stopped reading. A write the user
+    can fix (a full disk, a read-only folder, no permission) fails like a user mistake: one
+    line, exit 2."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "nproc", None) is not None:
             return _launch(args, argv)
         return args.func(args)
+    except BrokenPipeError:  # an OSError, but not a write the user can fix
+        return _reader_gone()
     except (IsplitError, OSError) as e:
         from isplit.distributed import report_error
 
@@ -99,6 +102,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"isplit: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
+
+
+def _reader_gone() -> int:
+    """The program reading the output stopped (``isplit points | head``): stop without a
+    traceback, as a tool stopped by SIGPIPE does (exit 141); stdout goes to /dev/null so that
+    Python's last flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # a stdout without a file (captured)
+        pass
+    return 141
 
 
 if __name__ == "__main__":

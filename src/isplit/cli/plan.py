@@ -48,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from isplit.checks import from_json, warn
     from isplit.deploy.plan import (
         Link,
         make_plan,
@@ -75,5 +76,6 @@ def run(args: argparse.Namespace) -> int:
         out=out,
     )
     print(plan.table())
+    warn(from_json(plan.checks))
     print(f"wrote {out.plan}, {out / RunFolder.PLAN_PNG}")
     return 0

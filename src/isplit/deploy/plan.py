@@ -14,9 +14,13 @@ is still a round trip and a transfer slower. Head and tail times are measured on
 (median of repeated runs at batch 1) or derived from the part's FLOPs and a given speed
 (``--device-speed 5GFLOPS``). Each candidate has a score (:mod:`isplit.deploy.scores`: the
 validated accuracy, the run's selection predictor or CUI); not splitting loses nothing and ranks
-first. The plan lists the Pareto front over (latency, bytes, score) and recommends the candidate
-with the highest score within the budgets (``max_latency``, ``max_bytes``), the faster of equals:
-not splitting whenever one of the two ways meets the budgets.
+first. A row's bytes, times and score describe one configuration: scored by validated accuracy, a
+validated point is the split with its trained bottleneck (the code sent, the encoder in the head,
+the decoder in the tail), and a point not validated is the plain split with no score (its
+accuracy not measured: on no Pareto front, never recommended). The plan lists the Pareto
+front over (latency, bytes, score) and recommends the candidate with the highest score within
+the budgets (``max_latency``, ``max_bytes``), the faster of equals: not splitting whenever one
+of the two ways meets the budgets.
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from isplit.analysis import Analysis
+from isplit.checks import to_json
 from isplit.errors import IsplitError
 from isplit.results import RunResult
 from isplit.runfolder import RunFolder
@@ -101,29 +107,38 @@ def measure_parts(
     points: Sequence[str],
     repeats: int,
     threads: int | None = None,
+    *,
+    bottlenecks: dict[str, nn.Module] | None = None,
+    leaf_modules: Sequence[str] = (),
 ) -> tuple[dict[str, tuple[float, float]], float]:
     """``({point: (head_s, tail_s)}, whole_model_s)`` at batch 1 on the CPU: medians, with
-    ``threads`` torch threads (default: torch's)."""
+    ``threads`` torch threads (default: torch's). A point with one of ``bottlenecks`` (an
+    encoder and a decoder) is timed with it: its encoder ends the head, its decoder starts the
+    tail. ``leaf_modules``: those the analysis traced as one node (its points are cuts of that
+    graph)."""
     before = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
             raise IsplitError(f"--threads must be at least 1, not {threads}")
         torch.set_num_threads(threads)
     try:
-        return _measure(model, input_shape, points, repeats)
+        return _measure(model, input_shape, points, repeats, bottlenecks or {}, leaf_modules)
     finally:
         torch.set_num_threads(before)
 
 
-def _measure(model, input_shape, points, repeats):
+def _measure(model, input_shape, points, repeats, bottlenecks, leaf_modules):
     from isplit.graph import ModelGraph
 
-    graph = ModelGraph(model, input_shape, granularity="all")
+    graph = ModelGraph(model, input_shape, "all", leaf_modules)
     x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
     fns: list[Callable[[], object]] = [lambda: model(x)]
     with torch.inference_mode():
         for name in points:
             head, tail = graph.split(name)
+            if name in bottlenecks:
+                b = bottlenecks[name]
+                head, tail = nn.Sequential(head, b.encoder), nn.Sequential(b.decoder, tail)
             z = head(x)
             fns += [lambda h=head: h(x), lambda t=tail, z=z: t(z)]
         times = median_times(fns, repeats)
@@ -157,6 +172,7 @@ class Plan(RunResult):
     pareto: list[str]
     recommended: str | None
     reason: str
+    checks: list[dict] = field(default_factory=list)  # isplit.checks.Check records
 
     def save(self, out: str | os.PathLike) -> Path:
         """Write ``plan.json`` and ``plan.png`` into ``out``."""
@@ -169,28 +185,38 @@ class Plan(RunResult):
     def table(self) -> str:
         """The plan as text: where scores and times come from, one row per candidate (Pareto
         points, the over-budget and the recommendation marked), the recommendation."""
-        rows = [
-            f"score: {self.score_source}",
-            f"times: {self.times}",
-            f"{'point':<26}{'bytes':>9}{'head ms':>9}{'link ms':>9}{'rtt ms':>8}{'tail ms':>9}"
-            f"{'total ms':>10}{self.score_label:>11}  ",
-        ]
+        from isplit.texttable import text_table
+
+        header = ["point", "bytes", "head ms", "link ms", "rtt ms", "tail ms", "total ms",
+                  self.score_label, ""]  # fmt: skip
+        cells = []
         for r in self.points:
-            shown = "lossless" if r["score"] is None else f"{r['score']:.4g}"
+            if r["score"] is not None:
+                shown = f"{r['score']:.4g}"
+            else:
+                shown = "not measured" if r.get("not_measured") else "lossless"
             marks = (
                 ("recommended", r["name"] == self.recommended),
                 ("pareto", r["pareto"]),
                 ("over-budget", not r["within_budget"]),
+                ("bottleneck", r.get("bottleneck") and not r.get("exported")),
                 ("exported" + (" bottleneck" if r.get("bottleneck") else ""), r.get("exported")),
+                ("did not learn", r.get("learned") is False),
             )
-            rows.append(
-                f"{r['name']:<26}{r['bytes']:>9}{r['head_ms']:>9.2f}{r['link_ms']:>9.2f}"
-                f"{r['rtt_ms']:>8.1f}{r['tail_ms']:>9.2f}{r['total_ms']:>10.2f}{shown:>11}  "
-                + " ".join(m for m, on in marks if on)
-            )
+            cells.append(
+                [r["name"], str(r["bytes"]), f"{r['head_ms']:.2f}", f"{r['link_ms']:.2f}",
+                 f"{r['rtt_ms']:.1f}", f"{r['tail_ms']:.2f}", f"{r['total_ms']:.2f}", shown,
+                 " ".join(m for m, on in marks if on)]
+            )  # fmt: skip
         rec = self.recommended
-        rows.append(f"recommended: {rec} ({self.reason})" if rec else self.reason)
-        return "\n".join(rows)
+        return "\n".join(
+            [
+                f"score: {self.score_source}",
+                f"times: {self.times}",
+                text_table(header, cells),
+                f"recommended: {rec} ({self.reason})" if rec else self.reason,
+            ]
+        )
 
 
 def make_plan(
@@ -221,7 +247,8 @@ def make_plan(
     if repeats < 1:
         raise IsplitError(f"--repeats must be at least 1, not {repeats}")
     scores = plan_scores(analysis, run, score, quantize)
-    points = [p for p in analysis.points if p.name in scores.values]
+    kept = set(scores.values) | set(scores.unscored)
+    points = [p for p in analysis.points if p.name in kept]
     if not points:
         raise IsplitError(
             f"{run} has no admissible point with a {scores.source} score to plan over: "
@@ -233,18 +260,28 @@ def make_plan(
     if (device_speed is not None or server_speed is not None) and not analysis.total_flops:
         raise IsplitError(f"{run} does not record the model's FLOPs; rerun `isplit analyze`")
     exported = exported_points(exports, analysis, scores)
+    bottlenecks = _bottlenecks(points, scores)
     measured: dict[str, tuple[float, float]] = {}
     whole_s = 0.0
     if device_speed is None or server_speed is None:
         model = analysis.load_model().model
         names = [p.name for p in points]
-        measured, whole_s = measure_parts(model, input_shape, names, repeats, threads)
+        measured, whole_s = measure_parts(model, input_shape, names, repeats, threads,
+                                          bottlenecks=bottlenecks,
+                                          leaf_modules=analysis.leaf_modules)  # fmt: skip
     cost = _Costs(link, (device_speed, server_speed), analysis.total_flops or 0, whole_s, quantize)
-    rows = [
-        cost.server_only(input_shape, scores.unsplit),
-        *(cost.split(p, scores.values[p.name], measured, exported.get(p.name)) for p in points),
-        cost.device_only(scores.unsplit),
-    ]
+    learned = next((c for c in scores.checks if c.name == "bottlenecks_learned"), None)
+    unlearned = set(learned.values["not_learned"]) if learned is not None else set()
+    rows = [cost.server_only(input_shape, scores.unsplit)]
+    for p in points:
+        row = cost.split(p, scores.values.get(p.name), measured, exported.get(p.name),
+                         bottlenecks.get(p.name))  # fmt: skip
+        if p.name in scores.unscored:
+            row["not_measured"] = True
+        if p.name in bottlenecks:
+            row["learned"] = p.name not in unlearned
+        rows.append(row)
+    rows.append(cost.device_only(scores.unsplit))
     best = _mark(rows, max_latency, max_bytes)
     plan = Plan(
         run=str(run),
@@ -266,10 +303,43 @@ def make_plan(
         pareto=[r["name"] for r in rows if r["pareto"]],
         recommended=None if best is None else best["name"],
         reason=_reason(best, rows, max_latency, max_bytes),
+        checks=to_json(scores.checks),
     )
     if out is not None:
         plan.save(out)
     return plan
+
+
+def _bottlenecks(points, scores) -> dict[str, nn.Module]:
+    """The bottleneck of each validated point, as validation trained it (its ratio and halving;
+    the weights do not change its cost): a validated row is the split with it."""
+    from isplit.validation.bottleneck import Bottleneck
+
+    if scores.bottleneck is None:
+        return {}
+    ratio, halve = scores.bottleneck["ratio"], scores.bottleneck["halve"]
+    return {
+        p.name: Bottleneck(tuple(p.shape), ratio, halve, p.layout).eval()
+        for p in points
+        if p.name in scores.values
+    }
+
+
+def bottleneck_flops(bottleneck: nn.Module, shape: Sequence[int]) -> tuple[int, int]:
+    """FLOPs of a bottleneck's encoder and decoder at batch 1, on a tensor of ``shape`` (the
+    point's, with or without the batch of 1), counted as the analysis counts the network's."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    shape = tuple(shape)
+    x = torch.zeros(shape if len(shape) and shape[0] == 1 else (1, *shape))
+    out = []
+    with torch.inference_mode():
+        for part in (bottleneck.encoder, bottleneck.decoder):
+            counter = FlopCounterMode(display=False)
+            with counter:
+                x = part(x)
+            out.append(int(counter.get_total_flops()))
+    return out[0], out[1]
 
 
 @dataclass(frozen=True)
@@ -299,15 +369,26 @@ class _Costs:
             "score": score,
         }
 
-    def split(self, p, score: float, measured: dict, exported=None) -> dict:
+    def split(self, p, score: float | None, measured: dict, exported=None, bottleneck=None) -> dict:
+        """A split point's row: the plain split, or with ``bottleneck`` (its encoder in the
+        head, its decoder in the tail, its code sent); ``exported``: what its export sends."""
         from isplit.deploy.client import request_bytes
 
         m_head, m_tail = measured.get(p.name, (0.0, 0.0))
-        head_s = self._seconds(0, p.head_flops, m_head)
-        tail_s = self._seconds(1, self.total_flops - p.head_flops, m_tail)
-        shape = p.shape[1:] if exported is None else exported.shape
+        head_flops, tail_flops = p.head_flops, self.total_flops - p.head_flops
+        shape = tuple(p.shape[1:])
+        if bottleneck is not None:
+            encoder, decoder = bottleneck_flops(bottleneck, p.shape)
+            head_flops, tail_flops = head_flops + encoder, tail_flops + decoder
+            shape = tuple(bottleneck.code_shape)
+        if exported is not None:
+            shape = exported.shape
+        head_s = self._seconds(0, head_flops, m_head)
+        tail_s = self._seconds(1, tail_flops, m_tail)
         row = self._row(p.name, "split", shape, request_bytes(shape, self.quantize),
-                        p.head_flops, head_s, tail_s, score)  # fmt: skip
+                        head_flops, head_s, tail_s, score)  # fmt: skip
+        if bottleneck is not None:
+            row["bottleneck"] = True
         if exported is not None:
             row.update(exported=exported.folder, bottleneck=exported.bottleneck)
         return row
@@ -332,13 +413,16 @@ def _mark(rows: list[dict], max_latency: float | None, max_bytes: int | None) ->
     recommend (not splitting, else the highest score, within the budgets; the faster of
     equals), if any."""
     rank = [math.inf if r["kind"] != "split" else r["score"] for r in rows]
-    front = pareto([r["total_ms"] for r in rows], [r["bytes"] for r in rows], rank)
-    for r, f in zip(rows, front):
-        r["pareto"] = f
+    ranked = [i for i, s in enumerate(rank) if s is not None]  # a split not measured: no rank
+    front = pareto(*([[r[k] for i, r in enumerate(rows) if i in ranked]
+                      for k in ("total_ms", "bytes")]), [rank[i] for i in ranked])  # fmt: skip
+    on_front = {i for i, f in zip(ranked, front) if f}
+    for i, r in enumerate(rows):
+        r["pareto"] = i in on_front
         r["within_budget"] = (max_latency is None or r["total_ms"] <= 1e3 * max_latency) and (
             max_bytes is None or r["bytes"] <= max_bytes
         )
-    within = [(s, r) for s, r in zip(rank, rows) if r["within_budget"]]
+    within = [(rank[i], rows[i]) for i in ranked if rows[i]["within_budget"]]
     return max(within, key=lambda sr: (sr[0], -sr[1]["total_ms"]), default=(None, None))[1]
 
 

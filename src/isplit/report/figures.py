@@ -330,10 +330,11 @@ def plot_plan(plan: dict, path: str | Path) -> None:
     ax2.plot(x[front], scores[front], "k*", ms=9, linestyle="none")
     if plan["score"] == "cui" and np.nanmin(scores, initial=np.inf) > 0:
         ax2.set_yscale("log")
-    lossless = [i for i, r in enumerate(rows) if r["score"] is None]
-    for i in lossless:  # not splitting has no value on this scale: it loses nothing
-        ax2.annotate("lossless", (x[i], 0.5), xycoords=("data", "axes fraction"), ha="center",
-                     rotation=90, fontsize=8, color="#555555")  # fmt: skip
+    for i, r in enumerate(rows):  # not splitting has no value on this scale: it loses nothing
+        if r["score"] is None:  # a split not validated: its accuracy was not measured
+            what = "not measured" if r.get("not_measured") else "lossless"
+            ax2.annotate(what, (x[i], 0.5), xycoords=("data", "axes fraction"), ha="center",
+                         rotation=90, fontsize=8, color="#555555")  # fmt: skip
     ax2.set_ylabel(plan.get("score_label", plan["score"]))
     ax2.set_xticks(x, [r["name"] for r in rows], rotation=60, ha="right", fontsize=8)
     for label, r in zip(ax2.get_xticklabels(), rows):
