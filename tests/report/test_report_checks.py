@@ -7,7 +7,7 @@ import html
 import json
 import re
 
-from isplit.checks import Check, accuracy_vs_chance
+from isplit.checks import Check, accuracy_vs_chance, predictor_usable
 from isplit.cli import main
 from isplit.report.markup import log10_cui
 from isplit.report.sections import preprocess_text
@@ -84,6 +84,23 @@ def test_a_failed_check_of_the_analysis_is_on_the_first_screen_and_flags_accurac
     assert summary.index(message) < summary.index("<table")  # before every number
     assert "accuracy_vs_chance" in _row(summary, "Model accuracy")  # the accuracy carries it
     assert "class_names" not in summary  # a check that passed says nothing
+
+
+def test_every_failed_predictor_check_is_shown_and_flags_its_pick(demo_run_copy, capsys):
+    """Two failed checks of one name (one per predictor) are two warnings; each pick shown whose
+    predictor cannot rank the points carries the flag, the accuracy does not."""
+    flat = predictor_usable("pca-probe", [0.5] * 5)
+    unknown = predictor_usable("cui", [float("nan")] * 5)
+    assert not flat.passed and not unknown.passed
+    _edit_curves(demo_run_copy, lambda d: d.update(checks=[flat.to_json(), unknown.to_json()]))
+    summary = _summary(_page(demo_run_copy))
+    picks = summary.split('<table class="facts">')[0]
+    for c in (flat, unknown):
+        assert picks.index(html.escape(c.message)) < picks.index("<table")
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", picks.split("<tbody>")[1], re.S)
+    assert rows and all("⚠" in r and "predictor_usable" in r for r in rows)
+    assert "⚠" not in _row(summary, "Model accuracy")
+    assert _row(summary, "Predictors").count("predictor_usable") == 1
 
 
 def test_a_run_whose_checks_passed_shows_no_warning(demo_run_copy, capsys):

@@ -38,7 +38,7 @@ def report_checks(a: Analysis, validation: dict | None = None) -> list[Check]:
     """Every self-check the report shows: the analysis's (``curves.json``'s ``checks``), the
     validation's (``validation.json``'s), and the report's own: the unsplit accuracy that the
     validation measured against the analysis's accuracy (a gap beyond sampling: the two were not
-    made on the same model, data or preprocessing). One per name and command, the first found."""
+    made on the same model, data or preprocessing), unless the validation recorded that one."""
     found = [c if isinstance(c, Check) else Check.from_json(c) for c in getattr(a, "checks", [])]
     v = validation or {}
     found += checks.from_json(v.get("checks"))
@@ -49,14 +49,14 @@ def report_checks(a: Analysis, validation: dict | None = None) -> list[Check]:
         v.get("unsplit_accuracy"),
         (v.get("settings") or {}).get("test_images"),
     )
-    found += [own] if own is not None else []
-    seen, out = set(), []
-    for c in found:
-        key = (c.name, c.values.get("command"))
-        if key not in seen:
-            seen.add(key)
-            out.append(c)
-    return out
+    if own is not None and not any(_same(c, own) for c in found):
+        found.append(own)
+    return found
+
+
+def _same(c: Check, other: Check) -> bool:
+    """Whether ``c`` is the check ``other`` (the same name and command)."""
+    return c.name == other.name and c.values.get("command") == other.values.get("command")
 
 
 def checks_block(found: list[Check]) -> str:
@@ -75,7 +75,9 @@ def checks_block(found: list[Check]) -> str:
 
 def _flag(found: list[Check], names: tuple[str, ...] | None = None) -> str:
     """The mark of a number that failed checks qualify (``names``: those checks; None: any)."""
-    bad = [c.name for c in checks.failed(found) if names is None or c.name in names]
+    bad = list(
+        dict.fromkeys(c.name for c in checks.failed(found) if names is None or c.name in names)
+    )
     if not bad:
         return ""
     return f' <span class="flag">⚠ not to be trusted: see {esc(", ".join(bad))} above</span>'
@@ -168,16 +170,17 @@ def summary(
         rows.append(("Validation", (flag if unreliable else "") + said))
     items = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     body = (
-        checks_block(found) + picks_block(a) + f'<table class="facts">{items}</table>\n'
+        checks_block(found) + picks_block(a, found) + f'<table class="facts">{items}</table>\n'
         f'<p class="recommendation"><b>Recommendation:</b> '
         f"{esc(a.recommendation()).replace(chr(10), '<br>')}</p>"
     )
     return section("summary", "Summary", body)
 
 
-def picks_block(a: Analysis) -> str:
+def picks_block(a: Analysis, checked: list[Check] = ()) -> str:
     """The first screen's picks: I-SPLIT's and (when the run computed it) the evidence-backed
-    one, each with its point, value and head cost, and the measured reason for the second (or
+    one, each with its point, value and head cost (flagged where a failed check of ``checked``
+    says its predictor cannot rank the points), and the measured reason for the second (or
     one line that they agree)."""
     found = a.picks
     if not found:
@@ -188,7 +191,8 @@ def picks_block(a: Analysis) -> str:
             [
                 esc(p.title),
                 f"<code>{esc(p.point)}</code>",
-                f"{esc(p.predictor)} {num(p.value, '.4g')}",
+                f"{esc(p.predictor)} {num(p.value, '.4g')}"
+                + _flag([c for c in checked if c.values.get("predictor") == p.predictor]),
                 f"{p.head_flops / 1e6:.1f}",
                 pct(p.head_flop_share),
                 f"{p.bytes:,}",
