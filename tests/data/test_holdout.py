@@ -140,6 +140,13 @@ def test_train_on_a_plain_folder_tests_on_the_hold_out_and_records_it(tmp_path, 
     assert "of its 40 images (30%, --holdout) held out" in capsys.readouterr().err
     assert main([*argv, "--out", str(out2)]) == 2  # holdout 0.3 -> 0.2: not that run
     assert "holdout 0.3 -> 0.2" in capsys.readouterr().err
+    # a later analysis of these weights reads the images their training held out
+    run = tmp_path / "run"
+    analyze = ["analyze", "--weights", str(out2), "--data", str(folder), "--quiet"]
+    assert main([*analyze, "--predictors", "cui", "--workers", "0", "--out", str(run)]) == 0
+    held = load_dataset(str(folder), "test", PP, holdout=0.3)
+    doc = json.loads((run / "curves.json").read_text())
+    assert doc["dataset"]["split"] == "test@0.3" and doc["dataset"]["images"] == len(held)
 
 
 def test_analyze_reads_the_hold_out_and_records_it(tmp_path, capsys):

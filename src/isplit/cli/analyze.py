@@ -70,6 +70,7 @@ def output_folder(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     from isplit.data import load_dataset
     from isplit.data.folders import holdout_note
+    from isplit.data.load import holdout_share
     from isplit.distributed import is_main
 
     check_output_folder(output_folder(args))
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         loaded.preprocess,
         root=args.data_root,
         download=args.download,
-        holdout=args.holdout,
+        holdout=holdout_share(args.holdout, loaded.weights),
     )
     if (
         is_main()

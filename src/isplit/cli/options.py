@@ -179,10 +179,11 @@ def add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument(
         "--holdout",
         type=float,
-        default=0.2,
+        default=None,
         metavar="SHARE",
         help="a folder without split sub-folders: the share of its images held out for testing, "
-        "chosen by a hash of each file's path, the same on every machine (default: 0.2)",
+        "chosen by a hash of each file's path, the same on every machine (default: the share "
+        "the weights were trained with by isplit train, else 0.2)",
     )
     p.add_argument(
         "--data-root",

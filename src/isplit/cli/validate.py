@@ -109,7 +109,7 @@ def output_folder(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from isplit.analysis import Analysis, AnalysisSettings
-    from isplit.data.load import load_train_test
+    from isplit.data.load import holdout_share, load_train_test
     from isplit.distributed import is_main
     from isplit.runfolder import RunFolder
     from isplit.validation import Settings, validate
@@ -152,7 +152,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         loaded = model_from_args(args)
     data = args.data or "fashion-mnist"
-    kw = {"root": args.data_root, "download": args.download, "holdout": args.holdout}
+    kw = {
+        "root": args.data_root,
+        "download": args.download,
+        "holdout": holdout_share(args.holdout, loaded.weights),
+    }
     train, test, note = load_train_test(
         data, args.train_split, args.split, loaded.preprocess, **kw
     )  # never the same images (a folder without split sub-folders: its hold-out tests)

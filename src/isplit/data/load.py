@@ -97,3 +97,18 @@ def shared_images(a: LabelledDataset, b: LabelledDataset) -> int:
     if fa is None and fb is None and (a.name, a.split, a.root) == (b.name, b.split, b.root):
         return min(len(a), len(b))
     return 0
+
+
+def holdout_share(given: float | None, weights: str | None = None) -> float:
+    """The hold-out share of a folder without split sub-folders: ``given`` (``--holdout``), else
+    the one a weights file was trained with (its metadata's ``holdout``, written by ``isplit
+    train``: so a later command tests on the images training held out), else :data:`HOLDOUT`."""
+    if given is not None:
+        return float(given)
+    if weights and str(weights).lower().endswith(".safetensors") and Path(weights).is_file():
+        from isplit.models.weights import read_metadata
+
+        share = read_metadata(str(weights)).get("holdout")
+        if isinstance(share, (int, float)) and 0.0 < share < 1.0:
+            return float(share)
+    return HOLDOUT

@@ -195,7 +195,7 @@ def train(
     progress: bool = True,
     test_split: str = "test",
     optimizer: str = "sgd",
-    holdout: float = HOLDOUT,
+    holdout: float | None = HOLDOUT,
 ) -> TrainResult:
     """Train ``model`` on ``data`` and write its weights to ``out`` (``.safetensors``/``.pth``).
 
@@ -224,7 +224,7 @@ def train(
         "mean": None if mean is None else [float(m) for m in mean],
         "std": None if std is None else [float(s) for s in std],
         "optimizer": optimizer,
-        "holdout": float(holdout),
+        "holdout": float(HOLDOUT if holdout is None else holdout),
     }
     ckpt_path = Path(f"{out}.ckpt") / "last.pt"
     if Path(out).exists():
