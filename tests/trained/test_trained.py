@@ -1,0 +1,244 @@
+"""isplit's numbers on networks trained by ``isplit train`` (not random weights), each against an
+independent computation written here (tests/trained/reference.py): a PIL + torch evaluation
+loop for the accuracy, forward/backward hooks for CUI, a proxy that counts the bytes a request
+really sends. CI runs every command on the bicubic ConvNeXt and the accuracy (and CUI) of the
+other two; the slow mark adds validate / export / serve / plan / report for those."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from trained.reference import (
+    BodyCounter,
+    gradcam_cui,
+    json_lines,
+    pil_inputs,
+    predict,
+    timm_net,
+    within,
+)
+from trained.tier import NETS, PER_CLASS, cli
+
+slow = pytest.mark.slow
+KINDS = list(NETS)
+#: CI: every command on the bicubic network; the others under the slow mark
+COMMAND_KINDS = ["bicubic", pytest.param("bilinear", marks=slow), pytest.param("vit", marks=slow)]
+#: the test images: every class's first PER_CLASS["test"] images of Fashion-MNIST's test split
+TEST_IMAGES = 10 * PER_CLASS["test"]
+
+_reference: dict[str, dict] = {}
+
+
+def reference(tier, kind: str) -> dict:
+    """The independent evaluation of network ``kind`` on the test images: the network built by
+    timm with the weights file's tensors, the inputs by PIL; its predictions and accuracy."""
+    if kind not in _reference:
+        t = tier.trained(kind)
+        files, classes, labels = t.test_images()
+        net = timm_net(t.net.arch, t.weights, t.geometry.size, len(classes))
+        x = pil_inputs(files, t.geometry)
+        pred = predict(net, x)
+        _reference[kind] = {
+            "net": net,
+            "x": x,
+            "files": files,
+            "classes": classes,
+            "labels": labels,
+            "predictions": pred,
+            "accuracy": float((pred == labels).mean()),
+        }
+    return _reference[kind]
+
+
+def _message(what: str, measured: float, ref: float) -> str:
+    return f"{what}: {100 * measured:.2f} % vs {100 * ref:.2f} % measured independently"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_trained_network_and_its_preset(tier, kind):
+    """The fixture is what the tier claims: timm's preset of the kind (interpolation, mean,
+    std) recorded in the weights, the classes of the folder, and clearly above chance."""
+    import timm
+
+    t = tier.trained(kind)
+    cfg = timm.models.get_pretrained_cfg(t.net.arch).to_dict()
+    g = t.geometry
+    assert cfg["interpolation"] == t.net.interpolation == g.interpolation
+    assert (g.mean, g.std) == (tuple(cfg["mean"]), tuple(cfg["std"]))
+    assert g.size == 32 and g.resize is not None and g.resize > g.size  # resize, then crop
+    ref = reference(tier, kind)
+    assert t.metadata["classes"] == ref["classes"]
+    assert ref["accuracy"] > 0.6, ref["accuracy"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_analyze_reports_the_accuracy_of_an_independent_loop(tier, kind):
+    """``isplit analyze`` on the folder: the accuracy it prints and records, and the one
+    ``isplit train`` recorded in the weights (the same test images), each within 0.5 pp of
+    a plain PIL + torch loop; the weights' preprocessing used; no warning."""
+    ref = reference(tier, kind)["accuracy"]
+    run, stdout, stderr = tier.analysis(kind)
+    curves = tier.curves(kind)
+    assert curves["dataset"]["images"] == TEST_IMAGES
+    assert curves["dataset"]["classes"] == reference(tier, kind)["classes"]
+    recorded_here = curves["accuracy"]
+    assert within(recorded_here, ref), _message("curves.json accuracy", recorded_here, ref)
+    printed = float(re.search(r"model accuracy on the analysed images: ([\d.]+)", stdout)[1])
+    assert within(printed, ref), _message("printed accuracy", printed, ref)
+    recorded = tier.trained(kind).metadata["accuracy"]
+    assert within(recorded, ref), _message("accuracy the weights record", recorded, ref)
+    pp = tier.trained(kind).metadata["preprocess"]
+    assert curves["settings"]["preprocess"] == pp
+    assert "isplit: warning" not in stderr, stderr
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_analyze_records_its_self_checks(tier, kind):
+    """A healthy analysis of trained weights records the checks of its accuracy (vs chance, vs
+    the weights' record) and of the class names, all passed."""
+    curves = tier.curves(kind)
+    checks = {c["name"]: c for c in curves.get("checks") or []}
+    for name in ("accuracy_vs_chance", "accuracy_vs_recorded", "class_names"):
+        assert name in checks and checks[name]["passed"], (name, curves.get("checks"))
+
+
+@pytest.mark.parametrize("kind", ["bicubic", "bilinear"])
+def test_cui_equals_gradcam_by_hooks(tier, kind):
+    """CUI per image at 3 N x C x H x W points (first, middle, last that are module outputs)
+    equals Grad-CAM computed with hooks on the timm network, on 2 images of each class."""
+    ref = reference(tier, kind)
+    run = tier.analysis(kind)[0]
+    curves = tier.curves(kind)
+    modules = dict(ref["net"].named_modules())
+    nchw = [p for p in curves["points"] if (p.get("layout") or {}).get("axes") == "NCHW"]
+    eligible = [p["name"] for p in nchw if p["admissible"] and p["name"] in modules]
+    assert len(eligible) >= 3, eligible
+    names = [eligible[0], eligible[len(eligible) // 2], eligible[-1]]
+    per_image = np.load(run / "per_image.npz")
+    assert per_image["cui"].shape[0] == TEST_IMAGES
+    np.testing.assert_array_equal(per_image["labels"], ref["labels"])  # the same image order
+    idx = np.concatenate([np.flatnonzero(ref["labels"] == c)[:2] for c in range(10)])
+    ours = gradcam_cui(ref["net"], ref["x"][idx], ref["labels"][idx], names)
+    columns = list(per_image["points"])
+    for name in names:
+        theirs = per_image["cui"][idx, columns.index(name)]
+        # bilinear: the same pixels; bicubic: PIL and torchvision round a few pixels to the
+        # other 8-bit level (at most 1 of 255), which moves CUI by a few tenths of a percent
+        np.testing.assert_allclose(
+            theirs, ours[name], rtol=1e-2, atol=1e-3 * float(np.abs(ours[name]).max()),
+            err_msg=f"{kind} {name}",
+        )  # fmt: skip
+        point = next(p for p in curves["points"] if p["name"] == name)
+        mean = float(np.mean(per_image["cui"][:, columns.index(name)]))
+        assert point["cui"] == pytest.approx(mean, rel=1e-4), name
+
+
+def _two_points(curves: dict) -> list[str]:
+    admissible = [p["name"] for p in curves["points"] if p["admissible"]]
+    best = curves["best"]
+    return [admissible[0], best] if best != admissible[0] else admissible[:2]
+
+
+@pytest.mark.parametrize("kind", COMMAND_KINDS)
+def test_validate_measures_the_independent_unsplit_accuracy(tier, kind, tmp_path):
+    """``isplit validate --analysis`` at 2 points, 1 epoch: the unsplit accuracy it prints and
+    records within 0.5 pp of the independent loop; the reused analysis agrees with it."""
+    ref = reference(tier, kind)["accuracy"]
+    t = tier.trained(kind)
+    run = tier.analysis(kind)[0]
+    out = tmp_path / "validation"
+    stdout, stderr = cli(
+        "validate", "--analysis", run, "--model", t.net.model, "--weights", t.weights,
+        "--data", t.data, "--points", ",".join(_two_points(tier.curves(kind))),
+        "--epochs", "1", "--train-limit", "200", "--bootstrap", "10", "--workers", "0",
+        "--quiet", "--out", out,
+    )  # fmt: skip
+    record = json.loads((out / "validation.json").read_text())
+    assert within(record["unsplit_accuracy"], ref), _message(
+        "validate's unsplit accuracy", record["unsplit_accuracy"], ref
+    )
+    printed = float(re.search(r"unsplit accuracy: ([\d.]+)", stdout)[1])
+    assert within(printed, ref), _message("validate's printed unsplit accuracy", printed, ref)
+    checks = {c["name"]: c for c in record.get("checks") or []}
+    assert checks.get("reused_analysis_accuracy", {}).get("passed"), record.get("checks")
+
+
+@pytest.mark.parametrize("kind", COMMAND_KINDS)
+def test_export_checks_the_independent_accuracy(tier, kind):
+    """``isplit export`` at the best split, checked on every test image: the unsplit and split
+    accuracies its manifest records within 0.5 pp of the independent loop, the ONNX parts
+    agreeing with the network."""
+    ref = reference(tier, kind)["accuracy"]
+    folder, stdout = tier.export(kind, tier.curves(kind)["best"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    acc = manifest["accuracy"]
+    assert acc["check_images"] == TEST_IMAGES
+    for key in ("unsplit", "split", "split_int8"):
+        assert within(acc[key], ref), _message(f"export's {key} accuracy", acc[key], ref)
+    assert manifest["checks"]["agreement"] == 1.0
+    assert manifest["checks"]["agreement_int8"] >= 0.99
+    assert manifest["checks"]["end_to_end_max_abs_diff"] < 1e-3
+
+
+def _served(tier, kind: str) -> dict:
+    """``isplit serve`` of the export and ``isplit infer --json`` of every test image, through
+    a proxy that counts the request bodies (once per session)."""
+    from serving import serve
+
+    def make():
+        ref = reference(tier, kind)
+        folder, _ = tier.export(kind, tier.curves(kind)["best"])
+        with serve(folder) as server, BodyCounter(server.url) as proxy:
+            stdout, _ = cli("infer", folder, *ref["files"], "--server", proxy.url, "--json")
+        posts = [n for method, path, n in proxy.requests if method == "POST"]
+        return {"lines": json_lines(stdout), "posts": posts}
+
+    return tier._once(("served", kind), make)
+
+
+@pytest.mark.parametrize("kind", COMMAND_KINDS)
+def test_serve_and_infer_give_the_independent_predictions(tier, kind):
+    """Every test image sent through ``isplit infer`` to ``isplit serve`` (8-bit): the accuracy
+    within 0.5 pp of the independent loop, and the same class for nearly every image."""
+    ref = reference(tier, kind)
+    lines = _served(tier, kind)["lines"]
+    assert [line["image"] for line in lines] == [str(f) for f in ref["files"]]
+    assert all("error" not in line for line in lines), [x for x in lines if "error" in x][:3]
+    got = np.array([line["index"] for line in lines])
+    assert [line["class"] for line in lines] == [ref["classes"][i] for i in got]
+    accuracy = float((got == ref["labels"]).mean())
+    message = _message("infer's accuracy", accuracy, ref["accuracy"])
+    assert within(accuracy, ref["accuracy"]), message
+    assert (got == ref["predictions"]).mean() >= 0.99
+
+
+@pytest.mark.parametrize("kind", COMMAND_KINDS)
+def test_plan_bytes_are_what_a_request_sends(tier, kind, tmp_path):
+    """``isplit plan``'s bytes at the exported point are the HTTP body ``isplit infer`` sent
+    for one image (counted on the wire), and what infer reports."""
+    served = _served(tier, kind)
+    point = tier.curves(kind)["best"]
+    run = shutil.copytree(tier.analysis(kind)[0], tmp_path / "run")
+    cli("plan", run, "--bandwidth", "10Mbit/s", "--rtt", "20ms", "--repeats", "2", "--out", run)
+    plan = json.loads((run / "plan.json").read_text())
+    row = next(p for p in plan["points"] if p["name"] == point)
+    posts = served["posts"]
+    assert len(posts) == TEST_IMAGES  # one request per image
+    assert set(posts) == {row["bytes"]}, (sorted(set(posts)), row["bytes"])
+    assert {line["bytes"] for line in served["lines"]} == {row["bytes"]}
+
+
+@pytest.mark.parametrize("kind", COMMAND_KINDS)
+def test_report_header_states_the_independent_accuracy(tier, kind, tmp_path):
+    """The report's first screen states the accuracy the independent loop measures."""
+    ref = reference(tier, kind)["accuracy"]
+    run = shutil.copytree(tier.analysis(kind)[0], tmp_path / "run")
+    cli("report", run, "--samples", "0")
+    html = (run / "report.html").read_text()
+    shown = float(re.search(r"Model accuracy</th><td>([\d.]+) %", html)[1]) / 100
+    assert abs(shown - ref) <= 0.005 + 0.0005, _message("the report's accuracy", shown, ref)
