@@ -17,11 +17,11 @@ from isplit.validation import Settings, ValidationReport, bottleneck_file, valid
 def small():
     loaded = load_model("demo-vgg16")
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(160, 1, 32, 32, generator=g)
+    x = torch.randn(200, 1, 32, 32, generator=g)  # 37 held out: enough for pca-probe to rank
     with torch.no_grad():
         y = loaded.model(x).argmax(1)
     data = TensorDataset(x, y)
-    analysis = analyze(loaded.model, data, model_name="demo-vgg16", batch_size=80)
+    analysis = analyze(loaded.model, data, model_name="demo-vgg16", batch_size=100)
     return loaded, data, analysis
 
 
