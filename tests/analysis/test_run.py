@@ -61,7 +61,7 @@ def test_budgets_restrict_the_best_split(model, data, run):
 def test_local_maxima():
     assert local_maxima([1, 3, 2, 2, 5, 4]) == [1, 4]
     assert local_maxima([5, 1, 2]) == [0, 2]  # end points count when higher than the neighbour
-    assert local_maxima([1, 2, 2, 1]) in ([1], [2])  # a plateau counts once
+    assert local_maxima([1, 2, 2, 1]) == [1]  # a plateau counts once, at its first point
     assert local_maxima([1, 9, 3, 4], mask=[True, False, True, True]) == [3]
     assert best_point([1, 9, 3, 4], [True, False, True, True]) == 3
     assert best_point([1, 2], [False, False]) is None
