@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from isplit import checks
 from isplit.analysis import Analysis
 from isplit.results import RunResult
 from isplit.runfolder import RunFolder
@@ -56,6 +57,7 @@ class ValidationReport(RunResult):
     regret: list[dict] = field(default_factory=list)  # one entry per budget
     skipped_points: list[dict] = field(default_factory=list)  # chosen, but too narrow
     picks: dict = field(default_factory=dict)  # the analysis's picks, measured (validation.picks)
+    checks: list[dict] = field(default_factory=list)  # the self-checks (isplit.checks), as JSON
 
     def save(self, out: str | os.PathLike, analysis: Analysis) -> Path:
         """Write ``validation.json`` and ``validation.png`` into the folder ``out``."""
@@ -64,6 +66,10 @@ class ValidationReport(RunResult):
         doc = self.to_json()
         draw = lambda png: plot_validation(analysis, doc, png)  # noqa: E731
         return self.write_with_figure(out, RunFolder.VALIDATION_PNG, draw)
+
+    def failed_checks(self) -> list[checks.Check]:
+        """The self-checks that failed (each warned on stderr by :func:`checks.warn`)."""
+        return checks.failed(checks.from_json(self.checks))
 
     @property
     def reliable(self) -> bool:
@@ -201,7 +207,20 @@ def build_report(
         regret=regrets,
         skipped_points=measured.skipped,
         picks=measured_picks(analysis, {r["name"]: r["accuracy"] for r in results}),
+        checks=checks.to_json(_checks(analysis, unsplit, len(measured.unsplit_correct))),
     )
+
+
+def _checks(analysis: Analysis, unsplit: float, images: int) -> list[checks.Check]:
+    """The unsplit model's accuracy on the test images against chance, and against the accuracy
+    of the analysis validated (a gap beyond sampling: the analysis was made on another model,
+    other data or other preprocessing than this validation)."""
+    classes = len(analysis.dataset.get("classes") or [])
+    found = [checks.accuracy_vs_chance(unsplit, images, classes)]
+    reused = checks.reused_accuracy(
+        "validate", analysis.accuracy, analysis.dataset.get("images"), unsplit, images
+    )
+    return found + ([reused] if reused is not None else [])
 
 
 def _point_rows(

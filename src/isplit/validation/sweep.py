@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from isplit import distributed
+from isplit import checks, distributed
 from isplit.analysis import Analysis
 from isplit.data import limit_dataset
 from isplit.errors import IsplitError
@@ -137,6 +137,7 @@ def validate(
         if not report.reliable:
             reason = report.reliability["reason"]
             log.warning("the validation statistics are not reliable: %s", reason)
+        checks.warn(report.failed_checks())
         report.save(out, analysis)
     distributed.barrier()  # the report is written
     return report if distributed.is_main() else ValidationReport.load(out)
