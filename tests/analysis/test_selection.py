@@ -180,3 +180,29 @@ def test_a_recorded_check_decides_over_the_image_count():
 def test_the_reason_says_its_numbers_are_the_demo_networks_not_this_models():
     assert "demo networks" in EVIDENCE_REASON and "not measured on this model" in EVIDENCE_REASON
     assert "docs/experiments.md" in EVIDENCE_REASON
+
+
+# -- the command line: the two runs -------------------------------------------------
+
+
+def test_cli_select_by_pca_probe_on_three_images_falls_back_to_cui(capsys, tmp_path):
+    from isplit.cli import main
+
+    assert main(["analyze", "--limit", "3", "--select-by", "pca-probe", "--out",
+                 str(tmp_path), "--quiet"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    doc = json.loads((tmp_path / "curves.json").read_text())
+    assert doc["select_by"] == "cui" and doc["best"] in doc["candidates"]
+    assert "best split (by CUI: the selected pca-probe was scored on 0 held-out images" in out
+    assert "no admissible split point" not in out and "relax" not in out
+
+
+def test_cli_with_no_finite_value_says_so_and_names_no_budget(capsys, tmp_path):
+    from isplit.cli import main
+
+    assert main(["analyze", "--limit", "4", "--mean", "nan", "--out", str(tmp_path),
+                 "--quiet"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert json.loads((tmp_path / "curves.json").read_text())["best"] is None
+    assert "no best split: the CUI has no finite value at any of the" in out
+    assert "--max-bytes" not in out and "relax" not in out
