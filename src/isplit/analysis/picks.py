@@ -4,7 +4,10 @@ paper's method) and the evidence-backed one (the maximum of
 :data:`~isplit.importance.registry.EVIDENCE_REASON`), each with its point, value and head cost.
 
 They follow from the curves and the points, so a run folder written before picks were recorded
-has them too; a run without the evidence predictor (``--predictors cui``) has I-SPLIT's alone.
+has them too; a run without the evidence predictor (``--predictors cui``) has I-SPLIT's alone,
+and so has one whose evidence predictor cannot rank the points (:func:`usable`: NaN, flat, too
+few held-out images), saying why. :func:`select` makes an analysis's best split and candidates
+the same way: by the predictor asked for, or by CUI, with the reason, when that one cannot rank.
 """
 
 from __future__ import annotations
