@@ -103,6 +103,14 @@ def test_every_failed_predictor_check_is_shown_and_flags_its_pick(demo_run_copy,
     assert _row(summary, "Predictors").count("predictor_usable") == 1
 
 
+def test_the_checks_of_the_runs_other_results_are_on_the_first_screen(demo_run_copy, capsys):
+    """plan.json and classes.json record checks too (plan: bottlenecks that did not learn)."""
+    bad = Check("bottlenecks_learned", False, {"points": 2}, "the bottlenecks did not learn")
+    (demo_run_copy / RunFolder.CLASSES).write_text(json.dumps({"checks": [bad.to_json()]}))
+    summary = _summary(_page(demo_run_copy))
+    assert summary.index("the bottlenecks did not learn") < summary.index("<table")
+
+
 def test_a_run_whose_checks_passed_shows_no_warning(demo_run_copy, capsys):
     summary = _summary(_page(demo_run_copy))
     assert "self-check" not in summary and "flag" not in _row(summary, "Model accuracy")

@@ -50,8 +50,9 @@ def write_report(
     # stops the report before anything is written.
     maps = None if samples == 0 else gradcam_samples(analysis, samples, data_root, device)
     v = run.read(RunFolder.VALIDATION) if run.validation.is_file() else None
+    others = [run.read(name) for name in (RunFolder.PLAN, RunFolder.CLASSES) if run.has(name)]
     parts = [
-        sections.summary(analysis, v, sections.report_checks(analysis, v)),
+        sections.summary(analysis, v, sections.report_checks(analysis, v, others)),
         sections.curves(analysis, run),
         sections.points_table(analysis),
         sections.classes(analysis),

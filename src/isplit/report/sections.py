@@ -3,6 +3,8 @@ plan and the Grad-CAM maps (validation has a module of its own)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from isplit import checks
 from isplit.analysis import Analysis
 from isplit.analysis.picks import agree
@@ -34,14 +36,19 @@ ACCURACY_CHECKS = (
 )
 
 
-def report_checks(a: Analysis, validation: dict | None = None) -> list[Check]:
+def report_checks(
+    a: Analysis, validation: dict | None = None, others: Sequence[dict] = ()
+) -> list[Check]:
     """Every self-check the report shows: the analysis's (``curves.json``'s ``checks``), the
-    validation's (``validation.json``'s), and the report's own: the unsplit accuracy that the
+    validation's (``validation.json``'s), those of the ``others`` (the run's further results,
+    e.g. ``plan.json``, ``classes.json``), and the report's own: the unsplit accuracy that the
     validation measured against the analysis's accuracy (a gap beyond sampling: the two were not
     made on the same model, data or preprocessing), unless the validation recorded that one."""
     found = [c if isinstance(c, Check) else Check.from_json(c) for c in getattr(a, "checks", [])]
     v = validation or {}
     found += checks.from_json(v.get("checks"))
+    for doc in others:
+        found += checks.from_json(doc.get("checks"))
     own = checks.reused_accuracy(
         "validate",
         a.accuracy,
