@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         check_labels=labels,
         max_batch=args.max_batch,
         allow_unlearned=args.allow_unlearned,
+        leaf_modules=analysis.leaf_modules if analysis is not None else (),
     )
     c = m.checks
     shape = "x".join(map(str, m.transmitted_shape))

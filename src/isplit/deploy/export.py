@@ -25,6 +25,7 @@ import logging
 import re
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -119,12 +120,15 @@ def export_split(
     check_labels: torch.Tensor | None = None,
     max_batch: int = TRITON_MAX_BATCH,
     allow_unlearned: bool = False,
+    leaf_modules: Sequence[str] = (),
 ) -> Manifest:
     """Export ``loaded``'s network cut at ``point`` into the folder ``out`` (see the module
     docstring) and return its manifest. ``check_inputs`` (preprocessed images [N, C, H, W]) are
     what the ONNX programs are checked on, without them random inputs; with ``check_labels``
     the manifest records the accuracies on them. A bottleneck its validation marked as not
-    learned is refused unless ``allow_unlearned``. A failed write (a full disk) raises
+    learned is refused unless ``allow_unlearned``. ``leaf_modules``: those the analysis traced
+    as one node (``Analysis.leaf_modules``: its points are cuts of that graph), recorded in the
+    manifest for the network's rebuilding. A failed write (a full disk) raises
     :class:`IsplitError` and leaves nothing behind."""
     require("onnx", "onnxscript", "onnxruntime")
     out = Path(out)
@@ -136,13 +140,15 @@ def export_split(
     if bottleneck is not None:
         record = validated(bottleneck, point)
         check_learned(record, point, allow_unlearned)
-    split = split_parts(loaded, point, bottleneck)
+    split = split_parts(loaded, point, bottleneck, leaf_modules)
     x, what = _inputs(loaded, check_inputs, check_labels)
     names = _class_names(loaded, classes)
     try:
         with build_folder(out) as tmp:
             manifest, predicted = _write(split, loaded, (point, bottleneck), x, tmp, name=name,
                                          classes=names, max_batch_size=max_batch)  # fmt: skip
+            if leaf_modules:  # what rebuilds the graph the point is a cut of
+                manifest.model["leaf_modules"] = list(leaf_modules)
             manifest.checks["inputs"] = f"{len(x)} {what}"
             manifest.accuracy = accuracy_block(record, predicted, check_labels)
             write_triton(manifest, tmp, max_batch)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,11 +59,18 @@ class Split:
     bottleneck: dict | None  # the bottleneck file's metadata
 
 
-def split_parts(loaded: LoadedModel, point: str, bottleneck: str | Path | None = None) -> Split:
+def split_parts(
+    loaded: LoadedModel,
+    point: str,
+    bottleneck: str | Path | None = None,
+    leaf_modules: Sequence[str] = (),
+) -> Split:
     """Cut ``loaded``'s network at ``point``; with ``bottleneck`` (a file ``isplit validate``
-    saved) the encoder ends the head and the decoder starts the tail."""
+    saved) the encoder ends the head and the decoder starts the tail. ``leaf_modules``: the
+    submodules the analysis traced as one node (``Analysis.leaf_modules``), whose points exist
+    only in that graph."""
     pp = loaded.preprocess
-    graph = ModelGraph(loaded.model, (pp.channels, pp.size, pp.size), granularity="all")
+    graph = ModelGraph(loaded.model, (pp.channels, pp.size, pp.size), "all", leaf_modules)
     graph.node(point)  # a clear error for an unknown or invalid point
     extras = unsendable(graph, point)
     if extras:

@@ -100,6 +100,7 @@ def load_programs(
     if manifest.bottleneck is not None:
         manifest.check_files(folder, [BOTTLENECK_FILE])
         bottleneck = folder / BOTTLENECK_FILE
-    split = split_parts(load_recorded(manifest.model), manifest.point, bottleneck)
+    leaves = manifest.model.get("leaf_modules", ())  # the graph the point is a cut of
+    split = split_parts(load_recorded(manifest.model), manifest.point, bottleneck, leaves)
     modules = part_modules(split)
     return {p: _torch_runner(modules[p], dev) for p in parts}
