@@ -51,8 +51,8 @@ def test_skip_bad_images_and_workers_reach_the_bottleneck_loaders(tmp_path, monk
 @pytest.mark.parametrize(
     "option, message",
     [
-        (["--lr", "-1"], "--lr must be a number above 0"),
-        (["--lr", "nan"], "--lr must be a number above 0"),
+        (["--lr", "-1"], "--lr must be a number, 0 or more"),
+        (["--lr", "nan"], "--lr must be a number, 0 or more"),
         (["--recon", "-1"], "--recon is a loss weight: give 0 or more"),
         (["--distill", "-1"], "--distill is a loss weight: give 0 or more"),
         (["--k", "0"], "--k must be at least 1"),

@@ -80,8 +80,8 @@ class Settings:
             raise IsplitError(f"--bottleneck-seed must be 0 or more, not {self.bottleneck_seed}")
         if self.epochs < 1:
             raise IsplitError("--epochs must be at least 1")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise IsplitError(f"--lr must be a number above 0 (e.g. 2e-3), not {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr >= 0):  # 0: the bottleneck stays as it starts
+            raise IsplitError(f"--lr must be a number, 0 or more (e.g. 2e-3), not {self.lr}")
         for flag, value in (("--recon", self.recon), ("--distill", self.distill)):
             if not (math.isfinite(value) and value >= 0):
                 raise IsplitError(f"{flag} is a loss weight: give 0 or more, not {value}")
