@@ -96,8 +96,12 @@ def _fit(x: torch.Tensor, pp: Preprocess) -> torch.Tensor:
 
 
 def _resized(x: torch.Tensor, mode: TF.InterpolationMode) -> torch.Tensor:
-    """Bicubic overshoots: back into [0, 1], as it is on 8-bit images (PIL, timm's loaders)."""
-    return x.clamp(0.0, 1.0) if mode == TF.InterpolationMode.BICUBIC else x
+    """Bicubic overshoots: float pixels back into [0, 1], as 8-bit images saturate at 0 and
+    255 (PIL, timm's loaders, torchvision's uint8 resize). 8-bit pixels are left as they are:
+    clamping them to [0, 1] would make every pixel black or one level above."""
+    if mode == TF.InterpolationMode.BICUBIC and x.is_floating_point():
+        return x.clamp(0.0, 1.0)
+    return x
 
 
 def to_model_input(x: torch.Tensor, pp: Preprocess) -> torch.Tensor:
