@@ -35,7 +35,7 @@ TRAINING_SOURCES = [
     "src/isplit/models/timm_zoo.py",
     "src/isplit/models/presets.py",
     "src/isplit/models/loading.py",
-    *sorted(str(p.relative_to(REPO)) for p in (REPO / "src/isplit/data").glob("*.py")),
+    *(f"src/isplit/data/{m}.py" for m in ("base", "folders", "load", "loaders", "preprocess")),
 ]
 
 
