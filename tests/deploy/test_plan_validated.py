@@ -116,6 +116,13 @@ def test_bottlenecks_that_did_not_learn_are_flagged(demo_run_copy, capsys):
     assert check["passed"] is False and check["values"]["not_learned"] == {"features.13": why}
     line = next(x for x in out.splitlines() if x.startswith("features.13 "))
     assert "did not learn" in line
+    # the report's plan section says the same: not measured, not lossless, and the flag
+    from isplit.report.sections import plan as plan_section
+    from isplit.runfolder import RunFolder
+
+    html = plan_section(RunFolder(run))[2]
+    assert "not measured" in html and "did not learn" in html
+    assert "lossless" not in html  # not splitting: the unsplit accuracy here
     # a validation.json from before the `learned` mark: judged here, as validate judges
     _validate(run, {"features.13": {"accuracy": 0.12, "accuracy_int8": 0.12}},
               reliability={"chance_accuracy": 0.1})  # fmt: skip

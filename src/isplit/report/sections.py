@@ -349,10 +349,20 @@ def plan(run: RunFolder) -> Section:
     score = plan.get("score_label", plan["score"])
     rows = []
     for r in plan["points"]:
-        shown = "lossless" if r["score"] is None else num(float(r["score"]), ".4g")
+        if r["score"] is not None:
+            shown = num(float(r["score"]), ".4g")
+        else:  # a split not validated: its accuracy was not measured; not splitting loses nothing
+            shown = "not measured" if r.get("not_measured") else "lossless"
         cls = "best" if r["name"] == rec else ("candidate" if r["pareto"] else "")
         marks = ", ".join(
-            m for m, on in (("Pareto", r["pareto"]), ("over budget", not r["within_budget"])) if on
+            m
+            for m, on in (
+                ("Pareto", r["pareto"]),
+                ("over budget", not r["within_budget"]),
+                ("with its bottleneck", r.get("bottleneck")),
+                ("did not learn", r.get("learned") is False),
+            )
+            if on
         )
         cells = [esc(r["name"]), f"{r['bytes']:,}"]
         cells += [num(r[f"{k}_ms"], ".2f") for k in ("head", "link", "rtt", "tail", "total")]
