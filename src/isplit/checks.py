@@ -107,8 +107,8 @@ def accuracy_vs_chance(accuracy: float, images: int, classes: int) -> Check:
         ""
         if passed
         else f"the model's accuracy on these images ({100 * accuracy:.1f} %) is not above chance "
-        f"({100 * chance:.1f} % for {classes} classes): the numbers below describe an untrained "
-        "or wrongly fed network; check the weights, the classes and the preprocessing "
+        f"({100 * chance:.1f} % for {classes} classes): this describes an untrained or wrongly "
+        "fed network, not yours; check the weights, the classes and the preprocessing "
         "(--mean/--std/--image-size)",
     )
 

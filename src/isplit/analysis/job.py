@@ -37,6 +37,8 @@ class Job:
     shard: range  # the images (data set positions) this process analyses
     rank: int = 0
     world: int = 1
+    model_classes: list[str] | None = None  # the class names the weights record
+    trained: dict | None = None  # the accuracy the weights record (LoadedModel.trained)
     started: float = field(default_factory=time.perf_counter)  # when analyze was called
 
     @property

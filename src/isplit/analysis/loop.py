@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from isplit import distributed
+from isplit import checks, distributed
 from isplit.analysis import checkpoint
 from isplit.analysis.curves import CurveAccumulator, flat_curve_warning
 from isplit.analysis.instrumented import instrument
@@ -352,8 +352,36 @@ def _result(model: nn.Module, data, job: Job, state: _State, timing: dict) -> An
         predictors=values,
         select_by=chosen_by.select_by,
         timing=timing,
-        checks=chosen_by.checks,
+        checks=[*_model_checks(arrays, class_names, job), *chosen_by.checks],
     ).when_read(lambda a: _add_weights(a, job))
+
+
+def _model_checks(arrays: dict, class_names: list[str], job: Job) -> list[checks.Check]:
+    """The checks of the model on these images: its accuracy against chance and against the
+    one its weights record, its class names against the data set's (recorded in the result's
+    ``checks``; the command line prints the failed ones)."""
+    labels, predictions = arrays["labels"], arrays["predictions"]
+    images = int(len(labels))
+    accuracy = float(np.mean(predictions == labels)) if images else float("nan")
+    # chance among the classes these images hold (a data set of 3 of the model's 10 classes:
+    # always answering one of them scores 1/3)
+    present = int(len(np.unique(labels)))
+    out = [
+        checks.accuracy_vs_chance(accuracy, images, present),
+        checks.class_names(job.model_classes, class_names),
+    ]
+    if job.trained is not None and present < len(class_names):
+        out.append(checks.Check("accuracy_vs_recorded", True, {
+            "skipped": f"these images hold {present} of the {len(class_names)} classes; the "
+            "weights' accuracy was measured on all of them",
+            "recorded": job.trained["accuracy"],
+        }))  # fmt: skip
+    elif job.trained is not None:
+        recorded = checks.accuracy_vs_recorded(
+            accuracy, images, job.trained["accuracy"], job.trained.get("test_images")
+        )
+        out += [recorded] if recorded is not None else []
+    return out
 
 
 def _add_weights(analysis: Analysis, job: Job) -> None:

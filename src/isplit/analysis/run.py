@@ -24,7 +24,7 @@ from isplit.analysis.settings import AnalysisSettings, RunOptions, from_options
 from isplit.data import limit_dataset
 from isplit.errors import IsplitError
 from isplit.importance.gradcam import autocast_dtype
-from isplit.models import LoadedModel, WeightsDigest
+from isplit.models import LoadedModel, WeightsDigest, loaded_info
 
 
 def analyze(
@@ -81,7 +81,10 @@ def analyze(
     started = time.perf_counter()
     settings, run = from_options(settings, run, options)
     autocast_dtype(settings.precision, run.device)  # an error where the device cannot
+    info = model if isinstance(model, LoadedModel) else loaded_info(model)
     model, model_name, record = model_record(model, model_name)
+    if info is not None and info.model is not model:
+        info = None
     limit = settings.limit
     if isinstance(data, DataLoader):
         source, n_total = (
@@ -106,6 +109,8 @@ def analyze(
         settings, run, model_name, record, weights, n_total, names, distributed.shard(n_total)
     )
     job.rank, job.world, job.started = distributed.rank(), distributed.world_size(), started
+    if info is not None:
+        job.model_classes, job.trained = info.classes, info.trained
     with frozen(model):
         return run_job(model, data, source, job)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from isplit.cli.options import (
     add_budget_args,
     add_data_args,
+    add_match_classes_arg,
     add_model_args,
     add_predictor_args,
     add_run_args,
@@ -25,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="CUI curves, candidate split points and the best split")
     add_model_args(p, trace=True)
     add_data_args(p, split="test")
+    add_match_classes_arg(p)
     add_budget_args(p)
     p.add_argument("--out", default="runs/analysis", help="output folder (default: runs/analysis)")
     p.add_argument(
@@ -68,9 +70,11 @@ def output_folder(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from isplit.data import load_dataset
+    from isplit.checks import failed, warn
+    from isplit.data import describe_preprocess, load_dataset
     from isplit.data.folders import holdout_note
     from isplit.data.load import holdout_share
+    from isplit.data.relabel import match_classes
     from isplit.distributed import is_main
 
     check_output_folder(output_folder(args))
@@ -83,17 +87,9 @@ def run(args: argparse.Namespace) -> int:
         download=args.download,
         holdout=holdout_share(args.holdout, loaded.weights),
     )
-    if (
-        is_main()
-        and loaded.classes
-        and len(loaded.classes) == len(data.classes)
-        and list(loaded.classes) != list(data.classes)
-    ):
-        print(
-            f"isplit: note: the model's class names differ from the data set's; "
-            f"using the data set's ({', '.join(data.classes[:3])}, ...)",
-            file=sys.stderr,
-        )
+    data, _ = match_classes(data, loaded.classes, args.match_classes)  # a mismatch: an error
+    if is_main():
+        print(f"isplit: preprocessing: {describe_preprocess(loaded.preprocess)}", file=sys.stderr)
     out = output_folder(args)
     result = analyse_and_save(
         args,
@@ -121,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"isplit: skipped {len(result.skipped_images)} unreadable image(s)", file=sys.stderr)
     if note := holdout_note(data):  # after the run: a refusal stays one line
         print(f"isplit: {note}", file=sys.stderr)
-    print(f"model accuracy on the analysed images: {result.accuracy:.4f}")
+    flag = " (see the warnings below)" if failed(result.checks) else ""
+    print(f"model accuracy on the analysed images: {result.accuracy:.4f}{flag}")
     _print_pace(result.timing, args.workers)
+    warn(result.checks)
     n_data = len(data.classes)
     if loaded.num_classes > n_data and result.accuracy < 2.0 / n_data:
         print(

@@ -162,6 +162,19 @@ def add_quiet_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_match_classes_arg(p: argparse.ArgumentParser) -> None:
+    """``--match-classes``: how the data set's classes meet the model's outputs when the names
+    its weights record differ (see :func:`isplit.data.relabel.match_classes`)."""
+    p.add_argument(
+        "--match-classes",
+        default=None,
+        choices=["name", "position"],
+        help="when the class names the weights record differ from the data set's (another "
+        "order, a subset): name maps each data class to the model output of that name, "
+        "position takes label k as output k (default: refuse)",
+    )
+
+
 def add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument(
         "--data",

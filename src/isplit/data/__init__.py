@@ -20,7 +20,8 @@ from isplit.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_SYSTEM_DIR
 from isplit.data.folders import ImageFileDataset
 from isplit.data.load import load_dataset
 from isplit.data.loaders import make_loader, to_device
-from isplit.data.preprocess import Preprocess
+from isplit.data.preprocess import Preprocess, describe_preprocess
+from isplit.data.relabel import RelabelledDataset, match_classes
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -30,9 +31,12 @@ __all__ = [
     "ImageFileDataset",
     "LabelledDataset",
     "Preprocess",
+    "RelabelledDataset",
     "SubsetDataset",
+    "describe_preprocess",
     "limit_dataset",
     "load_dataset",
     "make_loader",
+    "match_classes",
     "to_device",
 ]

@@ -79,6 +79,22 @@ class Preprocess:
         )
 
 
+def describe_preprocess(pp: Preprocess) -> str:
+    """One line of what ``pp`` does to an image, in the order it does it."""
+    if pp.resize is not None:
+        geometry = f"resize the shorter side to {pp.resize} ({pp.interpolation}), crop {pp.size}"
+    elif pp.fit == "pad":
+        geometry = f"pad to {pp.size} x {pp.size} (larger images: resize, {pp.interpolation})"
+    else:
+        geometry = f"resize to {pp.size} x {pp.size} ({pp.interpolation})"
+    colour = "greyscale" if pp.channels == 1 else "RGB"
+
+    def numbers(values: tuple[float, ...]) -> str:
+        return ", ".join(f"{v:g}" for v in values)
+
+    return f"{geometry}, {colour}, mean {numbers(pp.mean)}, std {numbers(pp.std)}"
+
+
 def _fit(x: torch.Tensor, pp: Preprocess) -> torch.Tensor:
     """Bring ``[..., C, H, W]`` floats to ``size x size`` as ``pp`` says."""
     h, w = x.shape[-2:]

@@ -68,6 +68,9 @@ class LoadedModel:
     num_classes: int
     source: str = "factory"  # "demo", "torchvision", "timm" or "factory": how it was built
     seed: int = 0  # seed of the random initialisation (the whole model with weights "none")
+    #: what the weights file records of its training (``isplit train``): ``accuracy`` (a
+    #: fraction), ``test_images``, ``dataset``, ``test_split``; None when it records none
+    trained: dict | None = None
 
     def fingerprint(self) -> str:
         """sha256 of the model's weights (:func:`~isplit.models.weights_fingerprint`)."""
@@ -264,7 +267,17 @@ def _load_model(
         classes=_class_names(w.classes, n_out, name),
         num_classes=n_out,
         source=source,
+        trained=_trained(w.metadata),
     )
+
+
+def _trained(md: dict) -> dict | None:
+    """The accuracy a weights file records of its training, with what it was measured on."""
+    accuracy = md.get("accuracy")
+    if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool):
+        return None
+    keys = ("test_images", "dataset", "test_split", "holdout")
+    return {"accuracy": float(accuracy), **{k: md.get(k) for k in keys if md.get(k) is not None}}
 
 
 def _demo(key: str, w: _Weights, num_classes: int | None) -> nn.Module:

@@ -253,7 +253,12 @@ def train(
         _report(_epoch_line(entry, epochs), progress)
         _save_checkpoint(ckpt_path, run.state())
 
-    out_info = {"out": out, "data_root": data_root, "test_split": test_split}
+    out_info = {
+        "out": out,
+        "data_root": data_root,
+        "test_split": test_split,
+        "test_images": None if test_ds is None else len(test_ds),
+    }
     result = _write(run, lm, out_info)
     shutil.rmtree(ckpt_path.parent, ignore_errors=True)
     return dataclasses.replace(result, resumed_from=resumed_from)
@@ -279,6 +284,7 @@ def _write(run: TrainingRun, lm, where: dict) -> TrainResult:
         "test_split": None if test_split == "none" else test_split,
         **({"holdout": share} if (share := _holdout_share(train_ds)) else {}),
         "accuracy": final["test_accuracy"],
+        "test_images": where.get("test_images"),  # what the accuracy's interval rests on
         "train_loss": final["train_loss"],
         "epochs": args["epochs"],
         "seed": args["seed"],
