@@ -13,6 +13,7 @@ are checked against, written without isplit's preprocessing, graph or importance
 from __future__ import annotations
 
 import gzip
+import hashlib
 import http.client
 import http.server
 import json
@@ -67,6 +68,24 @@ def image_files(folder: Path) -> tuple[list[Path], list[str], np.ndarray]:
             files.append(p)
             labels.append(label)
     return files, classes, np.array(labels)
+
+
+def write_plain_folder(root: Path, split_folder: Path) -> None:
+    """``root/<class>/<split>-<image>.png``: every image of ``split_folder`` (``train/`` and
+    ``test/`` sub-folders) in one folder without split sub-folders, as a user's own folder."""
+    for split in ("train", "test"):
+        for path in sorted((split_folder / split).glob("*/*.png")):
+            target = root / path.parent.name / f"{split}-{path.name}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+
+
+def held_out(relative: str, share: float = 0.2) -> bool:
+    """The README's rule for a folder without split sub-folders: a file is held out for testing
+    when the first 8 bytes of the sha256 of its path below the folder fall below ``share`` of
+    their range."""
+    digest = hashlib.sha256(relative.encode()).digest()
+    return int.from_bytes(digest[:8], "big") < share * 2**64
 
 
 def timm_net(arch: str, weights: Path, size: int, classes: int) -> torch.nn.Module:

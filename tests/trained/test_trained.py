@@ -16,6 +16,8 @@ import pytest
 from trained.reference import (
     BodyCounter,
     gradcam_cui,
+    held_out,
+    image_files,
     json_lines,
     pil_inputs,
     predict,
@@ -136,6 +138,36 @@ def test_cui_equals_gradcam_by_hooks(tier, kind):
         point = next(p for p in curves["points"] if p["name"] == name)
         mean = float(np.mean(per_image["cui"][:, columns.index(name)]))
         assert point["cui"] == pytest.approx(mean, rel=1e-4), name
+
+
+def test_plain_folder_trains_and_tests_on_disjoint_images(tier, tmp_path):
+    """The new user's path: the bicubic network trained by ``isplit train`` on one folder
+    without split sub-folders (``<class>/<image>``), then analysed there. Training tested on
+    the images the README's rule holds out (the weights record their accuracy: the independent
+    loop's on exactly those images, within 0.5 pp), and ``analyze`` reads those images by
+    default and reports that accuracy too."""
+    t = tier.trained("bicubic", plain=True)
+    files, classes, labels = image_files(t.data)
+    held = np.array([held_out(f.relative_to(t.data).as_posix()) for f in files])
+    assert 0 < held.sum() < len(files)
+    net = timm_net(t.net.arch, t.weights, t.geometry.size, len(classes))
+    pred = predict(net, pil_inputs([f for f, h in zip(files, held) if h], t.geometry))
+    ref = float((pred == labels[held]).mean())
+    assert ref > 0.6, ref
+    assert t.metadata.get("holdout") == 0.2, t.metadata.get("holdout")
+    recorded = t.metadata["accuracy"]
+    assert within(recorded, ref), _message("accuracy the weights record", recorded, ref)
+
+    out = tmp_path / "run"
+    stdout, stderr = cli(
+        "analyze", "--model", t.net.model, "--weights", t.weights, "--data", t.data,
+        "--workers", "0", "--quiet", "--out", out,
+    )  # fmt: skip
+    curves = json.loads((out / "curves.json").read_text())
+    assert curves["dataset"]["images"] == held.sum()
+    np.testing.assert_array_equal(np.load(out / "per_image.npz")["labels"], labels[held])
+    assert within(curves["accuracy"], ref), _message("analyze's accuracy", curves["accuracy"], ref)
+    assert "isplit: warning" not in stderr, stderr
 
 
 def _two_points(curves: dict) -> list[str]:

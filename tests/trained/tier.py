@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from isplit.cli import main
-from trained.reference import Geometry, image_files, write_image_folder
+from trained.reference import Geometry, image_files, write_image_folder, write_plain_folder
 
 REPO = Path(__file__).resolve().parents[2]
 #: Change to train again (the recipe below, the images).
@@ -137,15 +137,28 @@ class Tier:
             (folder / ".done").touch()
         return folder
 
-    def trained(self, kind: str) -> Trained:
-        """The network ``kind`` trained by ``isplit train`` (cached between sessions)."""
-        if kind not in self._trained:
+    @property
+    def plain_data(self) -> Path:
+        """The same images in one folder without split sub-folders (``<class>/<image>``)."""
+        folder = self.cache / "plain-fashion-mnist"
+        if not (folder / ".done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            write_plain_folder(folder, self.data)
+            (folder / ".done").touch()
+        return folder
+
+    def trained(self, kind: str, plain: bool = False) -> Trained:
+        """The network ``kind`` trained by ``isplit train`` (cached between sessions) on the
+        image folder with ``train/`` and ``test/``, or with ``plain`` on :attr:`plain_data`."""
+        key = (kind, plain)
+        if key not in self._trained:
             from safetensors import safe_open
 
             net = NETS[kind]
-            weights = self.cache / f"{kind}-{net.arch}.safetensors"
+            name = f"{kind}-{net.arch}{'-plain' if plain else ''}"
+            weights = self.cache / f"{name}.safetensors"
             with _locked(self.cache):
-                data = self.data
+                data = self.plain_data if plain else self.data
                 if not weights.exists():
                     cli(
                         "train", "--model", net.model, "--weights", "none", "--data", data,
@@ -154,8 +167,8 @@ class Tier:
                     )  # fmt: skip
             with safe_open(str(weights), "pt") as f:
                 md = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-            self._trained[kind] = Trained(kind, net, weights, data, md)
-        return self._trained[kind]
+            self._trained[key] = Trained(kind, net, weights, data, md)
+        return self._trained[key]
 
     def _once(self, key: tuple, make):
         if key not in self._runs:
