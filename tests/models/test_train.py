@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from isplit.cli import build_parser
-from isplit.data import ArrayDataset
+from isplit.data import ArrayDataset, load_dataset
 from isplit.errors import IsplitError
 from isplit.models import load_model, read_metadata
 from isplit.models import train as train_mod
@@ -68,6 +68,11 @@ def test_train_learns_and_writes_weights_with_metadata(tmp_path):
         "demo-vgg16", "digits", 2, 640, 0.05, full)  # fmt: skip
     lm = load_model(None, full)
     assert lm.classes == md["classes"] and lm.preprocess.size == 32
+    # what the accuracy was measured on: the analyses' checks compare with it, beyond sampling
+    test_images = min(640, len(load_dataset("digits", "test", lm.preprocess)))
+    assert md["test_images"] == test_images
+    assert lm.trained == {"accuracy": result.test_accuracy, "test_images": test_images,
+                          "dataset": "digits", "test_split": "test"}  # fmt: skip
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from isplit.data import LabelledDataset, limit_dataset, make_loader
 from isplit.data.folders import HOLDOUT
 from isplit.data.load import load_train_test
+from isplit.data.preprocess import describe_preprocess
 from isplit.errors import IsplitError
 from isplit.models import (
     WEIGHTS_SUFFIXES,
@@ -241,6 +242,7 @@ def train(
     net = _trainable(lm, train_ds, args, dev)
     if note:  # once nothing is left to refuse: a refusal stays one line
         print(f"isplit: {note}", file=sys.stderr)
+    print(f"isplit: preprocessing: {describe_preprocess(lm.preprocess)}", file=sys.stderr)
     loader_kw = {"workers": workers, "skip_bad_images": skip_bad_images}
     run = TrainingRun.start(net, train_ds, args, dev, loader_kw)
     if checkpoint is not None:
