@@ -6,6 +6,8 @@ other two; the slow mark adds validate / export / serve / plan / report for thos
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -13,6 +15,7 @@ import shutil
 import numpy as np
 import pytest
 
+from helpers import user_error
 from trained.reference import (
     BodyCounter,
     gradcam_cui,
@@ -168,6 +171,61 @@ def test_plain_folder_trains_and_tests_on_disjoint_images(tier, tmp_path):
     np.testing.assert_array_equal(np.load(out / "per_image.npz")["labels"], labels[held])
     assert within(curves["accuracy"], ref), _message("analyze's accuracy", curves["accuracy"], ref)
     assert "isplit: warning" not in stderr, stderr
+
+
+def _relabelled(tier, tmp_path, rename) -> tuple:
+    """The test images in a folder of their own whose class folders are ``rename``d (old name
+    -> new), as symbolic links; the trained bicubic network."""
+    t = tier.trained("bicubic")
+    folder = tmp_path / "data"
+    for cls in (t.data / "test").iterdir():
+        (folder / rename(cls.name)).mkdir(parents=True)
+        for f in cls.iterdir():
+            (folder / rename(cls.name) / f.name).symlink_to(f)
+    return t, folder
+
+
+def _analyze_flagged(t, folder, out) -> tuple[int, str, dict | None]:
+    from isplit.cli import main
+
+    err = io.StringIO()
+    argv = [
+        "analyze", "--model", t.net.model, "--weights", str(t.weights), "--data", str(folder),
+        "--split", "all", "--workers", "0", "--quiet", "--out", str(out),
+    ]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(argv)
+    curves = json.loads((out / "curves.json").read_text()) if code == 0 else None
+    return code, err.getvalue(), curves
+
+
+def test_classes_in_another_order_are_flagged(tier, tmp_path):
+    """The weights' classes under the same names but holding each other's images (the data set's
+    class order is not the weights'): the accuracy falls far below the weights' record, and
+    analyze warns and records the failed check."""
+    classes = tier.trained("bicubic").metadata["classes"]
+    shifted = dict(zip(classes, classes[1:] + classes[:1]))
+    t, folder = _relabelled(tier, tmp_path, lambda name: shifted[name])
+    code, err, curves = _analyze_flagged(t, folder, tmp_path / "run")
+    assert code == 0, err
+    assert curves["accuracy"] < 0.3
+    failed = {c["name"] for c in curves.get("checks") or [] if not c["passed"]}
+    assert "accuracy_vs_recorded" in failed, curves.get("checks")
+    assert "isplit: warning" in err, err
+
+
+def test_other_class_names_are_flagged(tier, tmp_path):
+    """A data set whose class folders have other names than the weights record: an error (one
+    line), or a warning and the failed ``class_names`` check recorded."""
+    t, folder = _relabelled(tier, tmp_path, lambda name: f"c-{name}")
+    code, err, curves = _analyze_flagged(t, folder, tmp_path / "run")
+    if code == 2:
+        assert user_error(code, err) and "class" in err, err
+    else:
+        assert code == 0, err
+        failed = {c["name"] for c in curves.get("checks") or [] if not c["passed"]}
+        assert "class_names" in failed, curves.get("checks")
+        assert "isplit: warning" in err, err
 
 
 def _two_points(curves: dict) -> list[str]:
