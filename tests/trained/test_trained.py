@@ -201,8 +201,9 @@ def _analyze_flagged(t, folder, out) -> tuple[int, str, dict | None]:
 
 def test_classes_in_another_order_are_flagged(tier, tmp_path):
     """The weights' classes under the same names but holding each other's images (the data set's
-    class order is not the weights'): the accuracy falls far below the weights' record, and
-    analyze warns and records the failed check."""
+    class order is not the weights'): the accuracy falls far below the weights' record;
+    analyze warns and records the failed check, and the report's first screen shows it and flags
+    the accuracy."""
     classes = tier.trained("bicubic").metadata["classes"]
     shifted = dict(zip(classes, classes[1:] + classes[:1]))
     t, folder = _relabelled(tier, tmp_path, lambda name: shifted[name])
@@ -212,6 +213,11 @@ def test_classes_in_another_order_are_flagged(tier, tmp_path):
     failed = {c["name"] for c in curves.get("checks") or [] if not c["passed"]}
     assert "accuracy_vs_recorded" in failed, curves.get("checks")
     assert "isplit: warning" in err, err
+    cli("report", tmp_path / "run", "--samples", "0")
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert '<div class="warn checks">' in html
+    cell = re.search(r"Model accuracy</th><td>(.*?)</td>", html)[1]
+    assert "not to be trusted" in cell and "accuracy_vs_recorded" in cell, cell
 
 
 def test_other_class_names_are_flagged(tier, tmp_path):
@@ -316,6 +322,7 @@ def test_plan_bytes_are_what_a_request_sends(tier, kind, tmp_path):
     run = shutil.copytree(tier.analysis(kind)[0], tmp_path / "run")
     cli("plan", run, "--bandwidth", "10Mbit/s", "--rtt", "20ms", "--repeats", "2", "--out", run)
     plan = json.loads((run / "plan.json").read_text())
+    assert not [c for c in plan.get("checks") or [] if not c["passed"]], plan.get("checks")
     row = next(p for p in plan["points"] if p["name"] == point)
     posts = served["posts"]
     assert len(posts) == TEST_IMAGES  # one request per image
@@ -325,10 +332,13 @@ def test_plan_bytes_are_what_a_request_sends(tier, kind, tmp_path):
 
 @pytest.mark.parametrize("kind", COMMAND_KINDS)
 def test_report_header_states_the_independent_accuracy(tier, kind, tmp_path):
-    """The report's first screen states the accuracy the independent loop measures."""
+    """The report's first screen states the accuracy the independent loop measures, with no
+    failed check and no flag on a healthy run."""
     ref = reference(tier, kind)["accuracy"]
     run = shutil.copytree(tier.analysis(kind)[0], tmp_path / "run")
     cli("report", run, "--samples", "0")
     html = (run / "report.html").read_text()
-    shown = float(re.search(r"Model accuracy</th><td>([\d.]+) %", html)[1]) / 100
+    cell = re.search(r"Model accuracy</th><td>(.*?)</td>", html)[1]
+    shown = float(re.match(r"([\d.]+) %", cell)[1]) / 100
     assert abs(shown - ref) <= 0.005 + 0.0005, _message("the report's accuracy", shown, ref)
+    assert '<div class="warn checks">' not in html and "not to be trusted" not in cell, cell
