@@ -126,3 +126,11 @@ def test_other_class_order_is_an_error_unless_matched(tmp_path, sorted_folder, c
     assert code == 0 and not by_name(doc)["class_names"]["passed"]
     assert doc["accuracy"] < 0.2  # what position matching gives: the warning is right
     assert "trained on other classes" in err
+
+
+@needs_fmnist
+def test_validate_refuses_other_classes_before_any_work(tmp_path, sorted_folder, cli_error):
+    line = cli_error("validate", "--data", str(sorted_folder), "--points", "features.6",
+                     "--epochs", "1", "--out", str(tmp_path / "v"))  # fmt: skip
+    assert "other classes" in line and "--match-classes" in line
+    assert not (tmp_path / "v").exists() or not any((tmp_path / "v").iterdir())

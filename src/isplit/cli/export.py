@@ -60,6 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from isplit.analysis import Analysis
+    from isplit.checks import from_json, warn
     from isplit.deploy.export import check_images, export_split, find_bottleneck
 
     run = args.analysis
@@ -103,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         allow_unlearned=args.allow_unlearned,
         leaf_modules=analysis.leaf_modules if analysis is not None else (),
+        analysis_accuracy=None
+        if analysis is None
+        else (analysis.accuracy, int(analysis.dataset.get("images") or len(analysis.labels))),
     )
     c = m.checks
     shape = "x".join(map(str, m.transmitted_shape))
@@ -129,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     line = accuracy_line(m)
     if line:
         print(line)
+    warn(from_json(c.get("self_checks")))
     print(
         f"wrote {args.out}: head.onnx, tail.onnx, tail_int8.onnx, {m.pytorch['head']['file']}, "
         f"{m.pytorch['tail']['file']}, manifest.json, triton/{m.name}, triton/{m.int8_name}"

@@ -11,6 +11,7 @@ from isplit.cli.analyze import analyse_and_save
 from isplit.cli.options import (
     add_data_args,
     add_limit_args,
+    add_match_classes_arg,
     add_model_args,
     add_predictor_args,
     add_run_args,
@@ -31,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_model_args(p)
     add_data_args(p, split="test")
+    add_match_classes_arg(p)
     p.add_argument("--train-split", default="train", help="data split to train bottlenecks on")
     p.add_argument(
         "--analysis",
@@ -109,7 +111,9 @@ def output_folder(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from isplit.analysis import Analysis, AnalysisSettings
+    from isplit.checks import warn
     from isplit.data.load import holdout_share, load_train_test
+    from isplit.data.relabel import match_classes
     from isplit.distributed import is_main
     from isplit.runfolder import RunFolder
     from isplit.validation import Settings, validate
@@ -160,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
     train, test, note = load_train_test(
         data, args.train_split, args.split, loaded.preprocess, **kw
     )  # never the same images (a folder without split sub-folders: its hold-out tests)
+    train, _ = match_classes(train, loaded.classes, args.match_classes)  # else an error
+    test, _ = match_classes(test, loaded.classes, args.match_classes)
     if analysis is None:
         analysis = analyse_and_save(
             args,
@@ -171,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             probe_ratio=args.probe_ratio or args.ratio,  # pca-probe stands for this bottleneck
         )
         if is_main():
+            warn(analysis.checks)
             print(analysis.recommendation())
     if note and is_main():  # after the analysis: a refusal before it stays one line
         print(f"isplit: {note}", file=sys.stderr)

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from isplit.checks import Check, accuracy_vs_chance, reused_accuracy
+from isplit.checks import to_json as checks_json
 from isplit.deploy.accuracy import accuracy_block, check_learned, validated
 from isplit.deploy.manifest import (
     ACTIVATION,
@@ -121,6 +123,7 @@ def export_split(
     max_batch: int = TRITON_MAX_BATCH,
     allow_unlearned: bool = False,
     leaf_modules: Sequence[str] = (),
+    analysis_accuracy: tuple[float, int] | None = None,
 ) -> Manifest:
     """Export ``loaded``'s network cut at ``point`` into the folder ``out`` (see the module
     docstring) and return its manifest. ``check_inputs`` (preprocessed images [N, C, H, W]) are
@@ -128,7 +131,9 @@ def export_split(
     the manifest records the accuracies on them. A bottleneck its validation marked as not
     learned is refused unless ``allow_unlearned``. ``leaf_modules``: those the analysis traced
     as one node (``Analysis.leaf_modules``: its points are cuts of that graph), recorded in the
-    manifest for the network's rebuilding. A failed write (a full disk) raises
+    manifest for the network's rebuilding. ``analysis_accuracy`` (accuracy, images) of the
+    analysis the point comes from: with ``check_labels``, checked against the unsplit accuracy
+    measured here (``manifest.checks["self_checks"]``). A failed write (a full disk) raises
     :class:`IsplitError` and leaves nothing behind."""
     require("onnx", "onnxscript", "onnxruntime")
     out = Path(out)
@@ -151,6 +156,9 @@ def export_split(
                 manifest.model["leaf_modules"] = list(leaf_modules)
             manifest.checks["inputs"] = f"{len(x)} {what}"
             manifest.accuracy = accuracy_block(record, predicted, check_labels)
+            manifest.checks["self_checks"] = checks_json(
+                _self_checks(manifest.accuracy, analysis_accuracy, len(names))
+            )
             write_triton(manifest, tmp, max_batch)
             manifest.save(tmp)
             replace(tmp, out)
@@ -160,6 +168,21 @@ def export_split(
             raise
         raise IsplitError(message) from None
     return manifest
+
+
+def _self_checks(
+    accuracy: dict | None, analysis: tuple[float, int] | None, classes: int
+) -> list[Check]:
+    """The unsplit network's accuracy on the labelled check images against chance and against
+    the analysis the export comes from."""
+    if not accuracy or accuracy.get("unsplit") is None:
+        return []
+    unsplit, n = float(accuracy["unsplit"]), int(accuracy["check_images"])
+    out = [accuracy_vs_chance(unsplit, n, classes)]
+    if analysis is not None:
+        reused = reused_accuracy("export", analysis[0], analysis[1], unsplit, n)
+        out += [reused] if reused is not None else []
+    return out
 
 
 def _inputs(
