@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,12 +83,23 @@ def _cache_key() -> str:
     return h.hexdigest()[:16]
 
 
+#: Cache folders of other keys unused this long (seconds) are removed.
+STALE = 3600
+
+
 @contextlib.contextmanager
 def _locked(folder: Path):
+    """``folder`` locked against other sessions (and marked used: its ``.lock`` file's time);
+    the cache folders of other keys that no session used for :data:`STALE` seconds removed."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            for other in folder.parent.glob("trained-*"):
+                lock = other / ".lock"
+                used = lock.stat().st_mtime if lock.exists() else other.stat().st_mtime
+                if other != folder and time.time() - used > STALE:
+                    shutil.rmtree(other, ignore_errors=True)
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
