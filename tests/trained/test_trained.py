@@ -100,6 +100,10 @@ def test_analyze_reports_the_accuracy_of_an_independent_loop(tier, kind):
     pp = tier.trained(kind).metadata["preprocess"]
     assert curves["settings"]["preprocess"] == pp
     assert "isplit: warning" not in stderr, stderr
+    g = tier.trained(kind).geometry  # the preprocessing used, as analyze states it
+    said = re.search(r"preprocessing: (.*)", stdout + stderr)[1]
+    assert f"resize the shorter side to {g.resize} ({g.interpolation})" in said, said
+    assert f"crop {g.size}" in said and f"mean {', '.join(f'{m:g}' for m in g.mean)}" in said
 
 
 @pytest.mark.parametrize("kind", KINDS)
