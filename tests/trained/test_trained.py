@@ -151,8 +151,8 @@ def test_plain_folder_trains_and_tests_on_disjoint_images(tier, tmp_path):
     """The new user's path: the bicubic network trained by ``isplit train`` on one folder
     without split sub-folders (``<class>/<image>``), then analysed there. Training tested on
     the images the README's rule holds out (the weights record their accuracy: the independent
-    loop's on exactly those images, within 0.5 pp), and ``analyze`` reads those images by
-    default and reports that accuracy too."""
+    loop's on exactly those images, within 0.5 pp); ``analyze`` reads those images by default
+    and reports that accuracy too, and so does ``validate``'s unsplit model."""
     t = tier.trained("bicubic", plain=True)
     files, classes, labels = image_files(t.data)
     held = np.array([held_out(f.relative_to(t.data).as_posix()) for f in files])
@@ -175,6 +175,16 @@ def test_plain_folder_trains_and_tests_on_disjoint_images(tier, tmp_path):
     np.testing.assert_array_equal(np.load(out / "per_image.npz")["labels"], labels[held])
     assert within(curves["accuracy"], ref), _message("analyze's accuracy", curves["accuracy"], ref)
     assert "isplit: warning" not in stderr, stderr
+
+    stdout, _ = cli(
+        "validate", "--analysis", out, "--model", t.net.model, "--weights", t.weights,
+        "--data", t.data, "--points", ",".join(_two_points(curves)), "--epochs", "1",
+        "--train-limit", "200", "--bootstrap", "10", "--workers", "0", "--quiet",
+        "--out", tmp_path / "validation",
+    )  # fmt: skip
+    record = json.loads((tmp_path / "validation" / "validation.json").read_text())
+    unsplit = record["unsplit_accuracy"]
+    assert within(unsplit, ref), _message("validate's unsplit accuracy", unsplit, ref)
 
 
 def _relabelled(tier, tmp_path, rename) -> tuple:
