@@ -282,7 +282,7 @@ def test_validate_measures_the_independent_unsplit_accuracy(tier, kind, tmp_path
 def test_export_checks_the_independent_accuracy(tier, kind):
     """``isplit export`` at the best split, checked on every test image: the unsplit and split
     accuracies its manifest records within 0.5 pp of the independent loop, the ONNX parts
-    agreeing with the network."""
+    agreeing with the network, its self-checks (vs chance, vs the analysis) recorded, passed."""
     ref = reference(tier, kind)["accuracy"]
     folder, stdout = tier.export(kind, tier.curves(kind)["best"])
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -293,6 +293,8 @@ def test_export_checks_the_independent_accuracy(tier, kind):
     assert manifest["checks"]["agreement"] == 1.0
     assert manifest["checks"]["agreement_int8"] >= 0.99
     assert manifest["checks"]["end_to_end_max_abs_diff"] < 1e-3
+    recorded = {c["name"]: c["passed"] for c in manifest["checks"].get("self_checks") or []}
+    assert recorded == {"accuracy_vs_chance": True, "reused_analysis_accuracy": True}, recorded
 
 
 def _served(tier, kind: str) -> dict:
