@@ -1,8 +1,10 @@
 """isplit's numbers on networks trained by ``isplit train`` (not random weights), each against an
 independent computation written here (tests/trained/reference.py): a PIL + torch evaluation
 loop for the accuracy, forward/backward hooks for CUI, a proxy that counts the bytes a request
-really sends. CI runs every command on the bicubic ConvNeXt and the accuracy (and CUI) of the
-other two; the slow mark adds validate / export / serve / plan / report for those."""
+really sends. CI runs every command on the bicubic ConvNeXt (train, analyze and validate also
+on a folder without split sub-folders), the accuracy (and CUI) of the other two, and the checks
+that flag other classes; the slow mark adds validate / export / serve / plan / report for those
+two."""
 
 from __future__ import annotations
 
