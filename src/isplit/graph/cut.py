@@ -111,10 +111,11 @@ def _prefix(graph: ModelGraph, i: int) -> tuple[fx.Graph, dict[fx.Node, fx.Node]
 
 
 def _plain(v) -> bool:
-    """A Python number, or a tuple / torch.Size of them (a value fx can hold as a constant)."""
+    """A Python number, None (an optional input left at its default, such as the ``attn_mask``
+    of timm's ViTs), or a tuple / torch.Size of them (a value fx can hold as a constant)."""
     if isinstance(v, (tuple, list)):
         return all(_plain(x) for x in v)
-    return isinstance(v, (int, float, bool))
+    return v is None or isinstance(v, (int, float, bool))
 
 
 def _module(root: fx.GraphModule, graph: fx.Graph, class_name: str) -> fx.GraphModule:
