@@ -326,7 +326,7 @@ def _timm(
     pretrained = w.state is None and w.value != "none"
     tag = None if not pretrained or w.value is None or w.value.lower() in PRETRAINED else w.value
     spec = resolve(name, tag)
-    preprocess = w.preprocess or timm_preprocess(spec)
+    preprocess = w.preprocess or timm_preprocess(spec, image_size)
     size = image_size or preprocess.size
     if not pretrained:
         build = lambda n: build_timm(spec, pretrained=False, num_classes=n, size=size)  # noqa: E731

@@ -109,9 +109,10 @@ def resolve(name: str, weights_tag: str | None = None) -> TimmSpec:
     return spec
 
 
-def timm_preprocess(spec: TimmSpec) -> Preprocess:
-    """The preprocessing of the model's ``pretrained_cfg``: input size, mean, std,
-    interpolation, and the centre crop (``crop_pct``: resize to ``size / crop_pct``, then crop)."""
+def timm_preprocess(spec: TimmSpec, size: int | None = None) -> Preprocess:
+    """The preprocessing of the model's ``pretrained_cfg``: input size (``size``: another one,
+    ``--image-size``), mean, std, interpolation, and the centre crop (``crop_pct``: resize to
+    ``floor(size / crop_pct)``, then crop, as timm's ``create_transform`` does at any size)."""
     from timm.data import resolve_data_config
 
     cfg = resolve_data_config(pretrained_cfg=spec.cfg or {"input_size": (3, 224, 224)})
@@ -119,7 +120,7 @@ def timm_preprocess(spec: TimmSpec) -> Preprocess:
     if height != width:
         log.warning("%s: timm's input size is %dx%d; isplit feeds %d px squares", spec.name,
                     height, width, width)  # fmt: skip
-    size = int(width)
+    size = int(size or width)
     crop_pct = float(cfg.get("crop_pct") or 1.0)
     center = cfg.get("crop_mode", "center") == "center"  # "squash", "border": resize to size
     interpolation = cfg.get("interpolation") or "bilinear"
