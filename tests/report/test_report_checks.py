@@ -176,14 +176,14 @@ def test_an_unknown_cui_reads_na_in_the_report(demo_run_copy, capsys):
 def test_the_settings_say_the_preprocessing_used(demo_run_copy, capsys):
     summary = html.unescape(_summary(_page(demo_run_copy)))
     said = re.search(r"<tr><th>Preprocessing</th><td>(.*?)</td>", summary).group(1)
-    assert said == (
-        "centre zero-pad to 32×32 (larger images: resize to it, bilinear); 1 channel(s); "
-        "normalise with mean 0.286, std 0.353"
+    # the words analyze printed when it ran (and train prints): one description of it
+    assert (
+        said == "pad to 32 x 32 (larger images: resize, bilinear), greyscale, mean 0.286, std 0.353"
     )
     timm = {"size": 224, "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229] * 3}
     timm.update(resize=235, interpolation="bicubic")
     assert html.unescape(preprocess_text(timm)) == (
-        "resize the shorter side to 235 (bicubic), centre crop 224×224; 3 channel(s); "
-        "normalise with mean 0.485, 0.456, 0.406, std 0.229, 0.229, 0.229"
+        "resize the shorter side to 235 (bicubic), crop 224, RGB, mean 0.485, 0.456, 0.406, "
+        "std 0.229, 0.229, 0.229"
     )
     assert preprocess_text(None) == "not recorded"

@@ -9,6 +9,7 @@ from isplit import checks
 from isplit.analysis import Analysis
 from isplit.analysis.picks import agree
 from isplit.checks import Check
+from isplit.data.preprocess import Preprocess, describe_preprocess
 from isplit.importance.registry import EVIDENCE_REASON
 from isplit.report.maps import SampleMaps
 from isplit.report.markup import (
@@ -91,24 +92,11 @@ def _flag(found: list[Check], names: tuple[str, ...] | None = None) -> str:
 
 
 def preprocess_text(pp: dict | None) -> str:
-    """The preprocessing the run used (``settings.preprocess``), in words (escaped HTML)."""
+    """The preprocessing the run used (``settings.preprocess``), in the words ``analyze`` and
+    ``train`` print it (escaped HTML)."""
     if not pp:
         return "not recorded"
-    size, how = pp.get("size"), pp.get("interpolation", "bilinear")
-    if pp.get("resize") is not None:
-        geometry = f"resize the shorter side to {pp['resize']} ({how}), centre crop {size}×{size}"
-    elif pp.get("fit") == "pad":
-        geometry = f"centre zero-pad to {size}×{size} (larger images: resize to it, {how})"
-    else:
-        geometry = f"resize to {size}×{size} ({how})"
-
-    def values(key: str) -> str:
-        return ", ".join(format(float(x), ".4g") for x in pp.get(key) or [])
-
-    return esc(
-        f"{geometry}; {pp.get('channels')} channel(s); normalise with mean {values('mean')}, "
-        f"std {values('std')}"
-    )
+    return esc(describe_preprocess(Preprocess.from_json(pp)))
 
 
 def summary(
