@@ -44,7 +44,7 @@ for c in ("a", "b", "c"):
     for i in range(100):
         Image.fromarray(rng.integers(0, 256, (72, 72, 3), dtype=np.uint8)).save(d / f"{i}.png")
 PYEOF
-timeout 120 $PY -m isplit analyze --model resnet18 --weights none --data "$IMAGES" \
+timeout 120 $PY -m isplit analyze --model resnet18 --weights none --data "$IMAGES" --split all \
   --image-size 64 --device "$DEVICE" --precision bf16 --batch-size 32 --checkpoint-every 2 \
   --out "$OUT/cli-run" > "$OUT/cli-run.log" 2>&1
 echo "cli analyze on $DEVICE, bf16: exit code $? (expected 0)"; tail -3 "$OUT/cli-run.log"
@@ -55,14 +55,14 @@ print("  images", doc["dataset"]["images"], "precision", doc["settings"]["precis
       "device", doc["settings"]["device"], "best", doc["best"])
 PYEOF
 NDEV=$($PY -c "import os, torch; print(torch.cuda.device_count() if '$DEVICE' == 'cuda' else os.cpu_count())")
-timeout 60 $PY -m isplit analyze --model resnet18 --weights none --data "$IMAGES" \
+timeout 60 $PY -m isplit analyze --model resnet18 --weights none --data "$IMAGES" --split all \
   --image-size 64 --device "$DEVICE" --nproc $((NDEV + 1)) --out "$OUT/cli-too-many" \
   > "$OUT/cli-too-many.log" 2>&1
 echo "cli --nproc $((NDEV + 1)) on $NDEV $DEVICE device(s): exit code $? (expected 2)"
 cat "$OUT/cli-too-many.log"
 
 timeout 120 $PY -m torch.distributed.run --standalone --nproc-per-node 1 -m isplit analyze \
-  --model resnet18 --weights none --data "$IMAGES" --image-size 64 --device "$DEVICE" \
+  --model resnet18 --weights none --data "$IMAGES" --split all --image-size 64 --device "$DEVICE" \
   --batch-size 32 --quiet --out "$OUT/cli-torchrun" > "$OUT/cli-torchrun.log" 2>&1
 echo "torchrun -m isplit analyze, 1 process (NCCL on cuda): exit code $? (expected 0)"
 tail -2 "$OUT/cli-torchrun.log"

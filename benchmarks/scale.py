@@ -405,7 +405,8 @@ def bench_folder(name: str, precision: str, args: argparse.Namespace, bare_ips: 
     """``isplit analyze`` on the command line over the JPEG folder, against the bare pass."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "isplit", "analyze", "--model", name, "--weights", "none"]
-        cmd += ["--data", str(args.folder), "--image-size", str(args.size), "--quiet"]
+        cmd += ["--data", str(args.folder), "--split", "all"]  # every image of the folder
+        cmd += ["--image-size", str(args.size), "--quiet"]
         cmd += ["--device", args.device, "--precision", precision, "--out", tmp]
         cmd += ["--predictors", CUI_ALONE]
         cmd += ["--batch-size", str(args.batch_size), "--checkpoint-every", "1000000"]

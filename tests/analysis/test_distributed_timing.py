@@ -19,7 +19,18 @@ def test_run_timing_sums_the_images_in_the_slowest_processs_time():
 
 
 def test_two_processes_print_and_record_every_image(tmp_path):
-    argv = ["analyze", "--data", "digits", "--limit", "41", "--batch-size", "8", "--quiet"]
+    argv = [
+        "analyze",
+        "--data",
+        "digits",
+        "--match-classes",
+        "position",
+        "--limit",
+        "41",
+        "--batch-size",
+        "8",
+        "--quiet",
+    ]
     argv += ["--workers", "0", "--predictors", "cui", "--nproc", "2", "--out", str(tmp_path)]
     proc = isplit_process(*argv)
     out, err = proc.communicate(timeout=600)

@@ -67,7 +67,7 @@ def test_what_decides_the_result_is_apart_from_how_it_runs():
 
 
 def test_cli_leaf_module_reaches_points_and_analyze(capsys, caplog, tmp_path):
-    model = ["--model", "gated_model:make", "--image-size", "8", "--device", "cpu"]
+    model = ["--model", "gated_model:make", "--image-size", "8"]
     with caplog.at_level("WARNING", logger="isplit"):
         assert main(["points", *model, "--json"]) == 0  # works, and says what it kept whole
     found = capsys.readouterr()

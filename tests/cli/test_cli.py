@@ -184,7 +184,18 @@ def test_missing_and_empty_data_folders(cli_error, tmp_path):
 def test_corrupt_image_is_named_and_can_be_skipped(capsys, cli_error, tmp_path):
     data = _folder(tmp_path / "imgs", bad=True)
     out = tmp_path / "run"
-    argv = ["analyze", "--data", str(data), "--split", "all", "--out", str(out), "--quiet"]
+    argv = [
+        "analyze",
+        "--data",
+        str(data),
+        "--split",
+        "all",
+        "--out",
+        str(out),
+        "--quiet",
+        "--match-classes",
+        "position",
+    ]
     err = cli_error(*argv, "--workers", "0")
     assert "broken.png" in err and "--skip-bad-images" in err
     code, _, err = run(capsys, *argv, "--skip-bad-images")

@@ -152,7 +152,18 @@ def test_train_on_a_plain_folder_tests_on_the_hold_out_and_records_it(tmp_path, 
 def test_analyze_reads_the_hold_out_and_records_it(tmp_path, capsys):
     folder = plain_folder(tmp_path / "f", per_class=20)
     out = tmp_path / "run"
-    argv = ["analyze", "--data", str(folder), "--image-size", "32", "--quiet", "--workers", "0"]
+    argv = [
+        "analyze",
+        "--data",
+        str(folder),
+        "--image-size",
+        "32",
+        "--quiet",
+        "--workers",
+        "0",
+        "--match-classes",
+        "position",
+    ]  # the demo network on two classes of its own
     assert main([*argv, "--out", str(out), "--predictors", "cui"]) == 0
     test = load_dataset(str(folder), "test", PP)
     err = capsys.readouterr().err
@@ -167,7 +178,18 @@ def test_the_limit_sample_follows_the_seed(tmp_path):
     runs = []
     for seed in ("0", "1", "1"):
         out = tmp_path / f"run{len(runs)}"
-        argv = ["analyze", "--data", "digits", "--limit", "40", "--seed", seed, "--quiet"]
+        argv = [
+            "analyze",
+            "--data",
+            "digits",
+            "--match-classes",
+            "position",
+            "--limit",
+            "40",
+            "--seed",
+            seed,
+            "--quiet",
+        ]
         assert main([*argv, "--predictors", "cui", "--out", str(out)]) == 0
         with np.load(out / "per_image.npz") as npz:
             runs.append(npz["labels"].tolist())
@@ -177,7 +199,18 @@ def test_the_limit_sample_follows_the_seed(tmp_path):
 def test_validate_on_a_plain_folder_trains_and_tests_on_either_side(tmp_path, capsys):
     folder = plain_folder(tmp_path / "f", per_class=20)
     out = tmp_path / "run"
-    argv = ["validate", "--data", str(folder), "--image-size", "32", "--workers", "0", "--quiet"]
+    argv = [
+        "validate",
+        "--data",
+        str(folder),
+        "--image-size",
+        "32",
+        "--workers",
+        "0",
+        "--quiet",
+        "--match-classes",
+        "position",
+    ]
     argv += ["--points", "features.42", "--epochs", "1", "--bootstrap", "10", "--out", str(out)]
     assert main(argv) == 0, capsys.readouterr().err
     train = load_dataset(str(folder), "train", PP)

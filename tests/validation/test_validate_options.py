@@ -36,7 +36,17 @@ def test_skip_bad_images_and_workers_reach_the_bottleneck_loaders(tmp_path, monk
 
     monkeypatch.setattr(cache, "make_loader", recording)
     out = tmp_path / "run"
-    argv = ["validate", "--data", str(data), "--skip-bad-images", "--workers", "0", "--quiet"]
+    argv = [
+        "validate",
+        "--data",
+        str(data),
+        "--skip-bad-images",
+        "--workers",
+        "0",
+        "--quiet",
+        "--match-classes",
+        "position",
+    ]
     argv += ["--points", "features.42", "--epochs", "1", "--bootstrap", "10", "--out", str(out)]
     assert main(argv) == 0, capsys.readouterr().err
     doc = json.loads((out / "validation.json").read_text())

@@ -88,8 +88,6 @@ def run(args: argparse.Namespace) -> int:
         holdout=holdout_share(args.holdout, loaded.weights),
     )
     data, _ = match_classes(data, loaded.classes, args.match_classes)  # a mismatch: an error
-    if is_main():
-        print(f"isplit: preprocessing: {describe_preprocess(loaded.preprocess)}", file=sys.stderr)
     out = output_folder(args)
     result = analyse_and_save(
         args,
@@ -115,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     print(result.table())
     if result.skipped_images:
         print(f"isplit: skipped {len(result.skipped_images)} unreadable image(s)", file=sys.stderr)
-    if note := holdout_note(data):  # after the run: a refusal stays one line
+    # after the run: a refusal stays one line
+    print(f"isplit: preprocessing: {describe_preprocess(loaded.preprocess)}", file=sys.stderr)
+    if note := holdout_note(data):
         print(f"isplit: {note}", file=sys.stderr)
     flag = " (see the warnings below)" if failed(result.checks) else ""
     print(f"model accuracy on the analysed images: {result.accuracy:.4f}{flag}")
