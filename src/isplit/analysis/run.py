@@ -85,7 +85,25 @@ def analyze(
     model, model_name, record = model_record(model, model_name)
     if info is not None and info.model is not model:
         info = None
-    limit = settings.limit
+    data, source, n_total = _source(data, settings.limit, record)
+    weights = WeightsDigest(model)
+    if run.checkpoint is not None:  # its fingerprint holds the weights': overlap with set-up
+        weights.start()
+    names = class_names(data, classes)
+    job = Job(
+        settings, run, model_name, record, weights, n_total, names, distributed.shard(n_total)
+    )
+    job.rank, job.world, job.started = distributed.rank(), distributed.world_size(), started
+    if info is not None:
+        job.model_classes, job.trained = info.classes, info.trained
+    with frozen(model):
+        return run_job(model, data, source, job)
+
+
+def _source(
+    data: Dataset | DataLoader, limit: int | None, record: dict
+) -> tuple[Dataset | DataLoader, Dataset | DataLoader, int]:
+    """The data (limited to ``limit`` images), the source its batches come from and its size."""
     if isinstance(data, DataLoader):
         source, n_total = (
             data,
@@ -101,18 +119,7 @@ def analyze(
             "a distributed analysis shares out a Dataset, not a DataLoader: pass the "
             "DataLoader's dataset (and its batch size as batch_size)"
         )
-    weights = WeightsDigest(model)
-    if run.checkpoint is not None:  # its fingerprint holds the weights': overlap with set-up
-        weights.start()
-    names = class_names(data, classes)
-    job = Job(
-        settings, run, model_name, record, weights, n_total, names, distributed.shard(n_total)
-    )
-    job.rank, job.world, job.started = distributed.rank(), distributed.world_size(), started
-    if info is not None:
-        job.model_classes, job.trained = info.classes, info.trained
-    with frozen(model):
-        return run_job(model, data, source, job)
+    return data, source, n_total
 
 
 def _sample_seed(record: dict) -> int:

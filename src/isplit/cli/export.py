@@ -60,7 +60,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from isplit.analysis import Analysis
-    from isplit.checks import from_json, warn
     from isplit.deploy.export import check_images, export_split, find_bottleneck
 
     run = args.analysis
@@ -108,6 +107,14 @@ def run(args: argparse.Namespace) -> int:
         if analysis is None
         else (analysis.accuracy, int(analysis.dataset.get("images") or len(analysis.labels))),
     )
+    _print_export(m, args.out)
+    return 0
+
+
+def _print_export(m, out) -> None:
+    """Print what the export ``m`` wrote to ``out``: its cut, its checks, accuracy and files."""
+    from isplit.checks import from_json, warn
+
     c = m.checks
     shape = "x".join(map(str, m.transmitted_shape))
     if m.transmitted_layout:
@@ -135,11 +142,10 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     warn(from_json(c.get("self_checks")))
     print(
-        f"wrote {args.out}: head.onnx, tail.onnx, tail_int8.onnx, {m.pytorch['head']['file']}, "
+        f"wrote {out}: head.onnx, tail.onnx, tail_int8.onnx, {m.pytorch['head']['file']}, "
         f"{m.pytorch['tail']['file']}, manifest.json, triton/{m.name}, triton/{m.int8_name}"
     )
-    print(f"serve the tail with: isplit serve {args.out}")
-    return 0
+    print(f"serve the tail with: isplit serve {out}")
 
 
 def accuracy_line(m) -> str | None:

@@ -109,21 +109,11 @@ def output_folder(args: argparse.Namespace) -> Path:
     return Path(args.out or args.analysis or "runs/validation")
 
 
-def run(args: argparse.Namespace) -> int:
-    from isplit.analysis import Analysis, AnalysisSettings
-    from isplit.checks import warn
-    from isplit.data.load import holdout_share, load_train_test
-    from isplit.data.relabel import match_classes
-    from isplit.distributed import is_main
-    from isplit.runfolder import RunFolder
-    from isplit.validation import Settings, validate
+def _settings(args: argparse.Namespace, given_batch: int | None):
+    """The validation's :class:`~isplit.validation.Settings` from the command line."""
+    from isplit.validation import Settings
 
-    given_batch = args.batch_size  # the bottlenecks' training keeps its own default without it
-    args.batch_size = given_batch or AnalysisSettings.batch_size
-
-    out = output_folder(args)
-    check_output_folder(out)
-    settings = Settings(
+    return Settings(
         ratio=args.ratio,
         halve=args.halve,
         epochs=args.epochs,
@@ -143,6 +133,23 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         skip_bad_images=args.skip_bad_images,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from isplit.analysis import Analysis, AnalysisSettings
+    from isplit.checks import warn
+    from isplit.data.load import holdout_share, load_train_test
+    from isplit.data.relabel import match_classes
+    from isplit.distributed import is_main
+    from isplit.runfolder import RunFolder
+    from isplit.validation import validate
+
+    given_batch = args.batch_size  # the bottlenecks' training keeps its own default without it
+    args.batch_size = given_batch or AnalysisSettings.batch_size
+
+    out = output_folder(args)
+    check_output_folder(out)
+    settings = _settings(args, given_batch)
     settings.check()  # before the analysis: a wrong option costs no time
     analysis = Analysis.load(args.analysis) if args.analysis else None
     if analysis is not None and (args.predictors or args.select_by != "cui" or args.probe_ratio):

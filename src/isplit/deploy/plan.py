@@ -270,18 +270,7 @@ def make_plan(
                                           bottlenecks=bottlenecks,
                                           leaf_modules=analysis.leaf_modules)  # fmt: skip
     cost = _Costs(link, (device_speed, server_speed), analysis.total_flops or 0, whole_s, quantize)
-    learned = next((c for c in scores.checks if c.name == "bottlenecks_learned"), None)
-    unlearned = set(learned.values["not_learned"]) if learned is not None else set()
-    rows = [cost.server_only(input_shape, scores.unsplit)]
-    for p in points:
-        row = cost.split(p, scores.values.get(p.name), measured, exported.get(p.name),
-                         bottlenecks.get(p.name))  # fmt: skip
-        if p.name in scores.unscored:
-            row["not_measured"] = True
-        if p.name in bottlenecks:
-            row["learned"] = p.name not in unlearned
-        rows.append(row)
-    rows.append(cost.device_only(scores.unsplit))
+    rows = _rows(cost, input_shape, points, scores, measured, exported, bottlenecks)
     best = _mark(rows, max_latency, max_bytes)
     plan = Plan(
         run=str(run),
@@ -308,6 +297,23 @@ def make_plan(
     if out is not None:
         plan.save(out)
     return plan
+
+
+def _rows(cost, input_shape, points, scores, measured, exported, bottlenecks) -> list[dict]:
+    """The costed rows: server only, a split at each of ``points``, then device only."""
+    learned = next((c for c in scores.checks if c.name == "bottlenecks_learned"), None)
+    unlearned = set(learned.values["not_learned"]) if learned is not None else set()
+    rows = [cost.server_only(input_shape, scores.unsplit)]
+    for p in points:
+        row = cost.split(p, scores.values.get(p.name), measured, exported.get(p.name),
+                         bottlenecks.get(p.name))  # fmt: skip
+        if p.name in scores.unscored:
+            row["not_measured"] = True
+        if p.name in bottlenecks:
+            row["learned"] = p.name not in unlearned
+        rows.append(row)
+    rows.append(cost.device_only(scores.unsplit))
+    return rows
 
 
 def _bottlenecks(points, scores) -> dict[str, nn.Module]:

@@ -245,6 +245,20 @@ def train(
     print(f"isplit: preprocessing: {describe_preprocess(lm.preprocess)}", file=sys.stderr)
     loader_kw = {"workers": workers, "skip_bad_images": skip_bad_images}
     run = TrainingRun.start(net, train_ds, args, dev, loader_kw)
+    resumed_from = _run_epochs(run, test_ds, loader_kw, checkpoint, ckpt_path, progress)
+    return _finish(run, lm, (out, data_root, test_split, test_ds), ckpt_path, resumed_from)
+
+
+def _run_epochs(
+    run: TrainingRun,
+    test_ds: LabelledDataset | None,
+    loader_kw: dict,
+    checkpoint: dict | None,
+    ckpt_path: Path,
+    progress: bool,
+) -> int:
+    """Train the epochs left after ``checkpoint``'s, checkpointing each; the epoch resumed after."""
+    epochs, batch_size = run.args["epochs"], run.args["batch_size"]
     if checkpoint is not None:
         run.restore(checkpoint)
         _report(f"resuming after epoch {run.done}/{epochs} from {ckpt_path}", progress)
@@ -254,7 +268,18 @@ def train(
         entry = run.epoch(epoch, test_loader, progress)
         _report(_epoch_line(entry, epochs), progress)
         _save_checkpoint(ckpt_path, run.state())
+    return resumed_from
 
+
+def _finish(
+    run: TrainingRun,
+    lm,
+    where: tuple[str, str | None, str, LabelledDataset | None],
+    ckpt_path: Path,
+    resumed_from: int,
+) -> TrainResult:
+    """Write the run to ``where`` (out, data root, test split, test set), drop its checkpoint."""
+    out, data_root, test_split, test_ds = where
     out_info = {
         "out": out,
         "data_root": data_root,
