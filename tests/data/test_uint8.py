@@ -54,14 +54,18 @@ def test_decoding_gives_pils_pixels(tmp_path):
             assert torch.equal(decode_uint8(str(path), pp), want), path
 
 
-def test_folder_inputs_differ_by_less_than_one_pixel_level(tmp_path):
+def test_folder_inputs_are_the_8bit_paths_and_near_a_float_resize(tmp_path):
     ds = folder_dataset(str(jpeg_folder(tmp_path / "f")), "test", PP)
     u8, norm = uint8_view(ds)
     assert norm is not None
     pixels = inputs(u8)
     assert pixels.dtype == torch.uint8 and pixels.shape[1:] == (3, 40, 40)  # 4x fewer bytes
-    diff = (norm(pixels) - inputs(ds)) * torch.tensor(PP.std).view(-1, 1, 1)  # in [0, 1] units
-    assert 0 < diff.abs().max() < 1 / 255  # resized pixels rounded to 8 bits, nothing more
+    # both paths resize the decoded 8-bit pixels in 8 bits: the same input, to the last bit
+    assert torch.equal(norm(pixels), inputs(ds))
+    # a float resize of the same pixels differs by their rounding to 8 bits, nothing more
+    floats = torch.stack([to_model_input(decode_uint8(p, PP).float() / 255, PP) for p in ds.paths])
+    diff = (floats - inputs(ds)) * torch.tensor(PP.std).view(-1, 1, 1)  # in [0, 1] units
+    assert 0 < diff.abs().max() < 1 / 255
 
 
 @pytest.mark.skipif(not HAVE_FMNIST, reason="Debian package dataset-fashion-mnist not installed")

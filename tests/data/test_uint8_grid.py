@@ -1,9 +1,12 @@
-"""The 8-bit path equals the float path for every geometry isplit supports, on trained weights:
-each interpolation (the torchvision and timm presets' bilinear, bicubic, nearest), a resize of
-the shorter side then a centre crop (timm's crop_pct), a direct resize, zero padding, images
-smaller and larger than the model's input. Same predictions, same accuracy, same CUI within the
-rounding of resized pixels to 8 bits. (Under bicubic the 8-bit path once clamped its pixels to
-[0, 1]: black images, 10 % accuracy, and this grid is what would have caught it.)"""
+"""Every command feeds the network the same numbers, for every geometry isplit supports, on
+trained weights: each interpolation (the torchvision and timm presets' bilinear, bicubic,
+nearest), a resize of the shorter side then a centre crop (timm's crop_pct), a direct resize,
+zero padding, images smaller and larger than the model's input. The 8-bit path (analyze's loop)
+and the float path (train, validate, export, infer) give the same inputs to the last bit; both
+are PIL's pixels within one level, and near a float resize of the same pixels (the same
+predictions but where the top two logits nearly tie, CUI within 2 %). (Under bicubic the 8-bit
+path once clamped its pixels to [0, 1]: black images, 10 % accuracy; and the float path resized
+as floats, so train and export measured another accuracy than analyze.)"""
 
 from __future__ import annotations
 
@@ -11,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import Subset
+from torch.utils.data import Subset, TensorDataset
 
 from isplit.analysis import analyze
 from isplit.data import Preprocess, builtin, load_dataset
-from isplit.data.folders import folder_dataset
+from isplit.data.folders import decode_uint8, folder_dataset
 from isplit.data.loaders import uint8_view
-from isplit.data.preprocess import INTERPOLATIONS
+from isplit.data.preprocess import INTERPOLATIONS, to_model_input
 from isplit.models import load_model
 
 HAVE_FMNIST = (builtin.FASHION_MNIST_SYSTEM_DIR / "t10k-images-idx3-ubyte.gz").is_file()
@@ -65,17 +68,28 @@ GEOMETRIES = {  # name -> Preprocess fields besides interpolation
 
 
 def both_inputs(ds) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every model input of ``ds`` by the 8-bit path and by the float path."""
+    """Every model input of ``ds`` by the 8-bit path (analyze's loop) and by the float path
+    (train, validate, export, infer), which must be the same to the last bit; and the inputs a
+    float resize of the same decoded pixels gives (a user's own float tensors)."""
     u8, norm = uint8_view(ds)
     assert norm is not None  # the 8-bit path is the one isplit's loops take
-    fast = norm(torch.stack([u8[i][0] for i in range(len(ds))]))
-    return fast.clone(), torch.stack([ds[i][0] for i in range(len(ds))])
+    fast = norm(torch.stack([u8[i][0] for i in range(len(ds))])).clone()
+    plain = torch.stack([ds[i][0] for i in range(len(ds))])
+    assert torch.equal(fast, plain)  # two paths, one input
+    base, indices = (ds.dataset, ds.indices) if isinstance(ds, Subset) else (ds, range(len(ds)))
+    floats = torch.stack([
+        to_model_input(decode_uint8(base.paths[i], base.preprocess).float() / 255, base.preprocess)
+        for i in indices
+    ])  # fmt: skip
+    return fast, floats
 
 
 @pytest.mark.parametrize("side", [28, 44])
 @pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
-def test_8bit_path_equals_float_path(folders, model, side, geometry, interpolation):
+def test_8bit_path_equals_float_path_and_near_a_float_resize(
+    folders, model, side, geometry, interpolation
+):
     pp = Preprocess(channels=1, mean=MEAN, std=STD, interpolation=interpolation,
                     **GEOMETRIES[geometry])  # fmt: skip
     ds = folder_dataset(folders[side], "test", pp)
@@ -84,9 +98,9 @@ def test_8bit_path_equals_float_path(folders, model, side, geometry, interpolati
     with torch.no_grad():
         fast_logits, plain_logits = model(fast), model(plain)
     accuracy = (plain_logits.argmax(1) == labels).float().mean().item()
-    assert accuracy > 0.6, accuracy  # a trained network, fed right, on both paths
-    # the logits move by the rounding of resized pixels to 8 bits, a little; a prediction may
-    # flip only where the float path's top two logits are closer than twice that move
+    assert accuracy > 0.6, accuracy  # a trained network, fed right
+    # against a float resize, the logits move by the rounding of resized pixels to 8 bits, a
+    # little; a prediction may flip only where the top two logits are closer than twice that
     moved = (fast_logits - plain_logits).abs().max().item()
     top2 = plain_logits.topk(2, dim=1).values
     assert moved < 0.1 * (top2[:, 0] - top2[:, 1]).median().item(), moved
@@ -95,16 +109,22 @@ def test_8bit_path_equals_float_path(folders, model, side, geometry, interpolati
     assert flipped.float().mean() <= 0.02
     fast_accuracy = (fast_logits.argmax(1) == labels).float().mean().item()
     assert abs(fast_accuracy - accuracy) <= 0.01
-    # the analysis (CUI, best, accuracy) by each path, on a quarter of the images
+    # the analysis by each of isplit's paths, on a quarter of the images: the same inputs, so
+    # the same predictions and best split, and CUI within float summation order; near the
+    # analysis of the float-resized inputs
     sample = Subset(ds, range(0, IMAGES, 4))
     a8 = analyze(model, sample, batch_size=100, progress=False)
     a32 = analyze(model, sample, batch_size=100, progress=False, uint8=False)
+    floats = TensorDataset(plain[::4], labels[::4])
+    af = analyze(model, floats, batch_size=100, progress=False)
     assert a8.best == a32.best
     np.testing.assert_array_equal(a8.predictions, fast_logits.argmax(1)[::4].numpy())
-    np.testing.assert_array_equal(a32.predictions, plain_logits.argmax(1)[::4].numpy())
-    ok = np.isfinite(a32.cui)
+    np.testing.assert_array_equal(a32.predictions, a8.predictions)
+    np.testing.assert_array_equal(af.predictions, plain_logits.argmax(1)[::4].numpy())
+    ok = np.isfinite(af.cui)
     np.testing.assert_array_equal(np.isfinite(a8.cui), ok)
-    np.testing.assert_allclose(a8.cui[ok], a32.cui[ok], rtol=0.02, atol=1e-3 * a32.cui[ok].max())
+    np.testing.assert_allclose(a32.cui[ok], a8.cui[ok], rtol=1e-5)
+    np.testing.assert_allclose(a8.cui[ok], af.cui[ok], rtol=0.02, atol=1e-3 * af.cui[ok].max())
 
 
 PIL_FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from isplit.data.preprocess import Normalise, Preprocess, fit_uint8, to_model_input
+from isplit.data.preprocess import Normalise, Preprocess, fit_uint8, pixels_to_input
 from isplit.errors import IsplitError
 
 
@@ -80,7 +80,7 @@ class LabelledDataset(Dataset):
         (:meth:`with_uint8`) or the float32 model input."""
         if self.uint8:
             return fit_uint8(x, self.preprocess)
-        return to_model_input(x.float().div_(self.scale), self.preprocess)
+        return pixels_to_input(x, self.preprocess, self.scale)
 
     def normaliser(self) -> Normalise:
         """What turns a batch of this data set's 8-bit items into model inputs."""

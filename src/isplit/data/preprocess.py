@@ -1,11 +1,13 @@
 """Preprocessing: how an image (a tensor in [0, 1] or a PIL image) becomes a model input:
 geometry (resize and crop, or pad), channels and normalisation, as a :class:`Preprocess` says.
 
-Two ways: all at once in float32 (:func:`to_model_input`), or in two steps with 8-bit pixels in
-between (:func:`fit_uint8` where the images are decoded, :class:`Normalise` on the device after
-the copy): 4x fewer bytes cross from the loader's workers to the model, and resizing 8-bit
-pixels is much faster. The two differ only by the rounding of resized pixels to 8 bits (less
-than one level of 255); images that need no resizing give the same input to the last bit."""
+Decoded 8-bit pixels are resized in 8 bits (as PIL and timm's loaders resize), either in one
+step (:func:`pixels_to_input`, what every command's float path takes) or in two
+(:func:`fit_uint8` where the images are decoded, :class:`Normalise` on the device after the
+copy: 4x fewer bytes cross from the loader's workers to the model): the same input to the last
+bit. A float tensor of the user's (:func:`to_model_input`) is resized as floats; it differs from
+the 8-bit pixels by their rounding (bilinear: under one level of 255; bicubic: a few levels
+where its overshoot meets an edge, which 8 bits round between the two passes)."""
 
 from __future__ import annotations
 
@@ -122,7 +124,23 @@ def _resized(x: torch.Tensor, mode: TF.InterpolationMode) -> torch.Tensor:
 
 def to_model_input(x: torch.Tensor, pp: Preprocess) -> torch.Tensor:
     """Float ``[..., C, H, W]`` in [0, 1] -> normalised ``[..., channels, size, size]``."""
-    x = _fit(x, pp)
+    return _normalised(_fit(x, pp), pp)
+
+
+def pixels_to_input(x: torch.Tensor, pp: Preprocess, scale: float = 255.0) -> torch.Tensor:
+    """Decoded pixels ``[..., C, H, W]`` (``scale``: the value of white) -> the model input.
+    8-bit pixels (white 255) are resized and cropped in 8 bits, as PIL and timm's loaders do
+    and as the 8-bit path (:func:`fit_uint8`, :class:`Normalise`) does: every command (analyze,
+    train, validate, export, infer) feeds the network the same numbers, to the last bit. Other
+    scales (the digits' 0-16) are resized as floats: 8 bits would round them coarsely."""
+    if x.dtype == torch.uint8 and scale == 255.0:
+        return _normalised(fit_uint8(x, pp).float().div_(scale), pp)
+    return to_model_input(x.float().div_(scale), pp)
+
+
+def _normalised(x: torch.Tensor, pp: Preprocess) -> torch.Tensor:
+    """Fitted float pixels in [0, 1] -> ``pp``'s channels, normalised (Normalise's arithmetic
+    in its order)."""
     if x.shape[-3] == 1 and pp.channels == 3:
         x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
     mean = torch.tensor(pp.mean, dtype=x.dtype).view(-1, 1, 1)

@@ -351,13 +351,13 @@ def read_image(manifest: Manifest, path: str | Path) -> torch.Tensor:
     """One image file as the export's model input [C, H, W] (decoded as isplit's image folders
     are); a clear error for a bad file."""
     from isplit.data.folders import decode_uint8
-    from isplit.data.preprocess import to_model_input
+    from isplit.data.preprocess import pixels_to_input
 
     if not Path(path).is_file():
         raise IsplitError(f"image {path} not found")
     pp = manifest.preprocessing()
     try:
-        return to_model_input(decode_uint8(str(path), pp).float().div_(255.0), pp)
+        return pixels_to_input(decode_uint8(str(path), pp), pp)
     except Exception as e:  # the decoders raise many kinds for a file they cannot decode
         raise IsplitError(f"cannot read image {path} ({type(e).__name__}: {e})") from None
 
