@@ -146,7 +146,7 @@ def test_8bit_pixels_are_pils_and_near_the_float_ones(folders, interpolation):
     for i in picked:
         with Image.open(ds.paths[i]) as img:
             img = img.convert("RGB").resize((36, 36), PIL_FILTERS[interpolation])
-        pil.append(torch.from_numpy(np.asarray(img)).permute(2, 0, 1)[:, 2:34, 2:34].float())
+        pil.append(torch.from_numpy(np.array(img)).permute(2, 0, 1)[:, 2:34, 2:34].float())
     pil = torch.stack(pil)
     levels = {name: x * 0.25 * 255 + 0.5 * 255 for name, x in (("fast", fast), ("plain", plain))}
     if interpolation == "nearest":  # no arithmetic: the same pixels, to the last bit
