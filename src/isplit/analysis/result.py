@@ -78,8 +78,9 @@ class Analysis:
     # further predictors of post-split accuracy (isplit.importance.predictors): name -> [K]
     predictors: dict[str, np.ndarray] = field(default_factory=dict)
     select_by: str = "cui"  # the predictor whose maximum is the best split
-    # how the analysis loop spent its time in this call (rank 0's share under torchrun):
-    # seconds, images, images_per_s, data_wait_seconds, data_wait_share
+    # how the analysis loop spent its time in this call (under torchrun: every process's
+    # images in the slowest one's time, and ``processes``): seconds, images, images_per_s,
+    # data_wait_seconds, data_wait_share
     timing: dict | None = None
     # the self-checks of this run (isplit.checks): recorded under curves.json's ``checks``
     checks: list = field(default_factory=list)
