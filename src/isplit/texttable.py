@@ -3,6 +3,7 @@ so that long point names, paths and class names never run into the next column."
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
@@ -30,3 +31,11 @@ def table_line(
         flush_left = i < left or (note and i == len(widths) - 1)
         parts.append(cell.ljust(w) if flush_left else cell.rjust(w))
     return "  ".join(parts).rstrip()
+
+
+def log10_cui(c: float | None, fmt: str = ".3f", zero: str = "-inf") -> str:
+    """log10 of a CUI as text: "n/a" where it is unknown (null in the JSON, NaN in an
+    analysis), ``zero`` where it is 0 (the Grad-CAM map is 0 everywhere)."""
+    if c is None or not math.isfinite(c):
+        return "n/a"
+    return format(math.log10(c), fmt) if c > 0 else zero

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from isplit import texttable
+
 #: A section of the page: (id, title, HTML).
 Section = tuple[str, str, str]
 
@@ -51,11 +53,8 @@ def pp(v: float | None) -> str:
 
 
 def log10_cui(c: float | None, fmt: str = ".3f") -> str:
-    """log10 of a CUI: "n/a" where it is unknown (null in the JSON, NaN in an analysis), "−∞"
-    where it is 0 (the Grad-CAM map is 0 everywhere)."""
-    if c is None or not np.isfinite(c):
-        return "n/a"
-    return format(np.log10(c), fmt) if c > 0 else "−∞"
+    """:func:`isplit.texttable.log10_cui` with "−∞" where the CUI is 0 (HTML)."""
+    return texttable.log10_cui(c, fmt, zero="−∞")
 
 
 def section(sid: str, title: str, body: str) -> Section:

@@ -4,7 +4,6 @@ with a trained bottleneck, and how well each predictor ranked and predicted thos
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from isplit import checks
 from isplit.analysis import Analysis
 from isplit.results import RunResult
 from isplit.runfolder import RunFolder
+from isplit.texttable import log10_cui
 from isplit.validation.picks import measured_picks, picks_line
 from isplit.validation.reliability import not_learned, reliability, within_reliable
 from isplit.validation.scoring import (
@@ -88,7 +88,7 @@ class ValidationReport(RunResult):
         ]
         for p in self.points:
             rows.append(
-                f"{p['name']:<24}{_log10_cui(p['cui']):>10}"
+                f"{p['name']:<24}{log10_cui(p['cui']):>10}"
                 f"{p['bytes']:>9}{p['encoded_bytes']:>9}{p['accuracy']:>10.4f}"
                 f"{p['accuracy_drop']:>8.4f}{_fmt(p['accuracy_int8']):>8}"
                 f"{p['probe_accuracy']:>11.4f}" + ("" if p["learned"] else "  did not learn")
@@ -128,13 +128,6 @@ class ValidationReport(RunResult):
         if line:
             rows.append(line + unreliable)
         return "\n".join(rows)
-
-
-def _log10_cui(c: float | None) -> str:
-    """log10 of a point's CUI: n/a where it is unknown, -inf where it is 0."""
-    if c is None or not math.isfinite(c):
-        return "n/a"
-    return f"{math.log10(c):.3f}" if c > 0 else "-inf"
 
 
 def _fmt(v: float | None) -> str:
