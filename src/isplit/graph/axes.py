@@ -10,8 +10,10 @@ recorded when the graph was traced, by a rule for what the node does:
   ``squeeze`` split or merge them, which the recorded shapes make exact (rows x columns merged
   become a token axis; channels split become channel axes, e.g. attention heads);
 - ``Linear`` and ``LayerNorm`` act on the last axis: it holds channels;
-- ``cat`` along a position axis of tensors that do not depend on the image (a class token)
-  adds tokens that are not image positions; indexing and slicing drop or narrow axes;
+- ``cat`` along a position axis of tensors that do not depend on the image (a class token) or
+  hold no image position (a class token split off the patches, then updated) adds tokens that
+  are not image positions; indexing and slicing drop or narrow axes (the class token alone is
+  all tokens, the patches without it keep their grid);
 - ``matmul`` takes its rows from the left operand and its columns from the right one.
 
 Tensors that do not depend on the image (weights, tokens, position embeddings) have no axes. An
@@ -228,12 +230,13 @@ class AxisInference:
         pieces keeps its kind), ``unbind`` drops one; others are elementwise or unknown."""
         name = _name(self.gm, n)
         first = self._first(n)
-        out = []
+        out, start = [], 0  # where the piece starts on the cut axis
         for v in value:
             if not isinstance(v, torch.Tensor):
                 out.append(None)
             elif first is not None and name in ("split", "chunk", "tensor_split"):
-                out.append(pieces(first[0], first[1], tuple(v.shape)))
+                out.append(pieces(first[0], first[1], tuple(v.shape), start))
+                start += v.shape[axis_index(self._arg(n, 2, "dim", 0), v.dim())]
             elif first is not None and name == "unbind":
                 dim = axis_index(self._arg(n, 1, "dim", 0), len(first[1]))
                 out.append(first[0][:dim] + first[0][dim + 1 :])
@@ -347,22 +350,30 @@ class AxisInference:
         return isinstance(self.axes.get(p), tuple)
 
     def _cat_axis(self, parts, dim: int) -> Axis:
-        """The axis ``dim`` of a concatenation: image-independent parts along a position axis
-        are tokens that are not image positions."""
-        pieces = []  # (axis or None for an image-independent part, size)
+        """The axis ``dim`` of a concatenation. Along a position axis, parts that hold no image
+        position are tokens that are not image positions: image-independent parts (a class
+        token), parts that are all tokens (a class token split off the patches, then updated)
+        and size-1 axes nothing depends on (CaiT's class token after class attention). One part
+        of image positions among them keeps its grid; several make positions of no one grid."""
+        pieces = []  # (axis, size); axis None: a part that holds no image position
         for p in parts:
             shape = self._shape(p)
             if shape is None:
                 return UNKNOWN_AXIS
-            pieces.append((self.axes[p][dim] if self._dynamic_node(p) else None, shape[dim]))
-        known = [a for a, _ in pieces if a is not None]
-        if not known or any(a.kind != known[0].kind for a in known):
+            a = self.axes[p][dim] if self._dynamic_node(p) else None
+            pieces.append((None if a is not None and _no_image(a, shape[dim]) else a, shape[dim]))
+        image = [a for a, _ in pieces if a is not None]
+        if not image:
+            known = [self.axes[p][dim] for p in parts if self._dynamic_node(p)]
+            tokens = any(a.kind == POSITION for a in known)
+            return Axis(POSITION, lead=sum(s for _, s in pieces)) if tokens else UNKNOWN_AXIS
+        if any(a.kind != image[0].kind for a in image):
             return UNKNOWN_AXIS
-        if known[0].kind == CHANNEL:
+        if image[0].kind == CHANNEL:
             return CHANNEL_AXIS
-        if known[0].kind != POSITION:
+        if image[0].kind != POSITION:
             return UNKNOWN_AXIS
-        if len(known) > 1:  # several image-derived token sets: positions of no one grid
+        if len(image) > 1:  # several image-derived token sets: positions of no one grid
             ok = all(a is not None and not (a.lead or a.trail) for a, _ in pieces)
             return Axis(POSITION) if ok else UNKNOWN_AXIS
         i = next(k for k, (a, _) in enumerate(pieces) if a is not None)
@@ -389,3 +400,9 @@ class AxisInference:
         rows = la[-2] if la is not None else CHANNEL_AXIS
         cols = ra[-1] if ra is not None else CHANNEL_AXIS
         return (*batch, rows, cols)
+
+
+def _no_image(a: Axis, size: int) -> bool:
+    """Axis ``a`` of ``size`` entries holds no image position: a size-1 axis nothing depends on,
+    or a position axis that is all tokens (the class token split off the patches)."""
+    return a.kind == UNIT or a.kind == POSITION and a.lead + a.trail == size

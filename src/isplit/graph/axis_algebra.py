@@ -40,16 +40,18 @@ def agree(options: Sequence[Axis], size: int) -> Axis:
     return first
 
 
-def pieces(axes: Axes, shape, out) -> Axes:
-    """The axes of one piece of a ``split``: the cut axis keeps its kind unless it had tokens."""
+def pieces(axes: Axes, shape, out, start: int = 0) -> Axes:
+    """The axes of one piece of a ``split`` that starts at ``start`` on the cut axis: channels
+    stay channels; a position axis is narrowed as a slice would (:func:`_sliced`), so that the
+    class token split off the patches is all tokens and the patches keep their grid."""
     result = []
     for x, s, o in zip(axes, shape, out):
         if s == o:
             result.append(x)
-        elif x.kind == POSITION and (x.lead or x.trail):
-            result.append(UNKNOWN_AXIS)
+        elif x.kind == POSITION:
+            result.append(_sliced(x, s, slice(start, start + o)))
         else:
-            result.append(Axis(x.kind) if x.kind in (CHANNEL, POSITION) else UNKNOWN_AXIS)
+            result.append(CHANNEL_AXIS if x.kind == CHANNEL else UNKNOWN_AXIS)
     return tuple(result)
 
 
@@ -179,6 +181,10 @@ def index_axes(axes: Axes, shape: Sequence[int], index, out: Sequence[int]) -> A
 
 
 def _sliced(x: Axis, size: int, s: slice) -> Axis:
+    """Axis ``x`` (of ``size`` entries) narrowed by ``s``. On a position axis the tokens that
+    are not image positions are counted again: a slice that keeps every image position in
+    order keeps the grid (the patches after their class token), one that keeps none is all
+    tokens (``lead`` = its size: the class token alone, no image position)."""
     kept = range(size)[s]
     if len(kept) == size:
         return x
@@ -186,5 +192,10 @@ def _sliced(x: Axis, size: int, s: slice) -> Axis:
         return x if x.kind in (CHANNEL, BATCH) else UNKNOWN_AXIS
     lead = sum(1 for k in kept if k < x.lead)
     trail = sum(1 for k in kept if k >= size - x.trail)
+    image = range(x.lead, size - x.trail)
+    if lead + trail == len(kept):
+        return Axis(POSITION, lead=lead + trail)
+    if kept.step == 1 and kept.start <= image.start and kept.stop >= image.stop:
+        return Axis(POSITION, x.grid, x.sizes, lead, trail)
     grid = x.grid if x.grid in (("h",), ("w",)) else ()  # strided rows stay rows
     return Axis(POSITION, grid, (), lead, trail)
