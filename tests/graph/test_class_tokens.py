@@ -180,3 +180,66 @@ def test_class_attention_tail_keeps_the_patches_grid():
     ref = reference_cui(model, {"norm": "NLC+1"}, x, y)
     assert (ref > 0).float().mean() > 0.3
     torch.testing.assert_close(ours, ref, rtol=2e-4, atol=1e-12)
+
+
+# name: (input size, points that must be admissible with their grid, {point: (hooked module,
+# hand layout)} for the CUI, points that carry the class token alone)
+TIMM = {
+    "coat_lite_tiny": (
+        64,
+        {"serial_blocks1.1.add_1": (16, 16), "serial_blocks3.0.add_1": (4, 4)},
+        {
+            "serial_blocks1.0.add_1": ("serial_blocks1.0", "NLC+1"),
+            "serial_blocks2.1.add_1": ("serial_blocks2.1", "NLC+1"),
+        },
+        (),
+    ),
+    "pit_ti_224": (
+        64,
+        {"transformers.1.blocks.5.add_1": (4, 4), "transformers.2.norm": (2, 2)},
+        {
+            "transformers.1.blocks.1.add_1": ("transformers.1.blocks.1", "NLC+1"),
+            "transformers.2.blocks.0.add_1": ("transformers.2.blocks.0", "NLC+1"),
+        },
+        ("norm",),
+    ),
+    "cait_xxs24_224": (64, {"norm": (4, 4)}, {"blocks.5.add_1": ("blocks.5", "NLC")}, ()),
+    "xcit_nano_12_p16_224": (
+        64,
+        {"cls_attn_blocks.0.cat_1": (4, 4), "norm": (4, 4)},
+        {"cls_attn_blocks.0.add_1": ("cls_attn_blocks.0", "NLC+1")},
+        (),
+    ),
+    "volo_d1_224": (
+        64,
+        {"post_network.0.cat": (4, 4), "norm": (4, 4)},
+        {"post_network.0.cat": ("post_network.0", "NLC+1")},
+        (),
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TIMM)
+def test_timm_class_tokens_split_off_and_back(name):
+    import timm
+
+    size, grids, hooked, alone = TIMM[name]
+    torch.manual_seed(0)
+    model = _model(timm.create_model(name, pretrained=False, num_classes=4, img_size=size))
+    graph = ModelGraph(model, (3, size, size))
+    for point, grid in grids.items():
+        layout = graph.layout(point)
+        assert (layout.describe(), layout.grid) == ("NLC (+1 token)", grid), point
+        assert graph.point(point).admissible, point
+    for point in alone:
+        assert graph.layout(point).describe() == "NPC (+1 token)"
+        assert not graph.point(point).admissible
+    lost = [p.name for p in graph.points if not p.admissible and len(p.shape) > 2]
+    assert lost == list(alone)  # every point before the head's pooled vector, but those
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 2, 3])
+    ours = GradCAM(graph, list(hooked))(x, y).cui
+    ref = reference_cui(model, dict(hooked.values()), x, y)
+    assert (ref > 0).float().mean() > 0.3
+    torch.testing.assert_close(ours, ref, rtol=2e-4, atol=1e-12)
