@@ -9,7 +9,11 @@ recorded when the graph was traced, by a rule for what the node does:
 - ``permute`` / ``transpose`` move axes; ``reshape`` / ``view`` / ``flatten`` / ``unflatten`` /
   ``squeeze`` split or merge them, which the recorded shapes make exact (rows x columns merged
   become a token axis; channels split become channel axes, e.g. attention heads);
-- ``Linear`` and ``LayerNorm`` act on the last axis: it holds channels;
+- ``Linear`` and ``LayerNorm`` act on the last axis: it holds channels, unless it held
+  positions (MLP-Mixer's token mixing after a transpose): mixed positions stay positions;
+- ``Unfold`` makes channels times kernel offsets, and positions of the sliding blocks;
+- one position made larger (a pooled vector resized, expanded or broadcast) holds copies of one
+  entry (``1``), not image positions;
 - ``cat`` along a position axis of tensors that do not depend on the image (a class token) or
   hold no image position (a class token split off the patches, then updated) adds tokens that
   are not image positions; indexing and slicing drop or narrow axes (the class token alone is
@@ -29,6 +33,7 @@ from collections.abc import Sequence
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 from isplit.graph.axis_algebra import (
     CHANNEL_AXIS,
@@ -55,6 +60,7 @@ _RESIZES = {"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d"
 _RESIZES |= {"adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d"}
 _RESIZES |= {"adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "pad"}
 _RESIZES |= {"interpolate", "upsample", "pixel_unshuffle", "pixel_shuffle", "lp_pool2d"}
+_COPIES = {"expand", "expand_as", "broadcast_to", "repeat"}
 _RESIZE_MODULES = (
     *PADDING_MODULES,
     nn.modules.pooling._MaxPoolNd,
@@ -162,7 +168,9 @@ class AxisInference:
             if isinstance(mod, _RESIZE_MODULES):
                 return self._keep_kinds
             if isinstance(mod, (nn.Linear, nn.LayerNorm)):
-                return self._last_is_channels
+                return self._mixes_last
+            if isinstance(mod, nn.Unfold):
+                return self._unfold
             if isinstance(mod, (nn.Flatten, nn.Unflatten)):
                 return self._reshape
             if name == "Permute" and hasattr(mod, "dims"):
@@ -187,7 +195,11 @@ class AxisInference:
         if name in _RESIZES:
             return self._keep_kinds
         if name in ("linear", "layer_norm"):
-            return self._last_is_channels
+            return self._mixes_last
+        if name == "unfold" and n.op == "call_function":  # F.unfold, not Tensor.unfold
+            return self._unfold
+        if name in _COPIES:
+            return self._copies
         return None
 
     def _first(self, n: fx.Node) -> tuple[Axes, tuple[int, ...]] | None:
@@ -280,18 +292,24 @@ class AxisInference:
         return axes[:-2] + (axes[-1], axes[-2]) if n.args[1] == "mT" else axes[::-1]
 
     def _conv(self, n: fx.Node, out) -> Axes | None:
-        kept = self._keep_kinds(n, out)
-        return None if kept is None else (kept[0], CHANNEL_AXIS, *kept[2:])
+        """A convolution mixes axis 1 (see :func:`_mixed`); the others keep their kinds."""
+        first, kept = self._first(n), self._keep_kinds(n, out)
+        if first is None or kept is None:
+            return None
+        return (kept[0], _mixed(first[0][1], first[1][1], out[1]), *kept[2:])
 
-    def _last_is_channels(self, n: fx.Node, out) -> Axes | None:
+    def _mixes_last(self, n: fx.Node, out) -> Axes | None:
+        """A ``Linear`` or ``LayerNorm`` mixes the last axis (see :func:`_mixed`)."""
         first = self._first(n)
         if first is None or len(first[0]) != len(out):
             return None
-        return (*first[0][:-1], CHANNEL_AXIS)
+        return (*first[0][:-1], _mixed(first[0][-1], first[1][-1], out[-1]))
 
     def _keep_kinds(self, n: fx.Node, out) -> Axes | None:
         """Same rank, sizes may change (pooling, padding, a convolution-like block): each axis
-        keeps its kind; a resized position axis keeps rows / columns but loses its tokens."""
+        keeps its kind; a resized position axis keeps rows / columns but loses its tokens; one
+        position made larger (adaptive pooling or interpolation of a pooled vector) holds
+        copies of it, not image positions."""
         first = self._first(n)
         if first is None or len(first[0]) != len(out):
             return None
@@ -302,11 +320,55 @@ class AxisInference:
                 result.append(x if s == o else UNIT_AXIS)
             elif x.kind == CHANNEL:
                 result.append(CHANNEL_AXIS)
+            elif s == 1 and x.kind in (POSITION, UNIT):
+                result.append(UNIT_AXIS)
             elif x.kind == POSITION and not (x.lead or x.trail):
                 result.append(Axis(POSITION, x.grid if x.grid in (("h",), ("w",)) else ()))
             else:
                 result.append(UNIT_AXIS if o == 1 else UNKNOWN_AXIS)
         return tuple(result)
+
+    def _copies(self, n: fx.Node, out) -> Axes | None:
+        """``expand`` / ``broadcast_to`` / ``repeat``: a size-1 axis made larger (and a new
+        leading axis) holds copies of one entry, not positions; an axis repeated is unknown."""
+        first = self._first(n)
+        if first is None or len(out) < len(first[0]):
+            return None
+        axes, shape = first
+        new = len(out) - len(shape)
+        kept = [
+            x if s == o else UNIT_AXIS if s == 1 and x.kind != BATCH else UNKNOWN_AXIS
+            for x, s, o in zip(axes, shape, out[new:])
+        ]
+        return (*[UNIT_AXIS] * new, *kept)
+
+    def _unfold(self, n: fx.Node, out) -> Axes | None:
+        """``nn.Unfold`` / ``F.unfold``, [N, C, H, W] -> [N, C x kernel offsets, blocks]: the
+        batch stays; channels times the offsets in a block are channels (TNT turns them into
+        the pixels of a patch); the sliding blocks are positions, rows x columns of blocks
+        where the input's positions are rows and columns."""
+        first = self._first(n)
+        if first is None or len(first[0]) != 4 or len(out) != 3:
+            return None
+        (batch, channels, rows, cols), shape = first
+        if batch.kind != BATCH or channels.kind not in (CHANNEL, UNIT):
+            return None
+        if any(a.kind not in (POSITION, UNIT) or a.lead or a.trail for a in (rows, cols)):
+            return (batch, CHANNEL_AXIS, UNKNOWN_AXIS)
+        if rows.kind == cols.kind == UNIT:
+            return (batch, CHANNEL_AXIS, UNIT_AXIS)
+        blocks = _blocks(shape[2:], *self._unfold_options(n))
+        if (rows.grid, cols.grid) == (("h",), ("w",)) and blocks[0] * blocks[1] == out[2]:
+            return (batch, CHANNEL_AXIS, Axis(POSITION, ("h", "w"), blocks))
+        return (batch, CHANNEL_AXIS, Axis(POSITION))
+
+    def _unfold_options(self, n: fx.Node) -> tuple:
+        """Kernel size, dilation, padding and stride of an unfold."""
+        if n.op == "call_module":
+            mod = self.gm.get_submodule(n.target)
+            return mod.kernel_size, mod.dilation, mod.padding, mod.stride
+        defaults = {"kernel_size": None, "dilation": 1, "padding": 0, "stride": 1}
+        return tuple(self._arg(n, i, key, d) for i, (key, d) in enumerate(defaults.items(), 1))
 
     def _reshape(self, n: fx.Node, out) -> Axes | None:
         first = self._first(n)
@@ -406,3 +468,23 @@ def _no_image(a: Axis, size: int) -> bool:
     """Axis ``a`` of ``size`` entries holds no image position: a size-1 axis nothing depends on,
     or a position axis that is all tokens (the class token split off the patches)."""
     return a.kind == UNIT or a.kind == POSITION and a.lead + a.trail == size
+
+
+def _mixed(x: Axis, size: int, out: int) -> Axis:
+    """The axis of ``out`` entries that a layer mixing the ``size`` entries of axis ``x`` makes
+    (a ``Linear`` over the last axis, a convolution over axis 1). Mixed channels are channels,
+    and so are unknown axes (the layer recovers them). Mixed positions stay positions
+    (MLP-Mixer's and ResMLP's token mixing: a ``Linear`` over the tokens after a transpose),
+    of the same grid while their number is unchanged, as a convolution keeps rows; a new
+    number of positions is of no one grid, unknown where some were tokens."""
+    if x.kind != POSITION:
+        return CHANNEL_AXIS
+    if size == out:
+        return x
+    return UNKNOWN_AXIS if x.lead or x.trail else Axis(POSITION)
+
+
+def _blocks(size: Sequence[int], kernel, dilation, padding, stride) -> tuple[int, int]:
+    """Rows and columns of the sliding blocks an unfold of a ``size`` map takes."""
+    k, d, p, s = (_pair(v) for v in (kernel, dilation, padding, stride))
+    return tuple((size[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(2))

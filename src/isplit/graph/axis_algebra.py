@@ -4,10 +4,11 @@ merge axes, indexing and slicing, broadcasting, pieces of a split."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
-from isplit.graph.layout import BATCH, CHANNEL, POSITION, UNIT, UNKNOWN, Axis
+from isplit.graph.layout import BATCH, CHANNEL, POSITION, UNIT, UNKNOWN, Axis, coarser
 
 Axes = tuple[Axis, ...]
 UNKNOWN_AXIS, UNIT_AXIS, CHANNEL_AXIS = Axis(UNKNOWN), Axis(UNIT), Axis(CHANNEL)
@@ -58,8 +59,12 @@ def pieces(axes: Axes, shape, out, start: int = 0) -> Axes:
 def reshape_axes(axes: Axes, shape: Sequence[int], out: Sequence[int]) -> Axes:
     """The axes after reshaping ``shape`` to ``out``: axes are grouped by equal running products
     of their sizes; a group that splits one axis or merges several keeps one kind where that is
-    unambiguous (rows then columns merged: a token axis). The batch must stay axis 0."""
-    out = tuple(out)
+    unambiguous (rows then columns merged: a token axis; positions merged with channels:
+    channels, space-to-depth). The batch must stay axis 0."""
+    return _coarser(_reshaped(axes, shape, tuple(out)))
+
+
+def _reshaped(axes: Axes, shape: Sequence[int], out: tuple[int, ...]) -> Axes:
     if axes and axes[0].kind == BATCH and (not out or out[0] != shape[0]):
         return _merge_batch(axes, shape, out)
     if axes and axes[0].merged and out and out[0] == 1:
@@ -105,7 +110,7 @@ def _merge_batch(axes: Axes, shape: Sequence[int], out: tuple[int, ...]) -> Axes
     if not out or size != out[0]:
         return tuple(UNIT_AXIS if s == 1 else UNKNOWN_AXIS for s in out)
     head = Axis(UNKNOWN, sizes=tuple(shape[:k]), merged=tuple(axes[:k]))
-    return (head, *reshape_axes(axes[k:], shape[k:], out[1:]))
+    return (head, *_reshaped(axes[k:], shape[k:], out[1:]))
 
 
 def _split_batch(axes: Axes, shape: Sequence[int], out: tuple[int, ...]) -> Axes | None:
@@ -113,7 +118,7 @@ def _split_batch(axes: Axes, shape: Sequence[int], out: tuple[int, ...]) -> Axes
     merged, sizes = axes[0].merged, axes[0].sizes
     if tuple(out[: len(sizes)]) != sizes:
         return None
-    return (*merged, *reshape_axes(axes[1:], shape[1:], out[len(sizes) :]))
+    return (*merged, *_reshaped(axes[1:], shape[1:], out[len(sizes) :]))
 
 
 def _regroup(axes: list[Axis], sizes: list[int], out: list[int]) -> list[Axis]:
@@ -122,6 +127,8 @@ def _regroup(axes: list[Axis], sizes: list[int], out: list[int]) -> list[Axis]:
     tokens = any(a.lead or a.trail for a in axes)
     if len(axes) == 1 and len(out) == 1:
         return [axes[0]]
+    if kinds == {POSITION, CHANNEL} and len(out) == 1 and not tokens:  # space-to-depth
+        return [CHANNEL_AXIS]
     if len(kinds) != 1 or tokens or kinds & {BATCH, UNKNOWN}:
         return [UNKNOWN_AXIS] * len(out)
     kind = next(iter(kinds))
@@ -143,6 +150,21 @@ def _regroup(axes: list[Axis], sizes: list[int], out: list[int]) -> list[Axis]:
     if len(parts) == 1 and parts[0][0] in ("h", "w"):  # rows cut into windows and rows in them
         return [Axis(POSITION, (f"{parts[0][0]}.{k}",)) for k in range(len(out))]
     return [Axis(POSITION)] * len(out)
+
+
+def _coarser(axes: Axes) -> Axes:
+    """The outer part of a split row (column) axis whose inner part is gone (merged into the
+    channels by a space-to-depth) holds the rows (columns) of a coarser grid: ``h.0`` -> ``h``."""
+    rename = coarser({p for a in axes for b in (*a.merged, a) for p in b.grid})
+    return tuple(_renamed(a, rename) for a in axes) if rename else axes
+
+
+def _renamed(a: Axis, rename: dict[str, str]) -> Axis:
+    if a.merged:
+        return replace(a, merged=tuple(_renamed(b, rename) for b in a.merged))
+    if not any(p in rename for p in a.grid):
+        return a
+    return replace(a, grid=tuple(rename.get(p, p) for p in a.grid))
 
 
 def _joined(parts: list[tuple[str, int]]) -> list[tuple[str, int]]:

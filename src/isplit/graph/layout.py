@@ -24,7 +24,8 @@ class Axis:
     """What one axis of a tensor holds.
 
     ``kind``: batch ``N``, channels ``C``, positions ``P``, ``1`` (a size-1 axis nothing
-    depends on) or unknown ``?``. For positions, ``grid`` says how the axis covers the image
+    depends on, or copies of one entry: a pooled vector resized, expanded or broadcast over a
+    map) or unknown ``?``. For positions, ``grid`` says how the axis covers the image
     grid, as the row-major product of parts: ``("h",)`` rows, ``("w",)`` columns, ``("h", "w")``
     rows x columns flattened into tokens, ``("h.0", "w.0")`` the window index of a partition
     (``h.0`` / ``h.1``: the outer / inner part of a split row axis); ``sizes`` are the parts'
@@ -156,6 +157,9 @@ def layout_of(axes: Sequence[Axis], shape: Sequence[int], why: str = "") -> Layo
         return unknown("the batch appears twice")
     channels = tuple(i for i, a in enumerate(axes) if a.kind == CHANNEL)
     positions = tuple(i for i, a in enumerate(axes) if a.kind == POSITION)
+    copies = [i for i, a in enumerate(axes) if a.kind == UNIT and shape[i] > 1]
+    if copies and math.prod(shape[i] for i in positions) > 1:  # no Grad-CAM map says what
+        return unknown(f"axis {copies[0]} (size {shape[copies[0]]}) holds copies of one entry")
     with_extra = [i for i in positions if axes[i].lead or axes[i].trail]
     if len(with_extra) > 1:
         return unknown("tokens that are not image positions on more than one axis")
