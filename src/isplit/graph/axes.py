@@ -18,7 +18,9 @@ recorded when the graph was traced, by a rule for what the node does:
   hold no image position (a class token split off the patches, then updated) adds tokens that
   are not image positions; indexing and slicing drop or narrow axes (the class token alone is
   all tokens, the patches without it keep their grid);
-- ``matmul`` takes its rows from the left operand and its columns from the right one.
+- ``matmul`` takes its rows from the left operand and its columns from the right one;
+- an opaque function (one torch.fx calls without tracing into it, as timm's ``window_reverse``)
+  that only rearranges its input is run on coordinate tensors (:mod:`isplit.graph.opaque`).
 
 Tensors that do not depend on the image (weights, tokens, position embeddings) have no axes. An
 op no rule covers keeps its input's axes when it returns a tensor of the same shape; otherwise its
@@ -48,6 +50,7 @@ from isplit.graph.axis_algebra import (
     reshape_axes,
 )
 from isplit.graph.layout import BATCH, CHANNEL, POSITION, UNIT, UNKNOWN, Axis, Layout, layout_of
+from isplit.graph.opaque import is_opaque, rearranged_axes
 from isplit.graph.ops import PADDING_MODULES, op_name
 
 _RESHAPES = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as"}
@@ -160,6 +163,8 @@ class AxisInference:
         return isinstance(self.axes.get(a), list)
 
     def _rule(self, n: fx.Node):
+        if is_opaque(n):
+            return self._rearranged
         name = _name(self.gm, n)
         if n.op == "call_module":
             mod = self.gm.get_submodule(n.target)
@@ -202,6 +207,27 @@ class AxisInference:
             return self._copies
         return None
 
+    def _rearranged(self, n: fx.Node, out=None):
+        """An opaque function of one image-dependent tensor, followed where it only rearranges
+        it (run on coordinate tensors: :mod:`isplit.graph.opaque`): the axes of its tensor, or
+        a list for a function that returns several values."""
+        dynamic = self._dynamic(n)
+        if len(dynamic) != 1 or self._shape(dynamic[0]) is None:
+            return None
+        src = dynamic[0]
+
+        def call(x):
+            def value(a):
+                return x if a is src else self.values.get(a)
+
+            return n.target(*fx.node.map_arg(n.args, value), **fx.node.map_arg(n.kwargs, value))
+
+        value = self.values.get(n)
+        found = rearranged_axes(call, self.axes[src], self._shape(src), value)
+        if found is None or isinstance(value, (tuple, list)):
+            return found
+        return found[0]
+
     def _first(self, n: fx.Node) -> tuple[Axes, tuple[int, ...]] | None:
         """The axes and shape of the first argument, if it depends on the image."""
         a = n.args[0] if n.args else None
@@ -240,6 +266,9 @@ class AxisInference:
     def _tuple(self, n: fx.Node, value) -> list:
         """Ops returning several tensors: ``split`` / ``chunk`` keep the axes (an axis cut into
         pieces keeps its kind), ``unbind`` drops one; others are elementwise or unknown."""
+        found = self._rearranged(n) if is_opaque(n) else None
+        if found is not None:
+            return found
         name = _name(self.gm, n)
         first = self._first(n)
         out, start = [], 0  # where the piece starts on the cut axis

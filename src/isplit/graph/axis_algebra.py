@@ -59,8 +59,8 @@ def pieces(axes: Axes, shape, out, start: int = 0) -> Axes:
 def reshape_axes(axes: Axes, shape: Sequence[int], out: Sequence[int]) -> Axes:
     """The axes after reshaping ``shape`` to ``out``: axes are grouped by equal running products
     of their sizes; a group that splits one axis or merges several keeps one kind where that is
-    unambiguous (rows then columns merged: a token axis; positions merged with channels:
-    channels, space-to-depth). The batch must stay axis 0."""
+    unambiguous (rows then columns merged: a token axis; the inner parts of split rows and
+    columns merged with channels: channels, a space-to-depth). The batch must stay axis 0."""
     return _coarser(_reshaped(axes, shape, tuple(out)))
 
 
@@ -127,8 +127,8 @@ def _regroup(axes: list[Axis], sizes: list[int], out: list[int]) -> list[Axis]:
     tokens = any(a.lead or a.trail for a in axes)
     if len(axes) == 1 and len(out) == 1:
         return [axes[0]]
-    if kinds == {POSITION, CHANNEL} and len(out) == 1 and not tokens:  # space-to-depth
-        return [CHANNEL_AXIS]
+    if kinds == {POSITION, CHANNEL} and len(out) == 1 and _inner_parts(axes):
+        return [CHANNEL_AXIS]  # space-to-depth
     if len(kinds) != 1 or tokens or kinds & {BATCH, UNKNOWN}:
         return [UNKNOWN_AXIS] * len(out)
     kind = next(iter(kinds))
@@ -150,6 +150,17 @@ def _regroup(axes: list[Axis], sizes: list[int], out: list[int]) -> list[Axis]:
     if len(parts) == 1 and parts[0][0] in ("h", "w"):  # rows cut into windows and rows in them
         return [Axis(POSITION, (f"{parts[0][0]}.{k}",)) for k in range(len(out))]
     return [Axis(POSITION)] * len(out)
+
+
+def _inner_parts(axes: list[Axis]) -> bool:
+    """The position axes among ``axes`` are all inner parts of split rows or columns (``h.1``,
+    ``w.1``): merged with the channels, they are a space-to-depth (Swin's patch merging), not a
+    flattened map."""
+    return all(
+        len(a.grid) == 1 and a.grid[0].endswith(".1") and not (a.lead or a.trail)
+        for a in axes
+        if a.kind == POSITION
+    )
 
 
 def _coarser(axes: Axes) -> Axes:

@@ -13,7 +13,7 @@ admissible.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 BATCH, CHANNEL, POSITION, UNIT, UNKNOWN = "N", "C", "P", "1", "?"
@@ -186,6 +186,8 @@ def _grid(axes: Sequence[Axis], shape: Sequence[int], positions: tuple[int, ...]
             parts.append((a.grid[0], shape[i] - a.lead - a.trail))
         else:
             parts.extend(zip(a.grid, a.sizes))
+    rename = coarser(p for p, _ in parts)
+    parts = [(rename.get(p, p), s) for p, s in parts]
     names = sorted(p for p, _ in parts)
     if names not in (
         ["h", "w"],
@@ -200,3 +202,15 @@ def _grid(axes: Sequence[Axis], shape: Sequence[int], positions: tuple[int, ...]
     size = dict(parts)
     rows = math.prod(v for k, v in size.items() if k.startswith("h"))
     return (rows, math.prod(size.values()) // rows), tuple(parts)
+
+
+def coarser(names: Iterable[str]) -> dict[str, str]:
+    """``{"h.0": "h"}`` where the outer part of split rows is there without the inner part
+    (merged into channels by a space-to-depth, or pooled): it holds the rows of a coarser grid;
+    the same for columns."""
+    names = set(names)
+    return {
+        f"{x}.0": x
+        for x in ("h", "w")
+        if f"{x}.0" in names and f"{x}.1" not in names and x not in names
+    }
