@@ -17,16 +17,20 @@ with H != W and H' != H, W' != W. Of each axis of a cut's tensor:
   p x p entries of a window, or the p x p windows of a grid partition), or the fixed output of an
   adaptive pooling.
 
-:func:`disagreements` compares an inferred :class:`~isplit.graph.layout.Layout` with that. The
-fixed cases the shapes cannot tell apart from channels are accepted as positions only where the
-layout says so for a reason the shapes can confirm: a fixed position axis must hold only parts
-of a split row / column axis (``h.0``, ``h.1``, ``w.0``, ``w.1``: a window partition) while
-another position axis of the same tensor grows with the image; or the tensor is the output of an
-adaptive pooling that shrank (never copied) a map that grows with the image. The grid (rows x
-columns) is checked as a product: the image positions of the whole tensor must be ``rows *
-cols`` at the base size, ``r' * cols`` when only H changed and ``rows * c'`` when only W changed
-(so rows and columns swapped are caught, since H != W). A point where no axis grows with the
-image is a pooled vector and must not be admissible.
+:func:`disagreements` compares an inferred :class:`~isplit.graph.layout.Layout` with that:
+the batch is axis 0 and only it; channel and ``1`` axes never change with the image; a position
+axis grows with H where it holds rows (``h``, ``h.0``, ``h.1``), with W where it holds columns,
+and holds as many extra tokens as ``e`` says. The shapes cannot tell a fixed position axis from
+channels, so one is accepted as positions only where the shapes leave room for it, and said so:
+a size-1 axis that stays size 1 (whatever the layout calls it); an axis of a window partition
+(its grid parts all ``h.0``, ``h.1``, ``w.0``, ``w.1``) or whose grid the layout does not give,
+while another axis of the tensor grows with the image; the output of an adaptive pooling whose
+input grows with the image. The grid (rows x columns) is checked as a product: the image
+positions of the whole tensor must be ``rows * cols`` at the base size, ``r' * cols`` when only
+H grew and ``rows * c'`` when only W grew (so rows and columns swapped are caught, since H !=
+W), and ``rows(H) * cols(W)`` at all four. :func:`check_graph` also says where an admissible
+point holds no map of the image: no axis grows with it, or an adaptive pooling copies a 1 x 1
+map.
 
 Tracing fixes some shapes as constants (a position embedding of one size, a token-mixing Linear,
 a view to sizes computed at construction): such a graph runs at one image size only. There the
@@ -46,7 +50,6 @@ from torch import nn
 from isplit.graph import ModelGraph, SplitPoint
 from isplit.graph.layout import BATCH, Layout
 
-RUNS = ("base", "batch", "rows", "cols", "both")
 _ADAPTIVE = (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd)
 _ADAPTIVE_FUNCTIONS = {"adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_avg_pool1d"}
 
@@ -63,8 +66,7 @@ def input_sizes(h: int, w: int, dh: int = 0, dw: int = 0) -> dict[str, tuple[int
 
 
 class _Shapes(fx.Interpreter):
-    """Runs a graph, keeping the shape of every tensor a node returns (and of the first tensor
-    argument of adaptive poolings: whether they shrink or copy their input)."""
+    """Runs a graph, keeping the shape of every tensor a node returns."""
 
     def __init__(self, gm: fx.GraphModule):
         super().__init__(gm)
@@ -128,6 +130,7 @@ def _changes(shapes: dict[str, tuple[int, ...]], axis: int, run: str) -> bool:
 
 
 def grows_with_image(shapes: dict[str, tuple[int, ...]], axis: int) -> bool:
+    """Whether ``axis`` changes with the image size (False where only the batch was varied)."""
     return any(_changes(shapes, axis, r) for r in ("rows", "cols", "both") if r in shapes)
 
 

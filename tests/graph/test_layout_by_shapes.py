@@ -8,10 +8,14 @@ class token) and a few torchvision models, one per layout kind; the slow tier ru
 torchvision classifier and a handful of timm models. Models whose traced graph runs at one
 image size only (a fixed position embedding, a token-mixing Linear, a size assertion) are
 checked at two batch sizes only: ``BATCH_ONLY`` lists them, and a model that is not listed
-must run at every size.
+must run at every size. What the shapes cannot see: a layout the inference leaves unknown (such
+a point is not admissible), and a Linear over a position axis (it fixes that axis's size, so the
+graph runs at one size only).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import timm
@@ -82,6 +86,22 @@ def test_hand_written_layouts_agree_with_their_shapes():
     described = {graph.point(n).layout.describe() for n in measured.shapes}
     assert {"NCHW", "NHWC", "NPPC", "NLC (+1 token)"} <= described
     assert _known(graph, measured) == len(measured.shapes)
+
+
+def test_a_wrongly_inferred_layout_fails_the_check():
+    """The whole check, from the graph: the inferred axes of the stem (NCHW) reordered to NHWC,
+    and the class token of the tokens forgotten, are both reported."""
+    torch.manual_seed(0)
+    graph = ModelGraph(Tokens().eval(), (3, 16, 24), "all")
+    measured = measure(graph, input_sizes(16, 24, 8))
+    n, c, h, w = graph.axes.axes[graph.node("stem")]
+    graph.axes.axes[graph.node("stem")] = (n, h, w, c)
+    n, tokens, c = graph.axes.axes[graph.node("mix")]
+    graph.axes.axes[graph.node("mix")] = (n, replace(tokens, lead=0), c)
+    for p in graph.points:
+        p.layout = graph.axes.layout(graph.node(p.name))
+    assert graph.point("stem").layout.describe() == "NHWC"
+    assert set(check_graph(graph, measured)) == {"stem", "mix"}
 
 
 def test_an_adaptive_pooling_that_copies_one_vector_is_not_admissible():
