@@ -1,7 +1,7 @@
 """A forward with an optional input left at its default (timm's ViTs: ``forward(x,
-attn_mask=None)``) traces to a second placeholder whose value is None at every cut. It is a
-constant, not a value to send: every cut carries the tensor alone, so export, serving and
-validation can use every point (they once refused them all)."""
+attn_mask=None)``) is traced at that default: the graph takes the image alone (it once had a
+second placeholder, None at every cut), and every cut carries the tensor alone, so export,
+serving and validation can use every point (they once refused them all)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class OptionalMask(nn.Module):
 
 def every_cut_sends_one_tensor(model: nn.Module, shape: tuple[int, ...]) -> int:
     graph = ModelGraph(model.eval(), shape, "all")
+    assert [n.op for n in graph.gm.graph.nodes].count("placeholder") == 1
     x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = model(x)

@@ -8,11 +8,17 @@ class name or qualified type name), and, found automatically, every submodule cl
 torch.fx cannot trace (data-dependent Python control flow, as in timm's MobileViT and
 EfficientViT): when tracing fails, the class of the innermost submodule whose forward raised
 becomes a leaf and the model is traced again, up to :data:`MAX_ROUNDS` times.
+
+The model's image is its forward's one input. Its other arguments that have a default of a simple
+type (``forward(x, mask=None)``, ``forward(x, pre_logits=False)``) are traced at that default, as
+the model is called (torch.fx's ``concrete_args``): Python control flow on them (``if mask is not
+None:``) takes the branch the call takes, and the graph takes the image alone.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import math
 import sys
@@ -144,11 +150,12 @@ def capture(model: nn.Module, leaf_modules: Sequence[LeafModule] = ()) -> Captur
     """Trace ``model`` with ``leaf_modules`` kept whole, and every submodule class whose forward
     torch.fx cannot trace; an :class:`IsplitError` naming the module where that does not help."""
     given = resolve_leaf_modules(model, leaf_modules)
+    defaults = forward_defaults(model)
     auto: list[type] = []
     while True:
         tracer = _tracer([*given, *auto])
         try:
-            graph = tracer.trace(model)
+            graph = tracer.trace(model, concrete_args=defaults or None)
         except Exception as e:  # tracing failures are the model's property, not a bug of ours
             leaves = (*given, *auto)
             inner = [(p, m) for p, m in tracer.failed_in if not isinstance(m, leaves)]
@@ -157,12 +164,52 @@ def capture(model: nn.Module, leaf_modules: Sequence[LeafModule] = ()) -> Captur
             auto.append(type(inner[-1][1]))
             log.debug("torch.fx cannot trace into %s (%s): kept whole", inner[-1][0], auto[-1])
             continue
+        _drop_specialised(graph, defaults)
         # only those that are nodes (not those inside a class made a leaf later)
         nodes = [tracer.root.get_submodule(n.target) for n in graph.nodes if n.op == "call_module"]
         auto = [c for c in auto if any(isinstance(m, c) for m in nodes)]
         if auto:
             log.warning(_kept_whole(tracer.root, auto))
         return Capture(graph, tracer, tuple(auto))
+
+
+#: The types of a default that is traced as a constant rather than as an input.
+_SIMPLE = (bool, int, float, str)
+
+
+def forward_defaults(model: nn.Module) -> dict[str, object]:
+    """The arguments of ``model``'s forward after the image that have a default of a simple type
+    (None, bool, int, float, str), with that default: the values a call with the image alone
+    gives them. ``*args`` and ``**kwargs`` have none."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # no signature to read (a builtin forward)
+        return {}
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {
+        p.name: p.default
+        for p in params[1:]
+        if p.kind in named and (p.default is None or type(p.default) in _SIMPLE)
+    }
+
+
+def _drop_specialised(graph: fx.Graph, defaults: dict[str, object]) -> None:
+    """Remove the placeholders that torch.fx keeps for the arguments traced at their defaults
+    (``mask_1``), with the guards it adds on them (``_assert_is_none``, ``torch._assert(mask_1
+    == 0)``): the graph takes the image alone. The traced code no longer reads them."""
+    names = {f"{name}_1" for name in defaults}
+    placeholders = [n for n in graph.nodes if n.op == "placeholder" and n.target in names]
+    guards: list[fx.Node] = []
+    for n in placeholders:
+        todo = list(n.users)
+        while todo:
+            u = todo.pop()
+            if u not in guards:
+                guards.append(u)
+                todo.extend(u.users)
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    for n in sorted(guards, key=order.__getitem__, reverse=True) + placeholders:
+        graph.erase_node(n)
 
 
 def _kept_whole(model: nn.Module, auto: Sequence[type]) -> str:

@@ -18,7 +18,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class SplitPoint:
-    """One valid cut, named by the node whose output crosses the link."""
+    """One valid cut, named by the node whose output crosses the link.
+
+    A point is admissible when it is ``spatial`` (its layout is known and has more than one
+    image position) and it does not send the image (:attr:`sends_image`); :func:`restrict`
+    narrows the admissible points further and :func:`why_not_admissible` says why one is not.
+    """
 
     name: str
     op: str  # what produces the tensor: a module class name or a function/method name
@@ -33,6 +38,15 @@ class SplitPoint:
     def __post_init__(self) -> None:
         if self.layout is None:
             self.layout = Layout.channels_first(self.shape)
+
+    @property
+    def sends_image(self) -> bool:
+        """Whether what crosses here is the image (or a fixed function of it): the head holds no
+        parameters, so it computes nothing learned (dropout, identity, padding, reshapes, a
+        fixed pooling or a normalisation by constants of the input). Splitting there is the
+        "send the image" option every split is weighed against, not a split: such a point is
+        listed, never admissible."""
+        return self.head_params == 0
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -75,7 +89,8 @@ def restrict(
     last: str | None = None,
 ) -> None:
     """Narrow the admissible points in place (spatial points between ``first`` and ``last``
-    within the byte and FLOP budgets)."""
+    within the byte and FLOP budgets; a point that sends the image never is, whatever the
+    range)."""
     names = [p.name for p in points]
     for flag, bound in (("--first", first), ("--last", last)):
         if bound is not None and bound not in names:
@@ -88,36 +103,88 @@ def restrict(
     for i, p in enumerate(points):
         p.admissible = (
             p.spatial
+            and not p.sends_image
             and lo <= i <= hi
             and (max_bytes is None or p.bytes <= max_bytes)
             and (max_head_flops is None or p.head_flops <= max_head_flops)
         )
 
 
+def _closed(p: SplitPoint) -> str:
+    """What keeps ``p`` from being admissible whatever the range and budget: ``"unknown"`` (its
+    layout), ``"one position"`` (a vector, or a grid pooled to one position), ``"image"`` (it
+    sends the image: :attr:`SplitPoint.sends_image`), or ``""`` (nothing)."""
+    if not p.layout.known:
+        return "unknown"
+    if not p.spatial:
+        return "one position"
+    return "image" if p.sends_image else ""
+
+
 def why_not_admissible(p: SplitPoint) -> str:
     """Why ``p`` is not admissible, in a few words ("" when it is)."""
     if p.admissible:
         return ""
-    if not p.layout.known:
+    closed = _closed(p)
+    if closed == "unknown":
         return f"layout unknown: {p.layout.reason}"
-    if not p.spatial:
+    if closed == "one position":
         return "one image position"
+    if closed == "image":
+        return "sends the image: its head holds no parameters (no split)"
     return "outside the range or budget"
 
 
 def no_admissible_message(points: Sequence[SplitPoint], budget: dict) -> str:
-    """What to tell a user whose ``budget`` (:func:`restrict`'s keywords) left none of
-    ``points`` admissible."""
+    """What to tell a user when none of ``points`` is admissible under ``budget``
+    (:func:`restrict`'s keywords): why none could be, whatever the budget, and what to try; or,
+    where the budget (or range) given is what excluded them, what the smallest and cheapest
+    candidates need."""
     given = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in budget.items() if v is not None)
-    smallest = min((p for p in points if p.spatial), key=lambda p: p.bytes, default=None)
-    cheapest = min((p for p in points if p.spatial), key=lambda p: p.head_flops, default=None)
+    candidates = [p for p in points if not _closed(p)]
+    if not candidates:
+        whatever = f", whatever the budget ({given})" if given else ""
+        return f"no split point is admissible{whatever}: {_why_none(points)}"
+    smallest = min(candidates, key=lambda p: p.bytes)
+    cheapest = min(candidates, key=lambda p: p.head_flops)
     hint = (
-        ""
-        if smallest is None
-        else f" (the smallest spatial point sends {smallest.bytes} bytes; the cheapest head "
+        f" (the smallest spatial point sends {smallest.bytes} bytes; the cheapest head "
         f"has {cheapest.head_flops:.3g} FLOPs)"
     )
-    return (
-        f"no split point is admissible under {given or 'these settings'}{hint}; relax the "
-        "budget or choose other --points"
-    )
+    relax = "relax the budget or choose" if given else "choose"
+    under = given or "these settings"
+    return f"no split point is admissible under {under}{hint}; {relax} other --points"
+
+
+def _why_none(points: Sequence[SplitPoint]) -> str:
+    """Why no point of ``points`` can be admissible (each one's layout unknown, one image
+    position or the image sent), and what to try."""
+    if not points:
+        return "the model has no valid cut between its input and its logits"
+    closed = [_closed(p) for p in points]
+    unknown = [p for p, c in zip(points, closed) if c == "unknown"]
+    counts = [
+        (len(unknown), "point's layout is", "points' layouts are", "unknown"),
+        (closed.count("one position"), "point has", "points have", "one image position"),
+        (closed.count("image"), "point sends", "points send", "the image (no parameters before)"),
+    ]
+    parts = [
+        f"{'every' if n == len(points) else f'{n} of {len(points)}'} "
+        f"{one if n == len(points) else many} {what}"
+        for n, one, many, what in counts
+        if n
+    ]
+    if unknown:
+        parts[0] += f" (first reason: {unknown[0].layout.reason})"
+        advice = (
+            "keep the module that loses it whole (--leaf-module CLASS), try another "
+            "--granularity, or report it as a bug of isplit's layout inference"
+        )
+    elif closed.count("one position"):
+        advice = (
+            "the image is pooled to one position before every cut: try --granularity all or "
+            "a larger --image-size"
+        )
+    else:
+        advice = "the network computes nothing learned before its last cut"
+    return f"{', '.join(parts)}; {advice}"

@@ -220,7 +220,7 @@ class ModelGraph:
         value = self.values[n]
         shape = tuple(value.shape)
         layout = self.axes.layout(n)
-        return SplitPoint(
+        point = SplitPoint(
             name=self.names[n],
             op=op_name(self.gm, n),
             shape=shape,
@@ -228,9 +228,10 @@ class ModelGraph:
             head_flops=int(self._totals[0][i]),
             head_params=int(self._totals[1][i]),
             spatial=layout.spatial(shape),
-            admissible=layout.spatial(shape),
             layout=layout,
         )
+        point.admissible = point.spatial and not point.sends_image
+        return point
 
     # -- queries -------------------------------------------------------------------------------
     @property

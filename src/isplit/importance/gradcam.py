@@ -222,7 +222,7 @@ class GradCAM:
             maps: list[torch.Tensor | None] = [None] * len(acts)
             extra: dict[str, list] = {name: [None] * len(acts) for name in extras}
             handles = [
-                a.register_hook(self._hook(maps, extra, k, a.detach()))
+                a.register_hook(self._hook(maps, extra, k, a.detach(), len(x)))
                 for k, a in enumerate(acts)
                 if k > 0 and a.requires_grad
             ]
@@ -233,10 +233,10 @@ class GradCAM:
                     h.remove()
         with torch.no_grad():
             a0 = acts[0].detach()
-            self._point(maps, extra, 0, a0, torch.zeros_like(a0) if g0 is None else g0)
+            self._point(maps, extra, 0, a0, torch.zeros_like(a0) if g0 is None else g0, len(x))
             for k, a in enumerate(acts):
                 if maps[k] is None:  # the score does not depend on this point
-                    self._point(maps, extra, k, a.detach(), torch.zeros_like(a))
+                    self._point(maps, extra, k, a.detach(), torch.zeros_like(a), len(x))
             cui = torch.stack([m.reshape(m.shape[0], -1).mean(1) for m in maps], 1)
         return BatchImportance(
             logits=logits.detach(),
@@ -246,18 +246,21 @@ class GradCAM:
             extras=extra if extras else None,
         )
 
-    def _hook(self, maps: list, extra: dict, k: int, a: torch.Tensor):
+    def _hook(self, maps: list, extra: dict, k: int, a: torch.Tensor, n: int):
         def hook(grad: torch.Tensor) -> None:
-            self._point(maps, extra, k, a, grad)
+            self._point(maps, extra, k, a, grad, n)
 
         return hook
 
-    def _point(self, maps: list, extra: dict, k: int, a: torch.Tensor, g: torch.Tensor) -> None:
+    def _point(
+        self, maps: list, extra: dict, k: int, a: torch.Tensor, g: torch.Tensor, n: int
+    ) -> None:
+        """Point ``k``'s map (and extras) for the ``n`` images from its activation and gradient."""
         layout = self.layout(k, a)
-        if not layout.known:  # never guess which axis holds the channels
-            maps[k] = torch.full((a.shape[0], 1), float("nan"), device=a.device)
+        if not layout.known:  # never guess which axis holds the channels (nor the batch)
+            maps[k] = torch.full((n, 1), float("nan"), device=a.device)
             for name in extra:
-                width = (a.shape[0], 1) if name == "pooled" else (a.shape[0],)
+                width = (n, 1) if name == "pooled" else (n,)
                 extra[name][k] = torch.full(width, float("nan"), device=a.device)
             return
         a, g = channels_and_positions(layout, a, g)
