@@ -45,6 +45,7 @@ from isplit.graph.axis_algebra import (
     agree,
     axis_index,
     broadcasts,
+    concatenated,
     index_axes,
     pieces,
     reshape_axes,
@@ -441,37 +442,14 @@ class AxisInference:
         return isinstance(self.axes.get(p), tuple)
 
     def _cat_axis(self, parts, dim: int) -> Axis:
-        """The axis ``dim`` of a concatenation. Along a position axis, parts that hold no image
-        position are tokens that are not image positions: image-independent parts (a class
-        token), parts that are all tokens (a class token split off the patches, then updated)
-        and size-1 axes nothing depends on (CaiT's class token after class attention). One part
-        of image positions among them keeps its grid; several make positions of no one grid."""
-        pieces = []  # (axis, size); axis None: a part that holds no image position
+        """The axis ``dim`` of a concatenation (:func:`concatenated`)."""
+        pieces = []
         for p in parts:
             shape = self._shape(p)
             if shape is None:
                 return UNKNOWN_AXIS
-            a = self.axes[p][dim] if self._dynamic_node(p) else None
-            pieces.append((None if a is not None and _no_image(a, shape[dim]) else a, shape[dim]))
-        image = [a for a, _ in pieces if a is not None]
-        if not image:
-            known = [self.axes[p][dim] for p in parts if self._dynamic_node(p)]
-            tokens = any(a.kind == POSITION for a in known)
-            return Axis(POSITION, lead=sum(s for _, s in pieces)) if tokens else UNKNOWN_AXIS
-        if any(a.kind != image[0].kind for a in image):
-            return UNKNOWN_AXIS
-        if image[0].kind == CHANNEL:
-            return CHANNEL_AXIS
-        if image[0].kind != POSITION:
-            return UNKNOWN_AXIS
-        if len(image) > 1:  # several image-derived token sets: positions of no one grid
-            ok = all(a is not None and not (a.lead or a.trail) for a, _ in pieces)
-            return Axis(POSITION) if ok else UNKNOWN_AXIS
-        i = next(k for k, (a, _) in enumerate(pieces) if a is not None)
-        a = pieces[i][0]
-        lead = a.lead + sum(s for _, s in pieces[:i])
-        trail = a.trail + sum(s for _, s in pieces[i + 1 :])
-        return Axis(POSITION, a.grid, a.sizes, lead, trail)
+            pieces.append((self.axes[p][dim] if self._dynamic_node(p) else None, shape[dim]))
+        return concatenated(pieces)
 
     def _matmul(self, n: fx.Node, out) -> Axes | None:
         left, right = n.args[0], n.args[1]
@@ -491,12 +469,6 @@ class AxisInference:
         rows = la[-2] if la is not None else CHANNEL_AXIS
         cols = ra[-1] if ra is not None else CHANNEL_AXIS
         return (*batch, rows, cols)
-
-
-def _no_image(a: Axis, size: int) -> bool:
-    """Axis ``a`` of ``size`` entries holds no image position: a size-1 axis nothing depends on,
-    or a position axis that is all tokens (the class token split off the patches)."""
-    return a.kind == UNIT or a.kind == POSITION and a.lead + a.trail == size
 
 
 def _mixed(x: Axis, size: int, out: int) -> Axis:

@@ -41,6 +41,37 @@ def agree(options: Sequence[Axis], size: int) -> Axis:
     return first
 
 
+def concatenated(parts: Sequence[tuple[Axis | None, int]]) -> Axis:
+    """The axis of a concatenation along it of ``parts`` (axis, size; axis None for a part that
+    does not depend on the image). Along a position axis, parts that hold no image position are
+    tokens that are not image positions: image-independent parts (a class token), parts that
+    are all tokens (a class token split off the patches, then updated) and size-1 axes nothing
+    depends on (CaiT's class token after class attention). One part of image positions among
+    them keeps its grid; several make positions of no one grid."""
+    image = [a for a, s in parts if a is not None and not _no_image(a, s)]
+    if not image:
+        tokens = any(a is not None and a.kind == POSITION for a, _ in parts)
+        return Axis(POSITION, lead=sum(s for _, s in parts)) if tokens else UNKNOWN_AXIS
+    kind = image[0].kind
+    if any(a.kind != kind for a in image) or kind not in (CHANNEL, POSITION):
+        return UNKNOWN_AXIS
+    if kind == CHANNEL:
+        return CHANNEL_AXIS
+    if len(image) > 1:  # several image-derived token sets: positions of no one grid
+        ok = len(image) == len(parts) and not any(a.lead or a.trail for a in image)
+        return Axis(POSITION) if ok else UNKNOWN_AXIS
+    i = next(k for k, (a, _) in enumerate(parts) if a is image[0])
+    lead = image[0].lead + sum(s for _, s in parts[:i])
+    trail = image[0].trail + sum(s for _, s in parts[i + 1 :])
+    return Axis(POSITION, image[0].grid, image[0].sizes, lead, trail)
+
+
+def _no_image(a: Axis, size: int) -> bool:
+    """Axis ``a`` of ``size`` entries holds no image position: a size-1 axis nothing depends on,
+    or a position axis that is all tokens (the class token split off the patches)."""
+    return a.kind == UNIT or a.kind == POSITION and a.lead + a.trail == size
+
+
 def pieces(axes: Axes, shape, out, start: int = 0) -> Axes:
     """The axes of one piece of a ``split`` that starts at ``start`` on the cut axis: channels
     stay channels; a position axis is narrowed as a slice would (:func:`_sliced`), so that the
