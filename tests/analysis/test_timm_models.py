@@ -31,8 +31,8 @@ MODELS = {
     "coatnet_nano_rw_224": ({"img_size": 64}, 64, {"NCHW", "NHWC"}),
     "maxvit_nano_rw_256": ({"img_size": 64}, 64, {"NCHW", "NHWC"}),
     "poolformer_s12": ({}, 32, {"NCHW"}),
-    "swin_tiny_patch4_window7_224": ({"img_size": 64, "window_size": 4}, 64, {"NHWC", "NPPC"}),
-    "swinv2_cr_tiny_ns_224": ({"img_size": 64, "window_size": 4}, 64, {"NHWC", "NPPC"}),
+    "swin_tiny_patch4_window7_224": ({"img_size": 64, "window_size": 4}, 64, {"NHWC", "NPPPPC"}),
+    "swinv2_cr_tiny_ns_224": ({"img_size": 64, "window_size": 4}, 64, {"NHWC", "NPPPPC"}),
     # torch.fx cannot trace into their attention blocks: kept whole automatically
     "mobilevit_xxs": ({}, 64, {"NCHW"}),
     "efficientvit_b0": ({}, 64, {"NCHW"}),
