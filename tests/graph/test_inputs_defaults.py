@@ -80,15 +80,18 @@ def test_timm_hiera_takes_the_unmasked_branch():
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     model = timm.create_model("hiera_tiny_224", pretrained=False, num_classes=4, img_size=64)
+    nn.init.normal_(model.head.fc.weight, std=0.02)  # timm starts it at zero: no gradient
     model.eval()
     graph = ModelGraph(model, (3, 64, 64))
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3])
     _exact_everywhere(model, graph, x)
-    run = analyze(model, TensorDataset(x, torch.tensor([1, 3])), batch_size=2)
+    run = analyze(model, TensorDataset(x, y), batch_size=2)
     admissible = [p.name for p in run.points if p.admissible]
     assert "patch_embed.proj" in admissible and run.best is not None
     chosen = admissible[:: max(1, len(admissible) // 3)]
-    ref = naive_cui(model, x, torch.tensor([1, 3]), chosen, graph=graph).mean(0)
+    ref = naive_cui(model, x, y, chosen, graph=graph).mean(0)
+    assert (ref > 0).all()
     ours = torch.tensor([run.cui[run.point_names.index(n)] for n in chosen], dtype=ref.dtype)
     torch.testing.assert_close(ours, ref, rtol=2e-4, atol=1e-12)
 
