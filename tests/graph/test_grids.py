@@ -229,3 +229,96 @@ def test_an_opaque_rearrangement_is_followed():
     axes = (Axis(BATCH), rows, cols, CHANNEL_AXIS)
     found = rearranged_axes(_swap, axes, (1, 4, 6, 3), torch.zeros(1, 6, 4, 3))
     assert found == [(Axis(BATCH), cols, rows, CHANNEL_AXIS)]
+
+
+# timm models whose grid went through opaque functions or patch merging: name -> options
+TIMM = {
+    "nest_tiny": {"img_size": 64},
+    "swin_tiny_patch4_window7_224": {"img_size": 64, "window_size": 4},
+    "mvitv2_tiny": {"img_size": 64},
+    "davit_tiny": {},
+}
+
+
+def _passing_on(model: nn.Module) -> nn.Module:
+    """Every block's branches (attention, MLP, convolutional position encoding) output zero, so
+    that a block passes its input on and only the patch embedding and the downsampling layers
+    (all local) move numbers between positions."""
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            ends = name.endswith(("attn.proj", "mlp.fc2"))
+            if ends or ".cpe" in name and name.endswith(".proj"):
+                for p in m.parameters():
+                    p.zero_()
+    return model
+
+
+def _centre(m: torch.Tensor) -> torch.Tensor:
+    """The (row, column) centre of mass of a map [rows, columns]."""
+    rows, cols = torch.meshgrid(torch.arange(m.shape[0]), torch.arange(m.shape[1]), indexing="ij")
+    return torch.stack([(rows * m).sum(), (cols * m).sum()]) / m.sum()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(TIMM))
+def test_timm_grids_are_known_and_in_image_order(name):
+    """Every admissible point has a grid; a change of one 4 x 4 pixel patch shows up, in the
+    point's map put in image order, where the patch is on the image (checked near each
+    corner but one: a transposed or window-ordered map would put it elsewhere)."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=4, **TIMM[name]).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    graph = ModelGraph(_passing_on(model), (3, 64, 64))
+    admissible = [p for p in graph.points if p.admissible]
+    assert len(admissible) >= 0.9 * len(graph.points)
+    assert all(p.layout.grid is not None for p in admissible)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    before = _values(graph, x)
+    for r, c in ((4, 4), (4, 52), (52, 4)):
+        changed = x.clone()
+        changed[..., r : r + 4, c : c + 4] += 3
+        after = _values(graph, changed)
+        for p in admissible:
+            d = (after[p.name] - before[p.name]).abs()
+            d, _ = channels_and_positions(p.layout, d, d)
+            m = p.layout.image_grid(d.sum(1))[0]
+            rows, cols = p.layout.grid
+            where = torch.tensor([(r + 2) * rows // 64, (c + 2) * cols // 64])  # its cell
+            error = float((_centre(m) - where).abs().max())
+            assert error <= 0.5 + 0.15 * max(rows, cols), (p.name, r, c, error)
+
+
+# timm model -> {point: (hooked module, hand layout)}: NesT's last level (one block), Swin's
+# patch merging
+REFERENCE = {
+    "nest_tiny": {
+        "levels.2.transformer_encoder.7.add_1": ("levels.2.transformer_encoder.7", "NGPC"),
+        "levels.2.permute_1": ("levels.2", "NCHW"),
+    },
+    "swin_tiny_patch4_window7_224": {
+        "layers.1.downsample.reduction": ("layers.1.downsample", "NHWC"),
+        "layers.3.downsample.reduction": ("layers.3.downsample", "NHWC"),
+    },
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_timm_cui_after_deblockify_and_patch_merging_equals_the_hook_reference(name):
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=4, **TIMM[name]).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    points = REFERENCE[name]
+    graph = ModelGraph(model, (3, 64, 64))
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(2, 3, 64, 64, generator=g), torch.tensor([1, 3])
+    cui = GradCAM(graph, list(points))(x, y).cui
+    expected = reference_cui(model, dict(points.values()), x, y)
+    assert (expected > 0).any()
+    torch.testing.assert_close(cui, expected, rtol=1e-5, atol=1e-12)
