@@ -37,9 +37,33 @@ def deblockify(x: torch.Tensor, block: int) -> torch.Tensor:
     return x.transpose(2, 3).reshape(b, grid * block, grid * block, c)
 
 
+# rearrangements of N x 8 x 8 x C, each traced in one network and opaque in another
+REARRANGEMENTS = {
+    "transpose": lambda x: x.transpose(1, 2),
+    "tokens": lambda x: x.flatten(1, 2),
+    "windows in the batch": lambda x: (
+        x.view(-1, 4, 2, 4, 2, x.shape[-1]).permute(0, 1, 3, 2, 4, 5).reshape(-1, 4, x.shape[-1])
+    ),
+    "windows in a row": lambda x: (
+        x.view(-1, 4, 2, 4, 2, x.shape[-1]).permute(0, 1, 3, 2, 4, 5).reshape(x.shape[0], 64, -1)
+    ),
+    "blocks": lambda x: (
+        x.reshape(-1, 2, 4, 2, 4, x.shape[-1]).transpose(2, 3).reshape(-1, 4, 16, x.shape[-1])
+    ),
+    "space to depth": lambda x: (
+        x.reshape(-1, 4, 2, 4, 2, x.shape[-1]).permute(0, 1, 3, 4, 2, 5).flatten(3)
+    ),
+}
+
+
+def rearrange(x: torch.Tensor, how: str) -> torch.Tensor:
+    return REARRANGEMENTS[how](x)
+
+
 # called as one node each, as timm's not-traceable functions are
 torch.fx.wrap("window_reverse")
 torch.fx.wrap("deblockify")
+torch.fx.wrap("rearrange")
 
 
 class Windows(nn.Module):
@@ -210,6 +234,32 @@ def test_positions_merged_into_channels_are_channels_and_leave_a_coarser_grid():
     assert merged == (Axis(BATCH), rows, cols, CHANNEL_AXIS)
 
 
+class Rearranged(nn.Module):
+    """A patch embedding to N x 8 x 8 x 4, then one of :data:`REARRANGEMENTS`, traced or
+    opaque."""
+
+    def __init__(self, how: str, opaque: bool):
+        super().__init__()
+        self.how, self.opaque = how, opaque
+        self.stem = nn.Conv2d(3, 4, 2, stride=2)
+
+    def forward(self, x):
+        x = self.stem(x).permute(0, 2, 3, 1)
+        x = rearrange(x, self.how) if self.opaque else REARRANGEMENTS[self.how](x)
+        return x.mean()
+
+
+@pytest.mark.parametrize("how", list(REARRANGEMENTS))
+def test_an_opaque_rearrangement_has_the_axes_of_the_same_ops_traced(how):
+    found = []
+    for opaque in (False, True):
+        graph = ModelGraph(Rearranged(how, opaque), (3, SIZE, SIZE), granularity="all")
+        last = graph.logits_node.args[0]  # what the mean is taken of
+        found.append(graph.axes.axes[last])
+    assert found[1] == found[0]
+    assert found[0][0].kind == BATCH or found[0][0].merged
+
+
 def _swap(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2)
 
@@ -222,6 +272,14 @@ def test_an_opaque_function_that_computes_is_not_followed(call):
     axes = (Axis(BATCH), Axis(POSITION, ("h",)), Axis(POSITION, ("w",)), CHANNEL_AXIS)
     recorded = call(torch.zeros(1, 4, 4, 3))
     assert rearranged_axes(call, axes, (1, 4, 4, 3), recorded) is None
+
+
+def test_positions_reversed_are_positions_of_no_grid_and_images_reversed_are_not_followed():
+    rows, cols = Axis(POSITION, ("h",)), Axis(POSITION, ("w",))
+    axes = (Axis(BATCH), rows, cols, CHANNEL_AXIS)
+    flipped = rearranged_axes(lambda x: x.flip(1), axes, (1, 4, 6, 3), torch.zeros(1, 4, 6, 3))
+    assert flipped == [(Axis(BATCH), Axis(POSITION), cols, CHANNEL_AXIS)]
+    assert rearranged_axes(lambda x: x.flip(0), axes, (1, 4, 6, 3), torch.zeros(1, 4, 6, 3)) is None
 
 
 def test_an_opaque_rearrangement_is_followed():

@@ -52,9 +52,10 @@ class _Coordinate:
 
 @dataclass(frozen=True)
 class _Piece:
-    """A coordinate stepping along an output axis: by ``step`` every ``inner`` entries,
+    """A coordinate stepping along output axis ``axis``: by ``step`` every ``inner`` entries,
     ``count`` times."""
 
+    axis: int
     name: str
     step: int
     count: int
@@ -190,39 +191,47 @@ def _read(coords: dict, run_shape, recorded) -> Axes | None:
     if any(p is None for p in pieces) or not _consistent(coords, pieces, run_shape):
         return None
     kinds = {name: kind for name, (kind, _, _) in coords.items()}
+    batch = [p for found in pieces for p in found if kinds[p.name] == BATCH]
+    if "n" in coords and [(p.step, p.count) for p in batch] != [(1, coords["n"][1])]:
+        return None  # the images reordered, subsampled or spread over several axes
     names = _part_names(pieces, kinds)
     axes = []
     for j, found in enumerate(pieces):
-        batch = any(kinds[p.name] == BATCH for p in found)
-        if run_shape[j] != recorded[j] * (2 if batch else 1):
+        if run_shape[j] != recorded[j] * (2 if any(p in batch for p in found) else 1):
             return None
-        axes.append(_axis(found, kinds, names, j) if found else _unit(recorded[j]))
+        axes.append(_axis(found, kinds, names) if found else _unit(recorded[j]))
     return tuple(axes)
 
 
 def _axis_pieces(coords: dict, run_shape, j: int) -> list[_Piece] | None:
-    """The coordinates that step along output axis ``j``, outer first (read on the line through
-    the output's first element)."""
+    """The pieces of coordinates that step along output axis ``j``, outer first, read on the
+    line through the output's first element: from the innermost, each piece is the one
+    coordinate that changes there, stepping evenly while the others stay (a coordinate may
+    step in several pieces: windows in a row of tokens)."""
     size = run_shape[j]
-    k = torch.arange(size)
-    found = []
-    for name, (_, _, values) in coords.items():
-        line = values.movedim(j, 0).reshape(size, -1)[:, 0]
-        moved = (line != line[0]).nonzero()
-        if len(moved) == 0:
-            continue
-        inner = int(moved[0])
-        step, count = int(line[inner] - line[0]), len(line.unique())
-        if not bool((line == line[0] + step * ((k // inner) % count)).all()):
+    lines = {
+        name: v.movedim(j, 0).reshape(size, -1)[:, 0].tolist() for name, (_, _, v) in coords.items()
+    }
+    found, inner = [], 1
+    while inner < size:
+        moved = [name for name, line in lines.items() if line[inner] != line[0]]
+        if len(moved) != 1:
             return None
-        found.append(_Piece(name, step, count, inner))
-    found.sort(key=lambda p: -p.inner)
-    expected = size
-    for p in found:  # mixed-radix: each piece's entries repeat as often as the pieces after it
-        expected //= p.count
-        if p.inner != expected:
-            return None
-    return found if expected == 1 else None
+        name = moved[0]
+        step, count = lines[name][inner] - lines[name][0], 1
+        while count * inner < size and _only(lines, name, count * inner, count * step):
+            count += 1
+        found.append(_Piece(j, name, step, count, inner))
+        inner *= count
+    return found[::-1] if inner == size else None
+
+
+def _only(lines: dict, name: str, k: int, change: int) -> bool:
+    """Entry ``k`` of the lines differs from entry 0 in coordinate ``name`` alone, by
+    ``change``."""
+    return all(
+        line[k] - line[0] == (change if other == name else 0) for other, line in lines.items()
+    )
 
 
 def _consistent(coords: dict, pieces: list[list[_Piece]], run_shape) -> bool:
@@ -241,28 +250,27 @@ def _consistent(coords: dict, pieces: list[list[_Piece]], run_shape) -> bool:
     return True
 
 
-def _part_names(pieces: list[list[_Piece]], kinds: dict) -> dict:
-    """The grid part each position piece is, keyed by (axis, coordinate): a row (column) in one
-    piece is ``h``, in two ``h.0`` / ``h.1``; the inner pieces merged into channels leave the
-    outer ones as the rows of a coarser grid. Pieces of no grid part are left out."""
-    names: dict[tuple[int, str], str] = {}
+def _part_names(pieces: list[list[_Piece]], kinds: dict) -> dict[_Piece, str]:
+    """The grid part each position piece is: a row (column) in one piece is ``h``, in two
+    ``h.0`` / ``h.1``; the inner pieces merged into channels leave the outer ones as the rows of
+    a coarser grid. Pieces of no grid part (positions reversed, split in three, inner parts
+    left outside the channels) are left out."""
+    names: dict[_Piece, str] = {}
     for name in {p.name for found in pieces for p in found}:
         if kinds[name] != POSITION or name[0] not in "hw":
             continue
-        where = sorted(
-            ((j, p) for j, found in enumerate(pieces) for p in found if p.name == name),
-            key=lambda jp: -jp[1].step,
-        )
-        kept = [_is_positions(pieces[j], kinds) for j, _ in where]
+        where = sorted((p for found in pieces for p in found if p.name == name), key=_outer)
+        kept = [_is_positions(pieces[p.axis], kinds) for p in where]
         n = sum(kept)
-        if kept != [True] * n + [False] * (len(kept) - n):
-            continue  # an outer part among channels: positions of no grid
+        if kept != [True] * n + [False] * (len(kept) - n) or any(p.step < 0 for p in where):
+            continue
         parts = [name] if n == 1 else [f"{name}.0", f"{name}.1"] if n == 2 else []
-        if n == 2 and name not in ("h", "w"):
-            parts = []
-        for (j, _), part in zip(where, parts):
-            names[(j, name)] = part
+        names.update(zip(where, parts if n == 1 or name in ("h", "w") else []))
     return names
+
+
+def _outer(p: _Piece) -> int:
+    return -abs(p.step)
 
 
 def _is_positions(found: list[_Piece], kinds: dict) -> bool:
@@ -270,16 +278,16 @@ def _is_positions(found: list[_Piece], kinds: dict) -> bool:
     return all(kinds[p.name] in (POSITION, BATCH) for p in found)
 
 
-def _axis(found: list[_Piece], kinds: dict, names: dict, j: int) -> Axis:
-    """Output axis ``j`` made of ``found`` pieces."""
+def _axis(found: list[_Piece], kinds: dict, names: dict) -> Axis:
+    """The output axis made of ``found`` pieces (outer first)."""
     what = {kinds[p.name] for p in found}
     if UNKNOWN in what:
         return Axis(UNKNOWN)
     if BATCH in what:
-        return _with_batch(found, kinds, names, j)
+        return _with_batch(found, kinds, names)
     if CHANNEL in what:
         return Axis(CHANNEL)
-    parts = [names.get((j, p.name)) for p in found]
+    parts = [names.get(p) for p in found]
     if None in parts:
         return Axis(POSITION)
     if len(parts) == 1:
@@ -292,12 +300,12 @@ def _unit(size: int) -> Axis:
     return Axis(UNIT) if size == 1 else Axis(UNKNOWN)
 
 
-def _with_batch(found: list[_Piece], kinds: dict, names: dict, j: int) -> Axis:
+def _with_batch(found: list[_Piece], kinds: dict, names: dict) -> Axis:
     """The batch alone, or the batch merged with the axes after it (window partitions)."""
     if len(found) == 1:
         return Axis(BATCH)
-    if j != 0 or kinds[found[0].name] != BATCH:
+    if found[0].axis != 0 or kinds[found[0].name] != BATCH:
         return Axis(UNKNOWN)
-    merged = [Axis(BATCH)] + [_axis([p], kinds, names, j) for p in found[1:]]
+    merged = [Axis(BATCH)] + [_axis([p], kinds, names) for p in found[1:]]
     sizes = (found[0].count // 2, *(p.count for p in found[1:]))
     return Axis(UNKNOWN, sizes=sizes, merged=tuple(merged))
