@@ -206,6 +206,13 @@ def test_torchvision_layouts_agree_with_their_shapes(name):
     assert found == {}
 
 
+def test_alexnet_at_64_px_offers_no_copies_of_one_vector():
+    """Its features end 1 x 1 at 64 x 80 px, and avgpool copies them to 6 x 6 (item 8)."""
+    graph, measured, found = _check(_torchvision("alexnet", 64), 64, 80, 32)
+    assert measured.pool_inputs["avgpool"]["base"] == (1, 256, 1, 1)
+    assert found == {} and not graph.point("avgpool").admissible
+
+
 # -- timm ------------------------------------------------------------------------------------------
 # name: (timm options, (H, W, dH, dW))
 TIMM = {
