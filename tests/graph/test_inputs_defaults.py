@@ -97,12 +97,9 @@ def test_timm_hiera_takes_the_unmasked_branch():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="Hiera's Unroll moves position parts into the batch axis (flatten(0, 2)) and its "
-    "mask-unit attention pools over them: the layout inference (axes.py) loses the axes there",
-)
 def test_timm_hiera_blocks_are_admissible():
+    """Its unroll merges position parts into the batch in rounds, then reshapes them back into
+    tokens: the reshape of a merged batch axis follows its parts."""
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     model = timm.create_model("hiera_tiny_224", pretrained=False, num_classes=4, img_size=64)

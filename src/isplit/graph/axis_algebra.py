@@ -96,6 +96,10 @@ def reshape_axes(axes: Axes, shape: Sequence[int], out: Sequence[int]) -> Axes:
 
 
 def _reshaped(axes: Axes, shape: Sequence[int], out: tuple[int, ...]) -> Axes:
+    if axes and axes[0].merged and out and out[0] != shape[0]:
+        # an axis 0 that merged the batch with other axes, reshaped again: reshape its parts
+        # (Hiera's unroll merges positions into the batch in rounds, then reshapes them back)
+        return _reshaped((*axes[0].merged, *axes[1:]), (*axes[0].sizes, *shape[1:]), out)
     if axes and axes[0].kind == BATCH and (not out or out[0] != shape[0]):
         return _merge_batch(axes, shape, out)
     if axes and axes[0].merged and out and out[0] == 1:
