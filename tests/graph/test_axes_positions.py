@@ -96,13 +96,18 @@ def test_a_linear_over_the_tokens_keeps_them_positions_of_their_grid(residual):
 
 @pytest.mark.parametrize("residual", [True, False], ids=["residual", "no-residual"])
 def test_an_mlp_over_the_tokens_keeps_them_positions_of_no_one_grid(residual):
-    """L -> 2L -> L tokens: the hidden ones are positions but not the image's 4 x 4."""
+    """L -> 2L -> L tokens: the hidden ones are positions but not the image's 4 x 4; the
+    residual around them (MLP-Mixer's) puts its sum back in the image's order."""
     model = _seeded(Mixer(hidden=32, residual=residual))
     points = {p: (f"blocks.{i}", "NLC") for i, p in enumerate(_block_outputs(residual))}
     graph = _check_cui(model, points)
     for name in points:
         layout = graph.layout(name)
-        assert layout.axes == "NPC" and layout.positions == (1,) and layout.grid is None, name
+        assert layout.positions == (1,), name
+        if residual:
+            assert layout.axes == "NLC" and layout.grid == (4, 4), name
+        else:
+            assert layout.axes == "NPC" and layout.grid is None, name
 
 
 class ColumnMixing(nn.Module):

@@ -27,7 +27,9 @@ def broadcasts(shapes, out) -> bool:
 
 def agree(options: Sequence[Axis], size: int) -> Axis:
     """One axis from the axes of several inputs at the same place: what the known ones agree
-    on (tokens must agree too; a grid tag only where all have it)."""
+    on (tokens must agree too). A grid tag is kept where those that have one agree on it:
+    positions of no one grid added to the positions of a grid take its order (MLP-Mixer's
+    residual around its token mixing)."""
     if options and all(a == options[0] for a in options):
         return options[0]
     known = [a for a in options if a.kind not in (UNKNOWN, UNIT)]
@@ -36,9 +38,10 @@ def agree(options: Sequence[Axis], size: int) -> Axis:
     first = known[0]
     if any(a.kind != first.kind or (a.lead, a.trail) != (first.lead, first.trail) for a in known):
         return UNKNOWN_AXIS
-    if any(a.grid != first.grid or a.sizes != first.sizes for a in known):
-        return Axis(first.kind, lead=first.lead, trail=first.trail)
-    return first
+    tagged = {(a.grid, a.sizes): a for a in known if a.grid}
+    if len(tagged) == 1:
+        return next(iter(tagged.values()))
+    return Axis(first.kind, lead=first.lead, trail=first.trail)
 
 
 def concatenated(parts: Sequence[tuple[Axis | None, int]]) -> Axis:
