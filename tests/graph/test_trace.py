@@ -333,3 +333,32 @@ def test_a_vit_cut_after_the_patch_projection_carries_the_tensor_alone():
             code = head(x)
             assert isinstance(code, torch.Tensor) and code.shape == (batch, 64, 8, 8)
             torch.testing.assert_close(tail(code), net(x), rtol=1e-5, atol=1e-5)
+
+
+class _WithConstant(nn.Module):
+    """A forward that uses a tensor constant (torch.fx stores it on the model it traces)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.drop(torch.relu(self.conv(x)) + torch.tensor(0.5))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_tracing_leaves_the_users_model_as_it_was():
+    """Every submodule's train / eval flag, and no attribute added: tracing once left every
+    submodule in eval mode (the graph shares them) and ``_tensor_constant0`` on the model."""
+    model = _WithConstant().train()
+    model.conv.eval()
+    attributes = set(vars(model))
+    graph = ModelGraph(model, (3, 8, 8), "all")
+    assert [m.training for m in model.modules()] == [True, False, True, True]
+    assert set(vars(model)) == attributes
+    model.eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(graph.gm(x), model(x))

@@ -17,6 +17,7 @@ tensor (the head then returns ``(tensor, *extras)`` and the tail unpacks it).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -110,22 +111,18 @@ class ModelGraph:
         self.input_shape = input_shape
         self.granularity = granularity
         self.leaf_modules = tuple(leaf_modules)
-        was_training = model.training
-        model.eval()
-        try:
+        with _untouched(model):
             captured = capture(model, self.leaf_modules)
-        finally:
-            model.train(was_training)
-        tracer, graph = captured.tracer, captured.graph
+            tracer, graph = captured.tracer, captured.graph
+            self.gm = fx.GraphModule(tracer.root, graph, class_name=type(model).__name__)
+            self.gm.eval()
+            remove_inplace(self.gm)
+            self.names = {n: tracer.node_to_qualname.get(n, n.name) for n in graph.nodes}
+            self.nodes = list(graph.nodes)
+            self._index = {n: i for i, n in enumerate(self.nodes)}
+            self._record()
         #: submodule classes kept whole because torch.fx cannot trace into them
         self.auto_leaf_modules = captured.auto_leaves
-        self.gm = fx.GraphModule(tracer.root, graph, class_name=type(model).__name__)
-        self.gm.eval()
-        remove_inplace(self.gm)
-        self.names = {n: tracer.node_to_qualname.get(n, n.name) for n in graph.nodes}
-        self.nodes = list(graph.nodes)
-        self._index = {n: i for i, n in enumerate(self.nodes)}
-        self._record()
         #: per cut with values beside its tensor, those the tail rebuilds (graph.cut, on demand)
         self.rebuilt_values: dict[str, dict] = {}
         self._totals = self._head_totals()
@@ -268,6 +265,25 @@ class ModelGraph:
     def split(self, name: str) -> tuple[fx.GraphModule, fx.GraphModule]:
         """Head and tail at the valid cut ``name``: ``tail(head(x))`` equals ``model(x)``."""
         return head_and_tail(self, name)
+
+
+@contextlib.contextmanager
+def _untouched(model: nn.Module):
+    """Trace and record ``model`` in eval mode, then leave it as it was: every submodule's
+    ``training`` flag (the traced graph shares the model's submodules), and none of the
+    ``_tensor_constant<i>`` attributes torch.fx sets on it for tensor constants (the graph
+    module keeps its own references to them)."""
+    modes = [(m, m.training) for m in model.modules()]
+    attributes = set(vars(model))
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for name in set(vars(model)) - attributes:
+            if name.startswith("_tensor_constant"):
+                delattr(model, name)
 
 
 def _get_attr(module: nn.Module, target: str):
