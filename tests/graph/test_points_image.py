@@ -76,3 +76,26 @@ def test_timm_models_offer_no_input_like_point(name, granularity, first):
     assert all(p.head_params > 0 for p in points if p.admissible)
     assert why_not_admissible(points[0]).startswith("sends the image")
     assert points[1].admissible
+
+
+class FixedFilters(nn.Module):
+    """A fixed filter bank (weights held as a buffer, as a frozen front-end may be) before the
+    first learned layer: it computes features, so a cut after it is a split."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("bank", torch.randn(6, 3, 3, 3, generator=torch.Generator()))
+        self.conv = nn.Conv2d(6, 8, 3)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.relu(nn.functional.conv2d(x, self.bank, padding=1))
+        x = torch.relu(self.conv(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_fixed_filters_held_as_buffers_are_a_split():
+    points = ModelGraph(FixedFilters().eval(), (3, 16, 16)).points
+    first = points[0]
+    assert first.head_params == 0 and first.head_flops > 0
+    assert not first.sends_image and first.admissible, why_not_admissible(first)

@@ -41,12 +41,13 @@ class SplitPoint:
 
     @property
     def sends_image(self) -> bool:
-        """Whether what crosses here is the image (or a fixed function of it): the head holds no
-        parameters, so it computes nothing learned (dropout, identity, padding, reshapes, a
-        fixed pooling or a normalisation by constants of the input). Splitting there is the
-        "send the image" option every split is weighed against, not a split: such a point is
-        listed, never admissible."""
-        return self.head_params == 0
+        """Whether what crosses here is the image (or a cheap fixed function of it): the head
+        holds no parameters and does no counted FLOPs (no convolution or matrix product, even
+        with fixed weights held as buffers), so it computes nothing learned (dropout, identity,
+        padding, reshapes, a fixed pooling, a normalisation by constants). Splitting there is
+        the "send the image" option every split is weighed against, not a split: such a point
+        is listed, never admissible."""
+        return self.head_params == 0 and self.head_flops == 0
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -131,7 +132,7 @@ def why_not_admissible(p: SplitPoint) -> str:
     if closed == "one position":
         return "one image position"
     if closed == "image":
-        return "sends the image: its head holds no parameters (no split)"
+        return "sends the image: its head computes nothing learned (no split)"
     return "outside the range or budget"
 
 
@@ -166,7 +167,7 @@ def _why_none(points: Sequence[SplitPoint]) -> str:
     counts = [
         (len(unknown), "point's layout is", "points' layouts are", "unknown"),
         (closed.count("one position"), "point has", "points have", "one image position"),
-        (closed.count("image"), "point sends", "points send", "the image (no parameters before)"),
+        (closed.count("image"), "point sends", "points send", "the image (nothing learned before)"),
     ]
     parts = [
         f"{'every' if n == len(points) else f'{n} of {len(points)}'} "
