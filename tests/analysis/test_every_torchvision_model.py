@@ -38,7 +38,8 @@ FAMILY_LAYOUTS = {
 }
 
 
-def _build(name: str, size: int) -> nn.Module:
+def torchvision_model(name: str, size: int) -> nn.Module:
+    """torchvision classifier ``name`` for ``size`` px inputs: 4 classes, seeded, eval mode."""
     torch.manual_seed(0)
     options: dict = {"num_classes": 4}
     if name.startswith("vit_"):
@@ -58,7 +59,7 @@ def test_every_torchvision_model_gets_layouts_and_a_finite_curve(name):
     size = SIZES.get(name, 32)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(2, 3, size, size, generator=g), torch.tensor([1, 3])
-    run = analyze(_build(name, size), TensorDataset(x, y), batch_size=2)
+    run = analyze(torchvision_model(name, size), TensorDataset(x, y), batch_size=2)
     assert any(p.admissible for p in run.points)
     for p, c in zip(run.points, run.cui):
         if p.admissible:

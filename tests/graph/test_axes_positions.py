@@ -14,10 +14,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from importance.test_architectures import reference_cui
+from importance.test_architectures import check_against_reference
 from isplit.graph import ModelGraph
 from isplit.graph.points import why_not_admissible
-from isplit.importance import GradCAM
 
 SIZE = 32
 
@@ -29,18 +28,7 @@ def _seeded(model: nn.Module) -> nn.Module:
 
 
 def _check_cui(model: nn.Module, points: dict[str, tuple[str, str]], size: int = SIZE):
-    """CUI at ``points`` (point -> (hooked module, hand layout)) equals the hook reference, and
-    every point is admissible."""
-    graph = ModelGraph(model, (3, size, size))
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(3, 3, size, size, generator=g), torch.tensor([0, 3, 1])
-    ours = GradCAM(graph, list(points))(x, y).cui
-    ref = reference_cui(model, dict(points.values()), x, y)
-    assert (ref > 0).float().mean() > 0.5  # a test of something: the maps are mostly not empty
-    torch.testing.assert_close(ours, ref, rtol=2e-4, atol=1e-12)
-    for name in points:
-        assert graph.point(name).admissible, name
-    return graph
+    return check_against_reference(model, size, points, labels=(0, 3, 1))
 
 
 # -- a Linear over the tokens ---------------------------------------------------------------------

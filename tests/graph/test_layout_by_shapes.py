@@ -23,6 +23,7 @@ import torch
 import torchvision
 from torch import nn
 
+from analysis.test_every_torchvision_model import torchvision_model
 from isplit.graph import ModelGraph
 from isplit.graph.layout import Layout
 from shape_axes import Measured, check_graph, disagreements, input_sizes, measure
@@ -185,22 +186,12 @@ TV_SIZES = {
 TV_CI = {"resnet18", "mobilenet_v3_small", "convnext_tiny", "swin_t", "vit_b_32"}
 
 
-def _torchvision(name: str, size: int) -> nn.Module:
-    torch.manual_seed(0)
-    options: dict = {"num_classes": 4}
-    if name.startswith("vit_"):
-        options["image_size"] = size
-    if name in ("googlenet", "inception_v3"):
-        options.update(aux_logits=False, init_weights=True)
-    return torchvision.models.get_model(name, **options)
-
-
 @pytest.mark.parametrize(
     "name", [m if m in TV_CI else pytest.param(m, marks=pytest.mark.slow) for m in TV_MODELS]
 )
 def test_torchvision_layouts_agree_with_their_shapes(name):
     h, w, dh, dw = TV_SIZES.get(name, (64, 96, 32, 0))
-    graph, measured, found = _check(_torchvision(name, h), h, w, dh, dw)
+    graph, measured, found = _check(torchvision_model(name, h), h, w, dh, dw)
     assert measured.batch_only == (dh == 0)
     assert _known(graph, measured) > 0
     assert found == {}
@@ -208,7 +199,7 @@ def test_torchvision_layouts_agree_with_their_shapes(name):
 
 def test_alexnet_at_64_px_offers_no_copies_of_one_vector():
     """Its features end 1 x 1 at 64 x 80 px, and avgpool copies them to 6 x 6 (item 8)."""
-    graph, measured, found = _check(_torchvision("alexnet", 64), 64, 80, 32)
+    graph, measured, found = _check(torchvision_model("alexnet", 64), 64, 80, 32)
     assert measured.pool_inputs["avgpool"]["base"] == (1, 256, 1, 1)
     assert found == {} and not graph.point("avgpool").admissible
 

@@ -120,27 +120,30 @@ MAXVIT_POINTS = {
 }
 
 
-def _check_against_reference(model, size, points):
+def check_against_reference(model, size, points, labels=(0, 3, 4)):
+    """CUI at ``points`` (point -> (hooked module, hand layout)) equals the hook reference on
+    three random images of ``labels``, and every point is admissible: the graph."""
     graph = ModelGraph(model, (3, size, size))
     g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(3, 3, size, size, generator=g), torch.tensor([0, 3, 4])
+    x, y = torch.randn(3, 3, size, size, generator=g), torch.tensor(labels)
     ours = GradCAM(graph, list(points))(x, y).cui
     ref = reference_cui(model, dict(points.values()), x, y)
     assert (ref > 0).float().mean() > 0.5  # a test of something: the maps are mostly not empty
     torch.testing.assert_close(ours, ref, rtol=2e-4, atol=1e-12)
     for name in points:
         assert graph.point(name).admissible, name
+    return graph
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cui_equals_a_hook_reference_with_the_layout_written_by_hand(family):
     name, options, size, points = FAMILIES[family]
-    _check_against_reference(_model(name, **options), size, points)
+    check_against_reference(_model(name, **options), size, points)
 
 
 @pytest.mark.slow
 def test_maxvit_partitions_equal_the_hook_reference():
-    _check_against_reference(_model("maxvit_t"), 224, MAXVIT_POINTS)
+    check_against_reference(_model("maxvit_t"), 224, MAXVIT_POINTS)
 
 
 @pytest.mark.parametrize(
