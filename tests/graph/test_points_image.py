@@ -99,3 +99,28 @@ def test_fixed_filters_held_as_buffers_are_a_split():
     first = points[0]
     assert first.head_params == 0 and first.head_flops > 0
     assert not first.sends_image and first.admissible, why_not_admissible(first)
+
+
+class Patches(nn.Module):
+    """The image unfolded into patches (TNT) before a learned layer: the patches are the image,
+    although a parameter (a position embedding) comes first in the graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.zeros(1, 16, 48))
+        self.unfold = nn.Unfold(4, stride=4)
+        self.proj = nn.Linear(48, 8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        pos = self.pos * 1.0
+        x = self.unfold(x).transpose(1, 2)
+        x = torch.relu(self.proj(x + pos))
+        return self.fc(x.mean(1))
+
+
+def test_the_image_unfolded_into_patches_is_no_split():
+    by_name = {p.name: p for p in ModelGraph(Patches().eval(), (3, 16, 16), "all").points}
+    assert by_name["unfold"].head_params > 0  # the embedding is in the head...
+    assert by_name["unfold"].sends_image and not by_name["unfold"].admissible  # ...not in it
+    assert by_name["proj"].admissible

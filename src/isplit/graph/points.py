@@ -34,20 +34,17 @@ class SplitPoint:
     spatial: bool  # a known layout with more than one image position (see Layout.spatial)
     admissible: bool = True
     layout: Layout | None = None  # which axes hold channels and positions
+    #: what crosses here is the image, or a cheap fixed function of it: nothing on the tensor's
+    #: way from the input holds parameters or does counted FLOPs (no convolution or matrix
+    #: product, even with fixed weights held as buffers): dropout, identity, padding, reshapes
+    #: (TNT's unfold into patches), a fixed pooling, a normalisation by constants. Splitting
+    #: there is the "send the image" option every split is weighed against, not a split: such
+    #: a point is listed, never admissible.
+    sends_image: bool = False
 
     def __post_init__(self) -> None:
         if self.layout is None:
             self.layout = Layout.channels_first(self.shape)
-
-    @property
-    def sends_image(self) -> bool:
-        """Whether what crosses here is the image (or a cheap fixed function of it): the head
-        holds no parameters and does no counted FLOPs (no convolution or matrix product, even
-        with fixed weights held as buffers), so it computes nothing learned (dropout, identity,
-        padding, reshapes, a fixed pooling, a normalisation by constants). Splitting there is
-        the "send the image" option every split is weighed against, not a split: such a point
-        is listed, never admissible."""
-        return self.head_params == 0 and self.head_flops == 0
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -132,7 +129,7 @@ def why_not_admissible(p: SplitPoint) -> str:
     if closed == "one position":
         return "one image position"
     if closed == "image":
-        return "sends the image: its head computes nothing learned (no split)"
+        return "sends the image: nothing learned computes it (no split)"
     return "outside the range or budget"
 
 

@@ -126,6 +126,7 @@ class ModelGraph:
         #: per cut with values beside its tensor, those the tail rebuilds (graph.cut, on demand)
         self.rebuilt_values: dict[str, dict] = {}
         self._totals = self._head_totals()
+        self._computed = self._computing_ancestry()
         self._find_cuts()
 
     # -- analysis ------------------------------------------------------------------------------
@@ -212,6 +213,23 @@ class ModelGraph:
             params.append(p)
         return flops, params
 
+    def _computing_ancestry(self) -> set[fx.Node]:
+        """The nodes whose value something learned or counted went into (:meth:`_computes`),
+        on the way from the input or beside it."""
+        computed: set[fx.Node] = set()
+        for h in self.nodes:
+            if self._computes(h) or any(a in computed for a in h.all_input_nodes):
+                computed.add(h)
+        return computed
+
+    def _computes(self, h: fx.Node) -> bool:
+        """``h`` does counted FLOPs, is a module that holds parameters, or is a parameter."""
+        if self.flops[h] > 0:
+            return True
+        if h.op == "call_module":
+            return next(self.gm.get_submodule(h.target).parameters(), None) is not None
+        return h.op == "get_attr" and isinstance(_get_attr(self.gm, h.target), nn.Parameter)
+
     def _describe(self, n: fx.Node) -> SplitPoint:
         i = self._index[n]
         value = self.values[n]
@@ -226,6 +244,7 @@ class ModelGraph:
             head_params=int(self._totals[1][i]),
             spatial=layout.spatial(shape),
             layout=layout,
+            sends_image=n not in self._computed,
         )
         point.admissible = point.spatial and not point.sends_image
         return point
