@@ -64,7 +64,7 @@ _CONTAINER_TYPES = frozenset((*_SEQUENCES, *_MAPPINGS, collections.OrderedDict))
 # torch's hooks on every module's call: their dicts and flags in torch.nn.modules.module
 _GLOBAL_HOOKS = tuple(name for name in vars(module_hooks) if name.startswith("_global_"))
 
-# model -> (trace key, graph, GradCAM key, GradCAM): the last of each model
+# model -> (trace key, graph, GradCAM key (its class first), GradCAM): the last of each model
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -152,7 +152,7 @@ def instrument(
     model: nn.Module, input_shape: Sequence[int], settings: AnalysisSettings, model_name: str
 ) -> tuple[ModelGraph, list[SplitPoint], GradCAM]:
     """Trace ``model`` for this input shape (or reuse its last trace), choose and restrict the
-    points, instrument them."""
+    points, instrument them with the settings' CAM class (``settings.cam``)."""
     s = settings
     options = (tuple(input_shape), s.granularity, s.leaf_modules)
     try:
@@ -171,11 +171,12 @@ def instrument(
     restrict(chosen, **s.budget)
     if not any(p.admissible for p in chosen):
         raise IsplitError(no_admissible_message(chosen, s.budget))
-    cam_key = (tuple(p.name for p in chosen), s.reduction, s.precision)
+    # the class too: a GradCAM of another class (Grad-CAM++, a user's subclass) is not reused
+    cam_key = (s.cam_class, tuple(p.name for p in chosen), s.reduction, s.precision)
     if cached[2] == cam_key:
         cam = cached[3]
     else:
-        cam = GradCAM(graph, [p.name for p in chosen], s.reduction, s.precision)
+        cam = s.cam_class(graph, [p.name for p in chosen], s.reduction, s.precision)
     with contextlib.suppress(TypeError):  # a model that cannot be weakly referenced: no cache
         _CACHE[model] = (cached[0], graph, cam_key, cam)
     return graph, chosen, cam

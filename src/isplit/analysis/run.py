@@ -65,6 +65,10 @@ def analyze(
     loaded with (``load_model(seed=...)``, ``--seed``; 0 for a model ``load_model`` did not build).
     ``leaf_modules``: submodules that torch.fx must not trace into (module classes, class names
     or qualified type names such as ``"timm.layers.Attention"``).
+    ``cam``: the CAM method whose maps give the CUI, a name of
+    :data:`isplit.importance.registry.CAMS` (``"gradcam"``, the default; ``"gradcam++"``) or a
+    :class:`~isplit.importance.GradCAM` subclass (``cam=GradCAMPlusPlus``, or a user's own that
+    overrides ``channel_weights`` or ``layout``); ``isplit report`` draws its maps with it.
 
     With ``checkpoint`` (a file path), the accumulated curves are saved there every
     ``checkpoint_seconds`` seconds, or after every ``checkpoint_every`` batches when given, and

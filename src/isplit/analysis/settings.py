@@ -14,8 +14,10 @@ from isplit import distributed
 from isplit.errors import IsplitError
 from isplit.graph.capture import LeafModule, leaf_module_name
 from isplit.graph.protocols import PROTOCOLS
+from isplit.importance import registry
 from isplit.importance.gradcam import REDUCTIONS, TARGETS, check_precision
 from isplit.importance.registry import (
+    DEFAULT_CAM,
     DEFAULT_PREDICTORS,
     PCA_PROBE_RATIO,
     parse_predictors,
@@ -50,6 +52,9 @@ class AnalysisSettings:
     probe_ratio: int = PCA_PROBE_RATIO  # pca-probe keeps ceil(channels / probe_ratio) components
     # submodules traced as one node (classes, class names or qualified type names)
     leaf_modules: tuple[LeafModule, ...] = ()
+    # the CAM method whose maps give the CUI: a name of isplit.importance.registry.CAMS
+    # ("gradcam", "gradcam++") or a GradCAM subclass
+    cam: str | type = DEFAULT_CAM
 
     def __post_init__(self) -> None:
         names = parse_predictors(self.predictors)
@@ -78,6 +83,17 @@ class AnalysisSettings:
             raise IsplitError(f"--probe-ratio must be a whole number >= 1, not {self.probe_ratio}")
         leaves = self.leaf_modules or ()
         self._set("leaf_modules", (leaves,) if isinstance(leaves, (str, type)) else tuple(leaves))
+        registry.cam_class(self.cam)  # an unknown name or a class that is no GradCAM: an error now
+
+    @property
+    def cam_class(self) -> type:
+        """The :class:`~isplit.importance.gradcam.GradCAM` (sub)class that computes the maps."""
+        return registry.cam_class(self.cam)
+
+    @property
+    def cam_name(self) -> str:
+        """The CAM method's name, or a user's class's qualified name."""
+        return registry.cam_name(self.cam)
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)  # normalising a frozen dataclass's field
@@ -113,6 +129,7 @@ class AnalysisSettings:
                 if self.leaf_modules
                 else {}
             ),
+            **({"cam": self.cam_name} if self.cam_name != DEFAULT_CAM else {}),
         }
 
 

@@ -19,6 +19,7 @@ from isplit.cli.options import (
     model_from_args,
 )
 from isplit.errors import IsplitError
+from isplit.importance.registry import DEFAULT_CAM, cam_names
 from isplit.runfolder import RunFolder
 
 
@@ -40,6 +41,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="mean",
         choices=["mean", "sum"],
         help="channel reduction of the Grad-CAM map (mean: the authors' code)",
+    )
+    p.add_argument(
+        "--cam",
+        default=DEFAULT_CAM,
+        choices=cam_names(),
+        help=f"the CAM method whose maps give the CUI (default: {DEFAULT_CAM}, the paper's)",
     )
     p.add_argument(
         "--protocol",
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         points=args.points,
         target=args.target,
         reduction=args.reduction,
+        cam=args.cam,
         protocol=args.protocol,
         granularity=args.granularity,
         max_bytes=args.max_bytes,
@@ -142,6 +150,7 @@ def analyse_and_save(args: argparse.Namespace, loaded, data, out: Path, **option
     """Run ``analyze`` with the data and run options of the command line, save into ``out``."""
     from isplit.analysis import analyze
     from isplit.distributed import is_main
+    from isplit.report.outputs import save_analysis
 
     created = not out.exists()
     try:
@@ -167,7 +176,7 @@ def analyse_and_save(args: argparse.Namespace, loaded, data, out: Path, **option
             **options,
         )
         if is_main():  # one process writes the outputs of a distributed run
-            result.save(out)  # all its files or none (a full disk)
+            save_analysis(result, out)  # all its files or none (a full disk)
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
             with contextlib.suppress(OSError):  # another process may have removed it

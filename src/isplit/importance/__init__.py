@@ -1,6 +1,7 @@
-"""Importance: Grad-CAM at every split point in one forward and one backward pass, and the
-further predictors of post-split accuracy (:mod:`isplit.importance.registry` names them without
-importing torch; the names below are imported on first use)."""
+"""Importance: Grad-CAM (or another CAM method, :data:`isplit.importance.registry.CAMS`) at every
+split point in one forward and one backward pass, and the further predictors of post-split
+accuracy (:mod:`isplit.importance.registry` names them without importing torch; the names below
+are imported on first use)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ _LAZY = {
     "REDUCTIONS": "isplit.importance.gradcam",
     "TARGETS": "isplit.importance.gradcam",
     "GradCAM": "isplit.importance.gradcam",
+    "GradCAMPlusPlus": "isplit.importance.gradcampp",
     "Layout": "isplit.graph.layout",
     "Predictor": "isplit.importance.predictors",
     "PredictorSet": "isplit.importance.predictors",

@@ -1,6 +1,6 @@
 """The predictors of post-split accuracy that an analysis can compute, by name: what the command
 line offers, what the curves record, what the report and the figures call them, and the class
-that computes each.
+that computes each. Also the CAM methods (:data:`CAMS`) whose maps give the CUI.
 
 Torch-free on purpose: the command line reads it to build ``--help``; the classes are imported
 only when a predictor is computed.
@@ -131,3 +131,74 @@ def parse_predictors(spec: str | Iterable[str] | None) -> list[str]:
             f"choose from {', '.join(PREDICTORS)}"
         )
     return ["cui", *dict.fromkeys(n for n in names if n != "cui")]
+
+
+#: The CAM method an analysis uses unless told (recorded in ``curves.json`` only when another).
+DEFAULT_CAM = "gradcam"
+#: Every CAM method by name (``--cam``, ``analyze(cam=...)``, ``curves.json``): where its class is.
+#: A method is a :class:`~isplit.importance.gradcam.GradCAM` subclass that overrides one step
+#: (``channel_weights`` or ``layout``); a user's own class is passed as the class itself.
+CAMS: dict[str, str] = {
+    "gradcam": "isplit.importance.gradcam:GradCAM",
+    "gradcam++": "isplit.importance.gradcampp:GradCAMPlusPlus",
+}
+
+
+def cam_names() -> list[str]:
+    """The names of the CAM methods, the default first."""
+    return list(CAMS)
+
+
+def _load(implementation: str) -> type:
+    module, _, name = implementation.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def cam_class(cam: str | type) -> type:
+    """The class of CAM method ``cam``: a name of :data:`CAMS`, or a subclass of ``GradCAM``
+    itself (imports it)."""
+    from isplit.importance.gradcam import GradCAM
+
+    if isinstance(cam, str):
+        if cam not in CAMS:
+            raise IsplitError(
+                f"unknown CAM method {cam!r} in --cam; choose from {', '.join(CAMS)} (or pass "
+                "a GradCAM subclass to isplit.analyze)"
+            )
+        return _load(CAMS[cam])
+    if not (isinstance(cam, type) and issubclass(cam, GradCAM)):
+        raise IsplitError(f"cam must be a name ({', '.join(CAMS)}) or a GradCAM subclass: {cam!r}")
+    return cam
+
+
+def cam_name(cam: str | type) -> str:
+    """How CAM method ``cam`` is recorded: its name in :data:`CAMS`, or a user's class's
+    qualified name ``package.module.Class``."""
+    if isinstance(cam, str):
+        return cam
+    for name, implementation in CAMS.items():
+        module, _, attr = implementation.partition(":")
+        if cam.__module__ == module and cam.__qualname__ == attr:
+            return name
+    return f"{cam.__module__}.{cam.__qualname__}"
+
+
+def recorded_cam(name: str | None) -> tuple[type, str | None]:
+    """The class of the CAM method an analysis recorded (``settings["cam"]``; None: the
+    default), and a note where it cannot be had: a user's class that does not import here
+    gives plain Grad-CAM, and the note says so."""
+    if name is None or name in CAMS:
+        return cam_class(name or DEFAULT_CAM), None
+    from isplit.importance.gradcam import GradCAM
+
+    module, _, attr = name.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), attr) if module else None
+    except (ImportError, AttributeError, ValueError):
+        cls = None
+    if isinstance(cls, type) and issubclass(cls, GradCAM):
+        return cls, None
+    return GradCAM, (
+        f"the analysis used the CAM class {name}, which does not import here: these maps are "
+        "plain Grad-CAM's, not that class's"
+    )

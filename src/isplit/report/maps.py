@@ -4,6 +4,7 @@ images, and each map is upsampled to the input size and scaled to [0, 1]."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,13 +141,16 @@ def _readable_samples(data, n: int) -> tuple[list[torch.Tensor], list[int]]:
 def _gradcam(analysis: Analysis, model, points: list[str], x: torch.Tensor, labels):
     """Grad-CAM at ``points`` with the run's settings, keeping the maps."""
     from isplit.graph import ModelGraph
-    from isplit.importance import GradCAM
+    from isplit.importance.registry import recorded_cam
 
     settings = analysis.settings
     input_shape = settings.get("input_shape") or list(x.shape[1:])
     granularity = settings.get("granularity", "layer")
     graph = ModelGraph(model.to(x.device), input_shape, granularity, analysis.leaf_modules)
-    cam = GradCAM(graph, points, settings.get("reduction", "mean")).to(x.device)
+    cam_class, note = recorded_cam(settings.get("cam"))  # the class the analysis used
+    if note:
+        warnings.warn(f"isplit report: {note}", stacklevel=2)
+    cam = cam_class(graph, points, settings.get("reduction", "mean")).to(x.device)
     return cam(x, labels, target=settings.get("target", "label"), keep_maps=True)
 
 
