@@ -113,7 +113,8 @@ class GradCAM:
 
     Two steps can be overridden by a subclass, each for every point: :meth:`layout` (which axes
     of the activation hold channels and positions) and :meth:`channel_weights` (``alpha`` from
-    activation and gradient).
+    activation and gradient). :func:`~isplit.analyze` takes the subclass (``cam=MyCAM``), or a
+    registered one by name (``cam="gradcam++"``, :data:`isplit.importance.registry.CAMS`).
 
     Labels on the host are checked against the model's classes; labels already on a GPU are
     not (that check would make the host wait for the GPU every batch): check them before the

@@ -377,7 +377,8 @@ def gradcam(a: Analysis, maps: SampleMaps | None, samples: int | None) -> Sectio
     s = a.settings
     caption = (
         f"Grad-CAM of {a.model} at the candidate split points "
-        f"(target={s.get('target')}, reduction={s.get('reduction')})"
+        f"(target={s.get('target')}, reduction={s.get('reduction')}"
+        + (f", cam={s['cam']})" if s.get("cam") else ")")
     )
     png = png_from(lambda path: plot_gradcam(maps, caption, path))
     body = (
