@@ -2,12 +2,12 @@
 (:class:`~isplit.validation.ValidationReport`, :class:`~isplit.classes.ClassesReport`,
 :class:`~isplit.deploy.plan.Plan`): one way to turn them into the JSON written (their fields in
 order, with the format version first) and to read them back (through
-:meth:`~isplit.runfolder.RunFolder.read`, which upgrades older layouts)."""
+:meth:`~isplit.runfolder.RunFolder.read`, which upgrades older layouts). They write data only;
+drawing them is :mod:`isplit.report`'s."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import ClassVar, TypeVar
@@ -39,22 +39,11 @@ class RunResult:
         folder, name = (path, cls.FILE) if path.is_dir() else (path.parent, path.name)
         return cls.from_json(RunFolder(folder).read(name, cls.WHAT))
 
-    def write_json(self, out: str | os.PathLike) -> Path:
-        """Write the JSON into the folder ``out`` (atomically); returns its path."""
+    def save(self, out: str | os.PathLike) -> Path:
+        """Write the JSON into the folder ``out`` (atomically); returns its path. The data only:
+        the commands draw the figure beside it (:mod:`isplit.report.outputs`)."""
         from isplit.io import atomic_write_json
 
         path = RunFolder(out) / self.FILE
         atomic_write_json(path, self.to_json())
-        return path
-
-    def write_with_figure(
-        self, out: str | os.PathLike, png: str, draw: Callable[[Path], None]
-    ) -> Path:
-        """Write the JSON and the figure ``draw(path)`` makes as ``png`` into the folder ``out``:
-        both, or neither (a full disk half-way leaves the folder as it was)."""
-        from isplit.io import staged
-
-        with staged():
-            path = self.write_json(out)
-            draw(RunFolder(out) / png)
         return path

@@ -72,7 +72,7 @@ def test_select_by_does_not_move_isplits_pick():
 
 def test_curves_json_records_both_picks_and_the_reason(tmp_path):
     run = _analysis([0.1, 0.9, 0.3, 0.2], {"pca-probe": [0.5, 0.6, 0.7, 0.6]})
-    run.save(tmp_path, plot=False)
+    run.save(tmp_path)
     doc = json.loads((tmp_path / "curves.json").read_text())["picks"]
     assert doc["isplit"] == {
         "predictor": "cui",
@@ -88,7 +88,7 @@ def test_curves_json_records_both_picks_and_the_reason(tmp_path):
 
 
 def test_a_run_folder_from_before_the_picks_loads_with_them(tmp_path):
-    _analysis([0.1, 0.9, 0.3, 0.2], {"pca-probe": [0.5, 0.6, 0.7, 0.6]}).save(tmp_path, plot=False)
+    _analysis([0.1, 0.9, 0.3, 0.2], {"pca-probe": [0.5, 0.6, 0.7, 0.6]}).save(tmp_path)
     path = tmp_path / "curves.json"
     doc = json.loads(path.read_text())
     del doc["picks"]

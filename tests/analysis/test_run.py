@@ -68,8 +68,9 @@ def test_local_maxima():
 
 
 def test_save_load_round_trip(run, tmp_path):
-    run.save(tmp_path)
-    for f in ("curves.json", "per_image.npz", "curves.png"):
+    run.save(tmp_path)  # the data only: the commands draw curves.png (tests/report/test_outputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.json", "per_image.npz"]
+    for f in ("curves.json", "per_image.npz"):
         assert (tmp_path / f).stat().st_size > 0
     back = Analysis.load(tmp_path)
     np.testing.assert_allclose(back.cui, run.cui)
@@ -84,7 +85,7 @@ def test_save_load_round_trip(run, tmp_path):
 
 
 def test_load_without_per_image_curves_is_a_clear_error(run, tmp_path):
-    run.save(tmp_path, plot=False)
+    run.save(tmp_path)
     (tmp_path / "per_image.npz").unlink()
     with pytest.raises(IsplitError, match="per-image"):
         Analysis.load(tmp_path)

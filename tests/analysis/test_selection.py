@@ -125,7 +125,7 @@ def test_the_run_records_the_fallback_and_reads_it_back(tmp_path):
     (c,) = [c for c in run.checks if c.name == "predictor_usable"]
     assert not c.passed and c.values["held_out"] == 0
     assert "relax" not in run.recommendation() and "--max-bytes" not in run.recommendation()
-    run.save(tmp_path, plot=False)
+    run.save(tmp_path)
     doc = json.loads((tmp_path / "curves.json").read_text())
     assert doc["select_by"] == "cui" and doc["best"] == run.best
     recorded = [d for d in doc["checks"] if d["name"] == "predictor_usable"]

@@ -48,7 +48,7 @@ def test_in_memory_analysis_computes_the_fingerprint_only_when_read(small, count
 def test_saved_run_records_the_analysed_weights(small, counted, tmp_path):
     model, data = small
     a = analyze(model, data, batch_size=8)
-    a.save(tmp_path / "run", plot=False)
+    a.save(tmp_path / "run")
     doc = json.loads((tmp_path / "run" / "curves.json").read_text())
     assert doc["settings"]["weights_sha256"] == weights_fingerprint(model)
     assert doc["fingerprint"] == a.fingerprint and counted == [1]

@@ -85,7 +85,7 @@ def _three_class_run(folder, a_peak: int, **selection):
         candidates=["p1"],
         **{"best": "p1", **selection},
     )
-    analysis.save(folder, plot=False)
+    analysis.save(folder)
     return folder
 
 
@@ -152,7 +152,7 @@ def test_the_report_is_written_and_read_back(demo_run, tmp_path):
     rep = classes_report(a, ["Sandal", "Bag"], out=tmp_path, max_bytes=None)
     doc = json.loads((tmp_path / "classes.json").read_text())
     assert doc["format"] == FORMAT and "validation" not in doc
-    assert (tmp_path / "classes.png").stat().st_size > 10_000
+    assert not (tmp_path / "classes.png").exists()  # the data only: isplit classes draws it
     assert ClassesReport.load(tmp_path) == rep == ClassesReport.load(tmp_path / "classes.json")
     assert {k: v for k, v in doc.items() if k != "format"} == json.loads(
         json.dumps({k: v for k, v in rep.to_json().items() if k != "format"})

@@ -428,7 +428,7 @@ def test_cost_benchmark_tiny_run(capsys):
 
 
 def test_validate_of_a_saved_run_rejects_predictor_options(cli_error, tiny_run, tmp_path):
-    tiny_run.save(tmp_path, plot=False)
+    tiny_run.save(tmp_path)
     err = cli_error("validate", "--analysis", str(tmp_path), "--predictors", "taylor")
     assert "--predictors" in err and "cui, probe, taylor, cam-share" in err
     assert "--probe-ratio" in cli_error(

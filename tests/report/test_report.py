@@ -147,6 +147,7 @@ def test_report_with_validation(run, capsys, tmp_path):
         ]
     )
     assert code == 0
+    assert (vrun / "validation.png").stat().st_size > 10_000  # isplit validate drew it
     (vrun / "validation.png").unlink()  # the report draws it again when missing
     code, _, err = report(capsys, str(vrun), "--samples", "3")
     assert code == 0, err

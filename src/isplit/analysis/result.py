@@ -1,6 +1,6 @@
 """The result of an analysis (:class:`Analysis`): the CUI curves, the further predictors, the
-candidates and the best split; its run folder files (``curves.json``, ``per_image.npz``,
-``curves.png``) and its text tables."""
+candidates and the best split; its run folder files (``curves.json``, ``per_image.npz``) and
+its text tables."""
 
 from __future__ import annotations
 
@@ -220,11 +220,12 @@ class Analysis:
             "per_class": {k: [_num(v) for v in vals] for k, vals in self.per_class.items()},
         }
 
-    def save(self, out: str | os.PathLike, plot: bool = True) -> Path:
-        """Write ``curves.json``, ``per_image.npz`` and (``plot``) ``curves.png`` into ``out``."""
+    def save(self, out: str | os.PathLike) -> Path:
+        """Write ``curves.json`` and ``per_image.npz`` into ``out`` (the data only: the commands
+        draw ``curves.png`` from it, :func:`isplit.report.outputs.save_analysis`)."""
         folder = RunFolder(out)
         folder.root.mkdir(parents=True, exist_ok=True)
-        with staged():  # all three files, or none (a full disk half-way)
+        with staged():  # both files, or neither (a full disk half-way)
             atomic_write_npz(
                 folder.per_image,
                 cui=self.per_image,
@@ -233,10 +234,6 @@ class Analysis:
                 points=np.array(self.point_names, dtype=str),
             )
             atomic_write_json(folder.curves, {"format": FORMAT, **self.to_json()})
-            if plot:
-                from isplit.report.figures import plot_curves
-
-                plot_curves(self, folder / folder.CURVES_PNG)
             folder.set_aside_stale(self.fingerprint)  # once the new results are all written
         return folder.root
 

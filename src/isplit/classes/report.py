@@ -13,7 +13,6 @@ import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -54,14 +53,6 @@ class ClassesReport(RunResult):
     groups: list[list[str]]  # classes with alike curves
     settings: dict  # the run's target, reduction, protocol, select_by; the budget
     validation: dict | None = None  # retrained on the subset only (validate_subset)
-
-    def save(self, out: str | os.PathLike, analysis: Analysis) -> Path:
-        """Write ``classes.json`` and ``classes.png`` (the per-class heat map) into ``out``."""
-        from isplit.report.figures import plot_classes
-
-        return self.write_with_figure(
-            out, RunFolder.CLASSES_PNG, lambda png: plot_classes(analysis, self.to_json(), png)
-        )
 
     def table(self) -> str:
         """The report as text: each class's best split, the classes that pull the split, the
@@ -140,9 +131,10 @@ def classes_report(
 ) -> ClassesReport:
     """The subset's curve, candidates and best split against the run's best split, each
     class's own best split, the classes ranked by how far they pull the split, and groups of
-    classes with alike curves; written to ``out`` (``classes.json``, ``classes.png``) when
-    given. ``budget`` (``max_bytes``, ``max_head_flops``, ``first``, ``last``) narrows the
-    admissible points as in ``analyze``; the run's best split is then its best within them."""
+    classes with alike curves; written to ``out`` (``classes.json``; ``isplit classes`` draws
+    ``classes.png`` beside it) when given. ``budget`` (``max_bytes``, ``max_head_flops``,
+    ``first``, ``last``) narrows the admissible points as in ``analyze``; the run's best split
+    is then its best within them."""
     mask = _admissible(analysis, budget)
     subset = class_names(analysis) if subset is None else list(subset)
     points = analysis.point_names
@@ -187,7 +179,7 @@ def classes_report(
         },
     )
     if out is not None:
-        report.save(out, analysis)
+        report.save(out)
     return report
 
 

@@ -59,6 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from isplit.analysis import Analysis
     from isplit.classes import classes_report, validate_subset
+    from isplit.report.outputs import save_classes
     from isplit.runfolder import RunFolder
     from isplit.validation import Settings
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.quiet,
         )
-    report.save(out, analysis)
+    save_classes(report, analysis, out)
     print(report.table())
     print(f"wrote {RunFolder(out).classes}, {RunFolder(out) / RunFolder.CLASSES_PNG}")
     return 0

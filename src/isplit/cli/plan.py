@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         parse_size,
         parse_speed,
     )
+    from isplit.report.outputs import save_plan
     from isplit.runfolder import RunFolder
 
     link = Link(parse_bandwidth(args.bandwidth), parse_duration(args.rtt))
@@ -73,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         threads=args.threads or None,
         exports=args.export,
-        out=out,
     )
+    save_plan(plan, out)
     print(plan.table())
     warn(from_json(plan.checks))
     print(f"wrote {out.plan}, {out / RunFolder.PLAN_PNG}")

@@ -141,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
     from isplit.data.load import holdout_share, load_train_test
     from isplit.data.relabel import match_classes
     from isplit.distributed import is_main
+    from isplit.report.outputs import draw_validation
     from isplit.runfolder import RunFolder
     from isplit.validation import validate
 
@@ -203,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not is_main():
         return 0
+    draw_validation(report, analysis, out)
     print(report.table())
     print(f"wrote {RunFolder(out).validation}, {RunFolder(out) / RunFolder.VALIDATION_PNG}")
     return 0

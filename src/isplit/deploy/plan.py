@@ -26,7 +26,6 @@ of the two ways meets the budgets.
 from __future__ import annotations
 
 import math
-import os
 import platform
 import statistics
 import time
@@ -174,14 +173,6 @@ class Plan(RunResult):
     reason: str
     checks: list[dict] = field(default_factory=list)  # isplit.checks.Check records
 
-    def save(self, out: str | os.PathLike) -> Path:
-        """Write ``plan.json`` and ``plan.png`` into ``out``."""
-        from isplit.report.figures import plot_plan
-
-        return self.write_with_figure(
-            out, RunFolder.PLAN_PNG, lambda png: plot_plan(self.to_json(), png)
-        )
-
     def table(self) -> str:
         """The plan as text: where scores and times come from, one row per candidate (Pareto
         points, the over-budget and the recommendation marked), the recommendation."""
@@ -236,10 +227,10 @@ def make_plan(
     out: str | Path | None = None,
 ) -> Plan:
     """The plan for analysis run ``run`` (see the module docstring); written to ``out``
-    (``plan.json``, ``plan.png``) when given. Speeds in FLOP/s (None: measure on this
-    machine), ``max_latency`` in seconds, ``max_bytes`` per request body; ``score``: ``best``,
-    ``validated``, ``cui`` or a predictor of the run; ``exports``: export folders of the run's
-    network, whose points are costed at what they send."""
+    (``plan.json``; ``isplit plan`` draws ``plan.png`` beside it) when given. Speeds in FLOP/s
+    (None: measure on this machine), ``max_latency`` in seconds, ``max_bytes`` per request body;
+    ``score``: ``best``, ``validated``, ``cui`` or a predictor of the run; ``exports``: export
+    folders of the run's network, whose points are costed at what they send."""
     from isplit.deploy.scores import exported_points, plan_scores
 
     run = Path(run)

@@ -4,9 +4,7 @@ with a trained bottleneck, and how well each predictor ranked and predicted thos
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -58,14 +56,6 @@ class ValidationReport(RunResult):
     skipped_points: list[dict] = field(default_factory=list)  # chosen, but too narrow
     picks: dict = field(default_factory=dict)  # the analysis's picks, measured (validation.picks)
     checks: list[dict] = field(default_factory=list)  # the self-checks (isplit.checks), as JSON
-
-    def save(self, out: str | os.PathLike, analysis: Analysis) -> Path:
-        """Write ``validation.json`` and ``validation.png`` into the folder ``out``."""
-        from isplit.report.figures import plot_validation
-
-        doc = self.to_json()
-        draw = lambda png: plot_validation(analysis, doc, png)  # noqa: E731
-        return self.write_with_figure(out, RunFolder.VALIDATION_PNG, draw)
 
     def failed_checks(self) -> list[checks.Check]:
         """The self-checks that failed (each warned on stderr by :func:`checks.warn`)."""

@@ -83,8 +83,8 @@ def validate(
     progress: bool = False,
 ) -> ValidationReport:
     """Run the bottleneck sweep and the prediction report at ``points`` (``auto``: isplit's
-    choice, ``all``: every admissible point, or names); writes ``validation.json`` and
-    ``validation.png`` into ``out`` and returns the report.
+    choice, ``all``: every admissible point, or names); writes ``validation.json`` into
+    ``out`` (``isplit validate`` draws ``validation.png`` beside it) and returns the report.
 
     In a torch.distributed process group (torchrun), the points still to validate are shared
     out among the processes, each training on its own device; rank 0 writes the report, and
@@ -138,7 +138,7 @@ def validate(
             reason = report.reliability["reason"]
             log.warning("the validation statistics are not reliable: %s", reason)
         checks.warn(report.failed_checks())
-        report.save(out, analysis)
+        report.save(out)
     distributed.barrier()  # the report is written
     return report if distributed.is_main() else ValidationReport.load(out)
 
