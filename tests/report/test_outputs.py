@@ -52,3 +52,16 @@ def test_save_classes_writes_the_data_and_the_heat_map(demo_run, tmp_path):
     save_classes(rep, a, tmp_path)
     assert _files(tmp_path) == ["classes.json", "classes.png"]
     assert (tmp_path / "classes.png").stat().st_size > 10_000
+
+
+def test_a_plan_the_library_wrote_gets_its_figure_from_the_report(demo_run_copy):
+    from isplit.deploy.plan import Link, make_plan
+    from isplit.report import write_report
+
+    run = demo_run_copy
+    make_plan(run, Link(1.25e6, 0.02), device_speed=1e9, server_speed=5e10, out=run)
+    assert (run / "plan.json").is_file() and not (run / "plan.png").exists()  # the data only
+    html = write_report(run, samples=0).read_text()
+    assert (run / "plan.png").read_bytes().startswith(PNG_MAGIC)
+    section = html.split('<section id="plan">')[1].split("</section>")[0]
+    assert "data:image/png;base64," in section

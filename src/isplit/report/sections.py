@@ -333,7 +333,11 @@ def plan(run: RunFolder) -> Section:
         f"Recommended: <b>{esc(rec) if rec else 'none'}</b> ({esc(plan['reason'])}).</p>"
     )
     png = run / RunFolder.PLAN_PNG
-    figure = img(png.read_bytes(), "latency per point, stacked by part") if png.is_file() else ""
+    if not png.is_file():  # a plan the library wrote (make_plan(out=...)): the data only
+        from isplit.report.figures import plot_plan
+
+        plot_plan(plan, png)
+    figure = img(png.read_bytes(), "latency per point, stacked by part")
     score = plan.get("score_label", plan["score"])
     rows = []
     for r in plan["points"]:
