@@ -175,7 +175,13 @@ def add_match_classes_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_data_args(p: argparse.ArgumentParser, split: str) -> None:
+def add_data_args(
+    p: argparse.ArgumentParser,
+    split: str,
+    batch_size: int | None = 64,
+    batch_help: str = "images per batch",
+) -> None:
+    """The data options; ``batch_size``, ``batch_help``: --batch-size's default and help."""
     p.add_argument(
         "--data",
         default=None,
@@ -215,7 +221,7 @@ def add_data_args(p: argparse.ArgumentParser, split: str) -> None:
         default=None,
         help="data loader worker processes (default: 0 for in-memory data sets, else up to 4)",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    p.add_argument("--batch-size", type=int, default=batch_size, help=batch_help)
     p.add_argument(
         "--limit",
         type=count,

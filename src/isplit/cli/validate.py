@@ -31,7 +31,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "and report how well CUI predicted it",
     )
     add_model_args(p)
-    add_data_args(p, split="test")
+    # one --batch-size for the analysis (64 unless given) and the bottlenecks' training (128)
+    add_data_args(
+        p,
+        split="test",
+        batch_size=None,
+        batch_help="images per batch (default: 64 in the analysis, 128 in training)",
+    )
     add_match_classes_arg(p)
     p.add_argument("--train-split", default="train", help="data split to train bottlenecks on")
     p.add_argument(
@@ -97,10 +103,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "of the admissible points)",
     )
     add_run_args(p)
-    # one --batch-size for the analysis (64 unless given) and the bottlenecks' training (128)
-    batch = p._option_string_actions["--batch-size"]
-    batch.default = None
-    batch.help = "images per batch (default: 64 in the analysis, 128 in training)"
     p.set_defaults(func=run)
 
 
