@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
 def _print_export(m, out) -> None:
     """Print what the export ``m`` wrote to ``out``: its cut, its checks, accuracy and files."""
     from isplit.checks import from_json, warn
+    from isplit.deploy.manifest import INT8_HEADER_BYTES
 
     c = m.checks
     shape = "x".join(map(str, m.transmitted_shape))
@@ -122,9 +123,10 @@ def _print_export(m, out) -> None:
 
         shape += f" ({Layout.from_json(m.transmitted_layout).describe()})"
     what = "8-bit code of the bottleneck" if m.bottleneck else "activation"
+    int8_bytes = m.transmitted_numel + INT8_HEADER_BYTES
     print(
         f"exported {m.model['model']} cut after {m.point}: the {what} {shape} crosses the link "
-        f"({4 * m.transmitted_numel} bytes float32, {m.transmitted_numel + 5} as 8-bit)"
+        f"({4 * m.transmitted_numel} bytes float32, {int8_bytes} as 8-bit)"
     )
     diffs = ", ".join(
         f"{part} {c[f'{key}_max_abs_diff']:.2e}"

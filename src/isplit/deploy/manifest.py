@@ -55,6 +55,11 @@ QUANTIZATION = {
     "dequantize": "x = (q - zero_point) * scale",
     "range_includes_zero": True,
 }
+#: Bytes per image that the 8-bit code sends besides the code itself (one byte per value): its
+#: ``scale`` (FP32, 4 bytes) and its ``zero_point`` (UINT8, 1 byte), the [N, 1] inputs of the
+#: ``-int8`` model (:func:`served_inputs`), as :func:`~isplit.validation.bottleneck.quantize_uint8`
+#: makes them. Every byte count of the 8-bit link uses this.
+INT8_HEADER_BYTES = 5
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -176,7 +181,7 @@ class Manifest:
             "shape": list(self.transmitted_shape),
             "dtype": "float32",
             "bytes": 4 * self.transmitted_numel,
-            "bytes_int8": self.transmitted_numel + 5,
+            "bytes_int8": self.transmitted_numel + INT8_HEADER_BYTES,
             "layout": self.transmitted_layout,
         }
         d["quantization"] = QUANTIZATION

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from isplit.deploy.manifest import INT8_HEADER_BYTES
 from isplit.errors import IsplitError
 from isplit.graph.layout import Layout
 from isplit.models import apply_state_dict, load_state_dict_file, read_metadata, save_weights
@@ -40,8 +41,6 @@ from isplit.validation.arrange import (
     map_form,
     token_grid,
 )
-
-INT8_HEADER_BYTES = 5  # one float32 scale and one uint8 zero point per image
 
 
 class Encoder(nn.Module):
