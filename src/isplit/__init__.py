@@ -10,9 +10,9 @@ line's ``--help`` do not pay for torch, matplotlib and scipy.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from isplit._lazy import lazy_exports
 from isplit.errors import IsplitError
 
 if TYPE_CHECKING:
@@ -50,15 +50,4 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'isplit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -13,8 +13,9 @@ on onnxruntime it runs without torch, whose import alone takes about 500 MB.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from isplit._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from isplit.deploy.client import Client, Prediction
@@ -44,8 +45,4 @@ __all__ = [
     "load_programs",
 ]
 
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'isplit.deploy' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -5,7 +5,7 @@ are imported on first use)."""
 
 from __future__ import annotations
 
-import importlib
+from isplit._lazy import lazy_exports
 
 #: public name -> the module that defines it
 _LAZY = {
@@ -23,11 +23,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'isplit.importance' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
