@@ -21,7 +21,6 @@ from isplit.cli.options import (
     model_from_args,
     non_negative,
 )
-from isplit.errors import IsplitError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -138,14 +137,19 @@ def _settings(args: argparse.Namespace, given_batch: int | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from isplit.analysis import Analysis, AnalysisSettings
+    """Map the options to :mod:`isplit.validation.job`'s calls; run and save the analysis
+    when no --analysis folder is given; print the report and draw its figure."""
+    from isplit.analysis import AnalysisSettings
     from isplit.checks import warn
-    from isplit.data.load import holdout_share, load_train_test
-    from isplit.data.relabel import match_classes
     from isplit.distributed import is_main
     from isplit.report.outputs import draw_validation
     from isplit.runfolder import RunFolder
-    from isplit.validation import validate
+    from isplit.validation.job import (
+        load_validation_data,
+        reused_analysis,
+        validate_run,
+        validation_model,
+    )
 
     given_batch = args.batch_size  # the bottlenecks' training keeps its own default without it
     args.batch_size = given_batch or AnalysisSettings.batch_size
@@ -154,28 +158,24 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(out)
     settings = _settings(args, given_batch)
     settings.check()  # before the analysis: a wrong option costs no time
-    analysis = Analysis.load(args.analysis) if args.analysis else None
-    if analysis is not None and (args.predictors or args.select_by != "cui" or args.probe_ratio):
-        raise IsplitError(
-            "--predictors, --select-by and --probe-ratio set up the analysis that validate runs "
-            f"itself; the --analysis folder has its own ({', '.join(analysis.predictor_names)}): "
-            "rerun `isplit analyze --predictors ...` into it, or leave --analysis out"
-        )
-    if analysis is not None and args.model is None and args.weights is None:
-        loaded = analysis.load_model()  # the network the run analysed
-    else:
-        loaded = model_from_args(args)
-    data = args.data or "fashion-mnist"
-    kw = {
-        "root": args.data_root,
-        "download": args.download,
-        "holdout": holdout_share(args.holdout, loaded.weights),
-    }
-    train, test, note = load_train_test(
-        data, args.train_split, args.split, loaded.preprocess, **kw
-    )  # never the same images (a folder without split sub-folders: its hold-out tests)
-    train, _ = match_classes(train, loaded.classes, args.match_classes)  # else an error
-    test, _ = match_classes(test, loaded.classes, args.match_classes)
+    analysis = reused_analysis(
+        args.analysis,
+        predictors=args.predictors,
+        select_by=args.select_by,
+        probe_ratio=args.probe_ratio,
+    )
+    own_model = analysis is not None and args.model is None and args.weights is None
+    loaded = validation_model(analysis, None if own_model else model_from_args(args))
+    train, test, note = load_validation_data(
+        loaded,
+        args.data,
+        train_split=args.train_split,
+        test_split=args.split,
+        root=args.data_root,
+        download=args.download,
+        holdout=args.holdout,
+        match_classes=args.match_classes,
+    )
     if analysis is None:
         analysis = analyse_and_save(
             args,
@@ -192,8 +192,8 @@ def run(args: argparse.Namespace) -> int:
     if note and is_main():  # after the analysis: a refusal before it stays one line
         print(f"isplit: {note}", file=sys.stderr)
     points = args.points[0] if args.points in (["auto"], ["all"]) else args.points
-    report = validate(
-        loaded.model,
+    report = validate_run(
+        loaded,
         analysis,
         train,
         test,
@@ -201,7 +201,6 @@ def run(args: argparse.Namespace) -> int:
         points=points,
         settings=settings,
         device=args.device,
-        model_name=loaded.name,
         progress=not args.quiet,
     )
     if not is_main():

@@ -2,6 +2,9 @@
 how well each predictor ranked the points.
 
 - :mod:`~isplit.validation.sweep`: :func:`validate`, the sweep over the points.
+- :mod:`~isplit.validation.job`: :func:`validate_run`, a validation job as ``isplit validate``
+  runs it (the reused analysis, the model, the data: :func:`reused_analysis`,
+  :func:`validation_model`, :func:`load_validation_data`).
 - :mod:`~isplit.validation.settings`: its :class:`Settings`.
 - :mod:`~isplit.validation.points`: which points it validates, and the budgets of the report.
 - :mod:`~isplit.validation.cache`: the head's outputs, computed once per point.
@@ -16,6 +19,12 @@ how well each predictor ranked the points.
 """
 
 from isplit.validation.distribute import bottleneck_file
+from isplit.validation.job import (
+    load_validation_data,
+    reused_analysis,
+    validate_run,
+    validation_model,
+)
 from isplit.validation.probe import linear_probe
 from isplit.validation.reliability import chance_accuracy, not_learned
 from isplit.validation.result import ValidationReport
@@ -29,7 +38,11 @@ __all__ = [
     "bottleneck_file",
     "chance_accuracy",
     "linear_probe",
+    "load_validation_data",
     "not_learned",
+    "reused_analysis",
     "train_bottleneck",
     "validate",
+    "validate_run",
+    "validation_model",
 ]
