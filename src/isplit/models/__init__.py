@@ -15,9 +15,7 @@ from isplit.models.digest import WeightsDigest
 from isplit.models.heads import input_channels, replace_final_layer
 from isplit.models.loading import LoadedModel, load_model, load_recorded, loaded_info
 from isplit.models.weights import (
-    WEIGHTS_SUFFIXES,
     apply_state_dict,
-    atomic_torch_save,
     load_state_dict_file,
     read_metadata,
     save_weights,
@@ -26,11 +24,9 @@ from isplit.models.weights import (
 from isplit.models.zoo import list_model_names
 
 __all__ = [
-    "WEIGHTS_SUFFIXES",
     "LoadedModel",
     "WeightsDigest",
     "apply_state_dict",
-    "atomic_torch_save",
     "input_channels",
     "list_model_names",
     "load_model",

@@ -34,8 +34,6 @@ from isplit.data.load import load_train_test
 from isplit.data.preprocess import describe_preprocess
 from isplit.errors import IsplitError
 from isplit.models import (
-    WEIGHTS_SUFFIXES,
-    atomic_torch_save,
     load_model,
     read_metadata,
     replace_final_layer,
@@ -43,6 +41,7 @@ from isplit.models import (
     save_weights,
 )
 from isplit.models.loop import CHECKPOINT_FORMAT, OPTIMIZERS, TrainingRun
+from isplit.models.weights import WEIGHTS_SUFFIXES, atomic_torch_save
 
 log = logging.getLogger("isplit")
 
