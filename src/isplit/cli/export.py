@@ -10,8 +10,6 @@ from isplit.cli.options import (
     add_model_args,
     model_from_args,
 )
-from isplit.errors import IsplitError
-from isplit.runfolder import RunFolder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,53 +57,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from isplit.analysis import Analysis
-    from isplit.deploy.export import check_images, export_split, find_bottleneck
+    """Map the options to :mod:`isplit.deploy.export_job`'s calls and print the export."""
+    from isplit.deploy.export_job import export_analysis, export_run
 
-    run = args.analysis
-    if run is None and args.bottleneck and RunFolder(args.bottleneck).is_analysis():
-        run = args.bottleneck  # a validation run holds its analysis
-    analysis = Analysis.load(run) if run else None
-    if analysis is not None and args.model is None and args.weights is None:
-        loaded = analysis.load_model()  # the network the run analysed
-    else:
-        loaded = model_from_args(args)
-    point = args.point or (analysis.best if analysis is not None else None)
-    if point is None:
-        raise IsplitError(
-            "pass --point NAME (`isplit points` lists them), or --analysis RUN_DIR to export at "
-            "the run's best split"
-        )
-    bottleneck = find_bottleneck(args.bottleneck, point) if args.bottleneck else None
-    data = args.data or (analysis.dataset.get("name") if analysis is not None else None)
-    inputs, labels, note = check_images(
-        loaded, data or "fashion-mnist", args.split, args.data_root, args.check_images
-    )
-    if note:
-        print(f"isplit: note: {note}", file=sys.stderr)
-    from isplit.data import FASHION_MNIST_CLASSES
-
-    guessed = data is None and loaded.classes != FASHION_MNIST_CLASSES  # not its classes
-    if guessed or labels is None or int(labels.max()) >= loaded.num_classes:
-        labels = None  # no accuracy then, only the agreement with the unsplit network
-    classes = None
-    if analysis is not None and len(analysis.dataset.get("classes") or []) == loaded.num_classes:
-        classes = loaded.classes or list(analysis.dataset["classes"])
-    m = export_split(
-        loaded,
-        point,
+    analysis = export_analysis(args.analysis, args.bottleneck)
+    own_model = analysis is not None and args.model is None and args.weights is None
+    m = export_run(
         args.out,
-        bottleneck=bottleneck,
-        name=args.name,
-        classes=classes,
-        check_inputs=inputs,
-        check_labels=labels,
-        max_batch=args.max_batch,
+        analysis=analysis,
+        model=None if own_model else model_from_args(args),
+        point=args.point,
+        bottleneck=args.bottleneck,
         allow_unlearned=args.allow_unlearned,
-        leaf_modules=analysis.leaf_modules if analysis is not None else (),
-        analysis_accuracy=None
-        if analysis is None
-        else (analysis.accuracy, int(analysis.dataset.get("images") or len(analysis.labels))),
+        name=args.name,
+        data=args.data,
+        split=args.split,
+        data_root=args.data_root,
+        check_images=args.check_images,
+        max_batch=args.max_batch,
+        on_note=lambda note: print(f"isplit: note: {note}", file=sys.stderr),
     )
     _print_export(m, args.out)
     return 0
@@ -114,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
 def _print_export(m, out) -> None:
     """Print what the export ``m`` wrote to ``out``: its cut, its checks, accuracy and files."""
     from isplit.checks import from_json, warn
+    from isplit.deploy.export_job import accuracy_line
     from isplit.deploy.manifest import INT8_HEADER_BYTES
 
     c = m.checks
@@ -148,22 +119,3 @@ def _print_export(m, out) -> None:
         f"{m.pytorch['tail']['file']}, manifest.json, triton/{m.name}, triton/{m.int8_name}"
     )
     print(f"serve the tail with: isplit serve {out}")
-
-
-def accuracy_line(m) -> str | None:
-    """The accuracies of the manifest ``m`` in one line; None when it has none."""
-    a = m.accuracy or {}
-    parts = []
-    v = a.get("validation")
-    if v:
-        mark = "" if v["learned"] else " (the bottleneck did NOT learn)"
-        parts.append(
-            f"validated at {m.point}: accuracy {v['accuracy']:.3f} (unsplit "
-            f"{v['unsplit_accuracy']:.3f}){mark}"
-        )
-    if a.get("split") is not None:
-        parts.append(
-            f"on the {a['check_images']} check images: split {a['split']:.3f} "
-            f"({a['split_int8']:.3f} with 8 bits), unsplit {a['unsplit']:.3f}"
-        )
-    return "accuracy " + "; ".join(parts) if parts else None
