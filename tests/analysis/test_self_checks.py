@@ -66,6 +66,9 @@ def test_trained_network_fed_right_passes_every_check(tmp_path, capsys):
     predictions = np.load(tmp_path / "run" / "per_image.npz")["predictions"]
     assert recorded["accuracy"] == pytest.approx(np.mean(labels == predictions))
     assert "preprocessing: pad to 32 x 32" in err and "mean 0.286, std 0.353" in err
+    # and which importance the curve holds, as curves.json records it
+    assert doc["settings"]["reduction"] == "mean" and "cam" not in doc["settings"]
+    assert "importance: gradcam of the true label's logit, channels averaged" in err
 
 
 @needs_fmnist

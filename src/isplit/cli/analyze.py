@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"isplit: skipped {len(result.skipped_images)} unreadable image(s)", file=sys.stderr)
     # after the run: a refusal stays one line
     print(f"isplit: preprocessing: {describe_preprocess(loaded.preprocess)}", file=sys.stderr)
+    print(f"isplit: importance: {_describe_importance(result.settings)}", file=sys.stderr)
     if note := holdout_note(data):
         print(f"isplit: {note}", file=sys.stderr)
     flag = " (see the warnings below)" if failed(result.checks) else ""
@@ -188,6 +189,14 @@ def analyse_and_save(args: argparse.Namespace, loaded, data, out: Path, **option
 #: above this share of the loop's time spent waiting for data, a note says the data set set
 #: the pace (a well-fed run waits a few per cent: the first batches, the workers' warm-up)
 DATA_BOUND_SHARE = 0.3
+
+
+def _describe_importance(settings: dict) -> str:
+    """Which CAM, of which score, with which channel reduction: the CUI the curve holds."""
+    cam = settings.get("cam", DEFAULT_CAM)
+    score = "the true label's" if settings.get("target") == "label" else "the predicted class's"
+    channels = "averaged" if settings.get("reduction") == "mean" else "summed"
+    return f"{cam} of {score} logit, channels {channels} (--cam, --target, --reduction)"
 
 
 def _print_pace(timing: dict | None, workers: int | None) -> None:
