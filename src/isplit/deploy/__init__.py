@@ -2,6 +2,7 @@
 head as a client, and plan the split against a latency budget.
 
 - :mod:`~isplit.deploy.export`: head/tail as ONNX + PyTorch programs, a Triton repository;
+- :mod:`~isplit.deploy.export_job`: what ``isplit export`` does, as a library call;
 - :mod:`~isplit.deploy.manifest`: ``manifest.json`` and the tensors the served models take;
 - :mod:`~isplit.deploy.server`: the tail behind KServe v2 REST endpoints (FastAPI + uvicorn);
 - :mod:`~isplit.deploy.client`: the head on the device, the tensor over the protocol;
