@@ -13,6 +13,7 @@ import torchvision
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from analysis.test_self_checks import HAVE_FMNIST
 from isplit.analysis import AnalysisSettings, analyze
 from isplit.errors import IsplitError
 from isplit.graph import ModelGraph
@@ -211,3 +212,25 @@ def test_analyze_takes_cam_on_the_command_line():
 
     assert build_parser().parse_args(["analyze", "--cam", "gradcam++"]).cam == "gradcam++"
     assert build_parser().parse_args(["analyze"]).cam == "gradcam"
+
+
+@pytest.mark.skipif(not HAVE_FMNIST, reason="dataset-fashion-mnist not installed")
+def test_gradcampp_on_the_trained_demo_network_equals_the_papers_formula():
+    """On trained weights (the packaged demo-vgg16, 94 % on Fashion-MNIST) and real images,
+    where the gradients are those of a network that decides: the same numbers as the formula."""
+    from isplit.data import load_dataset
+    from isplit.models import load_model
+
+    loaded = load_model("demo-vgg16")
+    data = load_dataset("fashion-mnist", "test", loaded.preprocess)
+    x = torch.stack([data[i][0] for i in range(8)])
+    y = torch.tensor([int(data[i][1]) for i in range(8)])
+    model = _frozen(loaded.model.eval())
+    points = ["features.5", "features.19"]
+    ref = _gradcampp_by_hooks(model, [model.get_submodule(p) for p in points], x, y)
+    out = GradCAMPlusPlus(ModelGraph(model, tuple(x.shape[1:])), points)(x, y, keep_maps=True)
+    for k, (m, channels) in enumerate(ref):
+        assert (m > 0).any()
+        _close(out.maps[k].flatten(1), m / channels)
+        _close(out.cui[:, k], (m / channels).mean(1))
+    assert (out.logits.argmax(1) == y).float().mean() >= 0.75  # a network that decides
