@@ -199,13 +199,7 @@ class ModelGraph:
         f = p = 0
         for h in self.nodes:
             f += self.flops[h]
-            if h.op == "call_module":
-                held = list(self.gm.get_submodule(h.target).parameters())
-            elif h.op == "get_attr" and isinstance(_get_attr(self.gm, h.target), nn.Parameter):
-                held = [_get_attr(self.gm, h.target)]
-            else:
-                held = []
-            for t in held:
+            for t in self._held(h):
                 if id(t) not in seen:
                     seen.add(id(t))
                     p += t.numel()
@@ -224,11 +218,15 @@ class ModelGraph:
 
     def _computes(self, h: fx.Node) -> bool:
         """``h`` does counted FLOPs, is a module that holds parameters, or is a parameter."""
-        if self.flops[h] > 0:
-            return True
+        return self.flops[h] > 0 or bool(self._held(h))
+
+    def _held(self, h: fx.Node) -> list[nn.Parameter]:
+        """The parameters node ``h`` holds: a module's, or the one a ``get_attr`` reads."""
         if h.op == "call_module":
-            return next(self.gm.get_submodule(h.target).parameters(), None) is not None
-        return h.op == "get_attr" and isinstance(_get_attr(self.gm, h.target), nn.Parameter)
+            return list(self.gm.get_submodule(h.target).parameters())
+        if h.op == "get_attr" and isinstance(_get_attr(self.gm, h.target), nn.Parameter):
+            return [_get_attr(self.gm, h.target)]
+        return []
 
     def _describe(self, n: fx.Node) -> SplitPoint:
         i = self._index[n]
